@@ -1,0 +1,1 @@
+"""One module per ``torch.optim`` optimizer, each with its whole algorithm in its docstring."""

@@ -1,0 +1,109 @@
+"""Adam, as ``torch.optim.Adam``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+
+from optx import torch_ops, validation
+from optx.hyperparams import Hyperparam
+from optx.torch_optimizer import torch_optimizer
+from optx.transformation import GradientTransformation
+
+
+def adam(
+    lr: Hyperparam = 1e-3,
+    betas: tuple[Hyperparam, Hyperparam] = (0.9, 0.999),
+    eps: Hyperparam = 1e-8,
+    weight_decay: Hyperparam = 0,
+    amsgrad: bool = False,
+    *,
+    foreach: Any = None,
+    maximize: bool = False,
+    capturable: bool = False,
+    differentiable: bool = False,
+    fused: Any = None,
+    decoupled_weight_decay: bool = False,
+) -> GradientTransformation:
+    r"""Adam, exactly as ``torch.optim.Adam``.
+
+    .. math::
+       \begin{aligned}
+       &\textbf{input}: \gamma \text{ (lr)}, \beta_1, \beta_2 \text{ (betas)}, \theta_0,
+         \lambda \text{ (weight decay)}, \epsilon, \textit{amsgrad}, \textit{maximize},
+         \textit{decoupled\_weight\_decay} \\
+       &m_0 \leftarrow 0, \; v_0 \leftarrow 0, \; \hat v^{max}_0 \leftarrow 0 \\
+       &\textbf{for } t = 1, 2, \ldots \textbf{ do} \\
+       &\quad g_t \leftarrow \nabla f_t(\theta_{t-1}) \text{, negated if } \textit{maximize} \\
+       &\quad \textbf{if } \lambda \neq 0: \textbf{ if } \textit{decoupled}:
+          \theta_{t-1} \leftarrow \theta_{t-1}(1 - \gamma\lambda)
+          \textbf{ else } g_t \leftarrow g_t + \lambda\theta_{t-1} \\
+       &\quad m_t \leftarrow \beta_1 m_{t-1} + (1-\beta_1) g_t \quad (\texttt{lerp}) \\
+       &\quad v_t \leftarrow \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \\
+       &\quad \textbf{if } \textit{amsgrad}: \; v^{max}_t \leftarrow \max(v^{max}_{t-1}, v_t),
+          \; \hat v \leftarrow v^{max}_t \textbf{ else } \hat v \leftarrow v_t \\
+       &\quad \textit{denom} \leftarrow \sqrt{\hat v} / \sqrt{1-\beta_2^t} + \epsilon \\
+       &\quad \theta_t \leftarrow \theta_{t-1} - \frac{\gamma}{1-\beta_1^t} \cdot m_t / \textit{denom}
+       \end{aligned}
+
+    Note where torch puts ``eps``: after the bias correction of the square root, and amsgrad's
+    maximum is taken over the raw (uncorrected) second moment.
+
+    State: ``exp_avg``, ``exp_avg_sq`` and, with amsgrad, ``max_exp_avg_sq``; torch's ``step`` is
+    the state's ``count``. ``foreach``, ``capturable``, ``differentiable`` and ``fused`` are
+    accepted and ignored.
+    """
+    del foreach, capturable, differentiable, fused
+    validation.check_lr(lr)
+    validation.check_eps(eps)
+    validation.check_betas(betas)
+    validation.check_weight_decay(weight_decay)
+    return _adam("optx.adam", lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay)
+
+
+def _adam(name, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay):
+    def init_slots(p):
+        slots = {"exp_avg": jnp.zeros_like(p), "exp_avg_sq": jnp.zeros_like(p)}
+        if amsgrad:
+            slots["max_exp_avg_sq"] = jnp.zeros_like(p)
+        return slots
+
+    def coefficients(hp, t, scalars):
+        lr, (beta1, beta2) = hp["lr"], hp["betas"]
+        bias_correction1 = 1 - beta1**t
+        bias_correction2 = 1 - beta2**t
+        c = {
+            "lr": lr,
+            "weight_decay": hp["weight_decay"],
+            "one_minus_beta1": 1 - beta1,
+            "beta2": beta2,
+            "one_minus_beta2": 1 - beta2,
+            "step_size": lr / bias_correction1,
+            "bias_correction2_sqrt": jnp.sqrt(bias_correction2),
+            "eps": hp["eps"],
+        }
+        return c, scalars
+
+    def update_leaf(g, p, slots, c):
+        g = torch_ops.maybe_negate(g, maximize)
+        if decoupled_weight_decay:
+            p = torch_ops.decoupled_decay(p, c["lr"], c["weight_decay"])
+        else:
+            g = torch_ops.add_weight_decay(g, p, c["weight_decay"])
+        m = torch_ops.lerp(slots["exp_avg"], g, c["one_minus_beta1"])
+        v = slots["exp_avg_sq"] * c["beta2"] + c["one_minus_beta2"] * g * g
+        new = {"exp_avg": m, "exp_avg_sq": v}
+        if amsgrad:
+            v = jnp.maximum(slots["max_exp_avg_sq"], v)
+            new["max_exp_avg_sq"] = v
+        denom = jnp.sqrt(v) / c["bias_correction2_sqrt"] + c["eps"]
+        return p + (-c["step_size"] * m) / denom, new
+
+    return torch_optimizer(
+        name,
+        {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay},
+        init_slots=init_slots,
+        coefficients=coefficients,
+        update_leaf=update_leaf,
+    )

@@ -1,0 +1,98 @@
+"""Stochastic gradient descent, as ``torch.optim.SGD``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+
+from optx import torch_ops, validation
+from optx.hyperparams import Hyperparam, is_schedule
+from optx.torch_optimizer import torch_optimizer
+from optx.transformation import GradientTransformation
+
+
+def sgd(
+    lr: Hyperparam = 1e-3,
+    momentum: Hyperparam = 0,
+    dampening: Hyperparam = 0,
+    weight_decay: Hyperparam = 0,
+    nesterov: bool = False,
+    *,
+    maximize: bool = False,
+    foreach: Any = None,
+    differentiable: bool = False,
+    fused: Any = None,
+) -> GradientTransformation:
+    r"""Stochastic gradient descent (optionally with momentum), exactly as ``torch.optim.SGD``.
+
+    .. math::
+       \begin{aligned}
+       &\textbf{input}: \gamma \text{ (lr)}, \theta_0 \text{ (params)}, \lambda \text{ (weight decay)},
+         \mu \text{ (momentum)}, \tau \text{ (dampening)}, \textit{nesterov}, \textit{maximize} \\
+       &\textbf{for } t = 1, 2, \ldots \textbf{ do} \\
+       &\quad g_t \leftarrow \nabla f_t(\theta_{t-1}) \text{, negated if } \textit{maximize} \\
+       &\quad \textbf{if } \lambda \neq 0: \; g_t \leftarrow g_t + \lambda \theta_{t-1} \\
+       &\quad \textbf{if } \mu \neq 0: \\
+       &\quad\quad \textbf{if } t > 1: \; b_t \leftarrow \mu b_{t-1} + (1-\tau) g_t
+          \quad \textbf{else}: \; b_t \leftarrow g_t \text{ (no dampening on the first step)} \\
+       &\quad\quad \textbf{if } \textit{nesterov}: \; g_t \leftarrow g_t + \mu b_t
+          \quad \textbf{else}: \; g_t \leftarrow b_t \\
+       &\quad \theta_t \leftarrow \theta_{t-1} - \gamma g_t
+       \end{aligned}
+
+    State: ``momentum_buffer`` (only when ``momentum`` is a schedule or a nonzero constant). A
+    momentum that is 0 at construction allocates no buffer; the ``optx.optim`` adapter rebuilds
+    the transformation if a group's momentum is later raised from 0, as torch allows.
+
+    ``foreach``, ``differentiable`` and ``fused`` are torch implementation switches, accepted and
+    ignored.
+    """
+    del foreach, differentiable, fused
+    validation.check_lr(lr)
+    validation.check(momentum, lambda v: v >= 0.0, f"Invalid momentum value: {momentum}")
+    validation.check_weight_decay(weight_decay)
+    if nesterov and not is_schedule(momentum) and not is_schedule(dampening):
+        if float(momentum) <= 0 or float(dampening) != 0:
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+    has_buffer = is_schedule(momentum) or float(momentum) != 0
+
+    def init_slots(p):
+        return {"momentum_buffer": jnp.zeros_like(p)} if has_buffer else {}
+
+    def init_scalars(hp):
+        return {"momentum_buffer_initialized": jnp.zeros((), bool)} if has_buffer else {}
+
+    def coefficients(hp, t, scalars):
+        del t
+        c = {
+            "lr": hp["lr"],
+            "weight_decay": hp["weight_decay"],
+            "momentum": hp["momentum"],
+            "one_minus_dampening": 1 - hp["dampening"],
+        }
+        if not has_buffer:
+            return c, scalars
+        c["use_momentum"] = hp["momentum"] != 0
+        c["initialized"] = scalars["momentum_buffer_initialized"]
+        return c, {"momentum_buffer_initialized": scalars["momentum_buffer_initialized"] | c["use_momentum"]}
+
+    def update_leaf(g, p, slots, c):
+        g = torch_ops.maybe_negate(g, maximize)
+        g = torch_ops.add_weight_decay(g, p, c["weight_decay"])
+        if has_buffer:
+            buf = slots["momentum_buffer"]
+            new_buf = jnp.where(c["initialized"], buf * c["momentum"] + c["one_minus_dampening"] * g, g)
+            step = g + c["momentum"] * new_buf if nesterov else new_buf
+            g = jnp.where(c["use_momentum"], step, g)
+            slots = {"momentum_buffer": jnp.where(c["use_momentum"], new_buf, buf)}
+        return p - c["lr"] * g, slots
+
+    return torch_optimizer(
+        "optx.sgd",
+        {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay},
+        init_slots=init_slots,
+        coefficients=coefficients,
+        update_leaf=update_leaf,
+        init_scalars=init_scalars,
+    )

@@ -1,0 +1,153 @@
+"""The one builder behind every elementwise torch optimizer.
+
+Each optimizer module supplies three small pure functions and this module does the rest:
+pytree plumbing, hyperparameters held in the state (constants or schedules), torch's complex
+handling (a complex tensor is updated as its real view), input checks, and the conversion of
+torch's in-place parameter update into an optax-style delta.
+
+* ``init_slots(p) -> {name: buffer}``: the per-parameter state, keyed by torch's state names
+  (``exp_avg``, ``momentum_buffer``, ...), so the ``optx.optim`` adapter can export and import
+  torch state_dicts without per-optimizer code.
+* ``coefficients(hp, t, scalars) -> (coeffs, new_scalars)``: the scalar part of the step, with
+  ``t`` the step number after torch's increment (1 on the first update). It runs in
+  :func:`optx.hyperparams.float_dtype` (float64 under x64, as torch's Python-float math), and
+  the results are cast to each parameter's dtype afterwards, as torch casts a Python scalar
+  when it meets a tensor.
+* ``update_leaf(g, p, slots, c) -> (new_p, new_slots)``: torch's ``_single_tensor_*`` loop
+  body for one parameter, written out of place.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from optx import hyperparams as hp_lib
+from optx import validation
+from optx.transformation import GradientTransformation
+
+Array = jax.Array
+Slots = dict[str, Array]
+Coefficients = dict[str, Any]
+
+
+class OptimizerState(NamedTuple):
+    """State of an optx optimizer.
+
+    Attributes:
+      count: number of updates applied so far (int32 scalar). torch's per-parameter ``step``.
+      hyperparams: the hyperparameters the next update uses, as arrays, keyed by torch's
+        param-group keys (``betas`` is a pair). Read with :func:`optx.get_hyperparams`, replace
+        with :func:`optx.set_hyperparams`.
+      slots: per-parameter buffers keyed by torch's state names; each is a tree like the params.
+      scalars: torch state that is a scalar per parameter and equal for all of them
+        (NAdam's ``mu_product``, ASGD's ``eta`` and ``mu``, SGD's buffer-initialized flag).
+    """
+
+    count: Array
+    hyperparams: dict[str, Any]
+    slots: dict[str, Any]
+    scalars: dict[str, Array]
+
+
+def _to_real(x: Array) -> Array:
+    return jnp.stack([x.real, x.imag], axis=-1)
+
+
+def _from_real(x: Array, like: Array) -> Array:
+    return jax.lax.complex(x[..., 0], x[..., 1]).astype(like.dtype)
+
+
+def _cast(coeffs: Coefficients, dtype: Any) -> Coefficients:
+    def cast(c):
+        c = jnp.asarray(c)
+        return c.astype(dtype) if jnp.issubdtype(c.dtype, jnp.floating) else c
+
+    return jax.tree_util.tree_map(cast, coeffs)
+
+
+def _apply_leaf(update_leaf, g, p, slots: Slots, coeffs: Coefficients):
+    """One parameter's update, returning (delta, new_slots). Complex leaves use their real view."""
+    if jnp.iscomplexobj(p):
+        real = jnp.finfo(p.dtype).dtype
+        new_p, new_slots = update_leaf(
+            _to_real(g), _to_real(p), {k: _to_real(v) for k, v in slots.items()}, _cast(coeffs, real)
+        )
+        new_p = _from_real(new_p, p)
+        new_slots = {k: _from_real(v, slots[k]) for k, v in new_slots.items()}
+    else:
+        new_p, new_slots = update_leaf(g, p, slots, _cast(coeffs, p.dtype))
+        new_slots = {k: v.astype(slots[k].dtype) for k, v in new_slots.items()}
+    # torch updates p in place; optax wants a delta. new_p - p is exact whenever new_p is within a
+    # factor of two of p (Sterbenz), so params + delta reproduces torch's new_p bit for bit.
+    return (new_p - p).astype(p.dtype), new_slots
+
+
+def torch_optimizer(
+    name: str,
+    hyperparams: Mapping[str, Any],
+    *,
+    init_slots: Callable[[Array], Slots],
+    coefficients: Callable[[dict[str, Any], Array, dict[str, Array]], tuple[Coefficients, dict]],
+    update_leaf: Callable[[Array, Array, Slots, Coefficients], tuple[Array, Slots]],
+    init_scalars: Callable[[dict[str, Any]], dict[str, Array]] | None = None,
+) -> GradientTransformation:
+    """Builds a :class:`GradientTransformation` from an optimizer's per-parameter algorithm.
+
+    Args:
+      name: the constructor's name, used in error messages (``"optx.adam"``).
+      hyperparams: torch's param-group keys mapped to constants or schedules; tuples (``betas``)
+        may mix both.
+      init_slots: per-parameter state for one parameter leaf.
+      coefficients: the scalar part of one step (see the module docstring).
+      update_leaf: one parameter's update (see the module docstring).
+      init_scalars: the initial shared scalar state, from the initial hyperparameters.
+    """
+    spec = dict(hyperparams)
+
+    def init(params):
+        validation.check_params(params, who=name)
+        hp = hp_lib.evaluate(spec, 0)
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        per_leaf = [init_slots(jnp.asarray(p)) for p in leaves]
+        names = per_leaf[0].keys() if per_leaf else init_slots(jnp.zeros(())).keys()
+        slots = {k: treedef.unflatten([s[k] for s in per_leaf]) for k in names}
+        scalars = init_scalars(hp) if init_scalars is not None else {}
+        return OptimizerState(jnp.zeros((), jnp.int32), hp, slots, scalars)
+
+    def update(updates, state, params=None, **extra_args):
+        del extra_args
+        if params is None:
+            raise ValueError(
+                f"{name} needs the current params: call update(grads, state, params)"
+            )
+        if not isinstance(state, OptimizerState):
+            raise TypeError(f"{name}: expected an OptimizerState, got {type(state).__name__}")
+        validation.check_matching(updates, params, who=name)
+        hp = state.hyperparams
+        t = (state.count + 1).astype(hp_lib.float_dtype())
+        coeffs, scalars = coefficients(hp, t, state.scalars)
+
+        g_leaves, treedef = jax.tree_util.tree_flatten(updates)
+        p_leaves = treedef.flatten_up_to(params)
+        slot_leaves = {k: treedef.flatten_up_to(v) for k, v in state.slots.items()}
+        deltas, new_slot_leaves = [], {k: [] for k in state.slots}
+        for i, (g, p) in enumerate(zip(g_leaves, p_leaves)):
+            delta, new = _apply_leaf(
+                update_leaf, g, p, {k: v[i] for k, v in slot_leaves.items()}, coeffs
+            )
+            deltas.append(delta)
+            for k in state.slots:
+                new_slot_leaves[k].append(new[k])
+
+        new_state = OptimizerState(
+            count=state.count + 1,
+            hyperparams=hp_lib.advance(spec, hp, state.count + 1),
+            slots={k: treedef.unflatten(v) for k, v in new_slot_leaves.items()},
+            scalars=scalars,
+        )
+        return treedef.unflatten(deltas), new_state
+
+    return GradientTransformation(init, update)

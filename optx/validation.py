@@ -1,0 +1,89 @@
+"""Checks shared by every optimizer: torch's hyperparameter errors and matching pytrees."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from optx.hyperparams import is_schedule
+
+
+def check(value: Any, ok: Callable[[float], bool], message: str) -> None:
+    """Raises ``ValueError(message)`` when a constant hyperparameter fails ``ok``.
+
+    Schedules cannot be checked before they run, so they pass; torch has no schedules here.
+    """
+    if value is None or is_schedule(value):
+        return
+    if not ok(float(value)):
+        raise ValueError(message)
+
+
+def check_lr(lr: Any) -> None:
+    check(lr, lambda v: 0.0 <= v, f"Invalid learning rate: {lr}")
+
+
+def check_eps(eps: Any) -> None:
+    check(eps, lambda v: 0.0 <= v, f"Invalid epsilon value: {eps}")
+
+
+def check_weight_decay(weight_decay: Any) -> None:
+    check(weight_decay, lambda v: 0.0 <= v, f"Invalid weight_decay value: {weight_decay}")
+
+
+def check_betas(betas: Any) -> None:
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    for i, b in enumerate(betas):
+        check(b, lambda v: 0.0 <= v < 1.0, f"Invalid beta parameter at index {i}: {b}")
+
+
+def _path(path: Any) -> str:
+    s = jax.tree_util.keystr(path)
+    return s if s else "<root>"
+
+
+def check_params(params: Any, *, who: str) -> None:
+    """Rejects parameter trees that torch would refuse: integer or boolean leaves."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        dtype = jnp.result_type(leaf)
+        if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.complexfloating)):
+            raise TypeError(
+                f"{who} can only optimize floating-point or complex parameters, but the "
+                f"parameter at {_path(path)} has dtype {dtype}"
+            )
+
+
+def check_matching(updates: Any, params: Any, *, who: str, what: str = "gradient") -> None:
+    """Raises an error naming the first leaf where ``updates`` and ``params`` disagree.
+
+    Runs at trace time, so it costs nothing inside jit.
+    """
+    u_leaves, u_def = jax.tree_util.tree_flatten_with_path(updates)
+    p_leaves, p_def = jax.tree_util.tree_flatten_with_path(params)
+    if u_def != p_def:
+        u_paths = [_path(k) for k, _ in u_leaves]
+        p_paths = [_path(k) for k, _ in p_leaves]
+        missing = [k for k in p_paths if k not in set(u_paths)]
+        extra = [k for k in u_paths if k not in set(p_paths)]
+        detail = []
+        if missing:
+            detail.append(f"missing leaves {missing}")
+        if extra:
+            detail.append(f"unexpected leaves {extra}")
+        if not detail:
+            detail.append(f"structure {u_def} differs from {p_def}")
+        raise ValueError(f"{who}: the {what} tree does not match the params: " + "; ".join(detail))
+    for (path, u), (_, p) in zip(u_leaves, p_leaves):
+        if jnp.shape(u) != jnp.shape(p):
+            raise ValueError(
+                f"{who}: the {what} at {_path(path)} has shape {jnp.shape(u)}, "
+                f"but the parameter has shape {jnp.shape(p)}"
+            )
+        if jnp.result_type(u) != jnp.result_type(p):
+            raise TypeError(
+                f"{who}: the {what} at {_path(path)} has dtype {jnp.result_type(u)}, "
+                f"but the parameter has dtype {jnp.result_type(p)}"
+            )
