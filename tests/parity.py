@@ -84,6 +84,8 @@ def max_rel_error(a: list[list[np.ndarray]], b: list[list[np.ndarray]]) -> float
     for sa, sb in zip(a, b, strict=True):
         for x, y in zip(sa, sb, strict=True):
             scale = max(float(np.max(np.abs(y), initial=0.0)), 1e-300)
-            err = float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64)), initial=0.0))
+            # promote, never truncate: complex stays complex, float32 goes to float64
+            wide = np.result_type(x, y, np.float64)
+            err = float(np.max(np.abs(x.astype(wide) - y.astype(wide)), initial=0.0))
             worst = max(worst, err / scale)
     return worst
