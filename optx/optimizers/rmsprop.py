@@ -1,0 +1,109 @@
+"""RMSprop, as ``torch.optim.RMSprop``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+
+from optx import torch_ops, validation
+from optx.hyperparams import Hyperparam, is_schedule
+from optx.torch_optimizer import torch_optimizer
+from optx.transformation import GradientTransformation
+
+
+def rmsprop(
+    lr: Hyperparam = 1e-2,
+    alpha: Hyperparam = 0.99,
+    eps: Hyperparam = 1e-8,
+    weight_decay: Hyperparam = 0,
+    momentum: Hyperparam = 0,
+    centered: bool = False,
+    capturable: bool = False,
+    foreach: Any = None,
+    maximize: bool = False,
+    differentiable: bool = False,
+) -> GradientTransformation:
+    r"""RMSprop, exactly as ``torch.optim.RMSprop``.
+
+    .. math::
+       \begin{aligned}
+       &\textbf{input}: \gamma \text{ (lr)}, \alpha \text{ (smoothing)}, \epsilon, \lambda
+         \text{ (weight decay)}, \mu \text{ (momentum)}, \textit{centered}, \textit{maximize} \\
+       &v_0 \leftarrow 0, \; g^{ave}_0 \leftarrow 0, \; b_0 \leftarrow 0 \\
+       &\textbf{for } t = 1, 2, \ldots \textbf{ do} \\
+       &\quad g_t \leftarrow \nabla f_t(\theta_{t-1}) \text{, negated if } \textit{maximize} \\
+       &\quad \textbf{if } \lambda \neq 0: \; g_t \leftarrow g_t + \lambda \theta_{t-1} \\
+       &\quad v_t \leftarrow \alpha v_{t-1} + (1-\alpha) g_t^2 \\
+       &\quad \textbf{if } \textit{centered}: \; g^{ave}_t \leftarrow \alpha g^{ave}_{t-1} +
+          (1-\alpha) g_t \; (\texttt{lerp}), \quad \tilde v \leftarrow v_t - (g^{ave}_t)^2
+          \quad \textbf{else}: \; \tilde v \leftarrow v_t \\
+       &\quad \textit{avg} \leftarrow \sqrt{\tilde v} + \epsilon
+          \quad (\epsilon \text{ outside the square root}) \\
+       &\quad \textbf{if } \mu > 0: \; b_t \leftarrow \mu b_{t-1} + g_t / \textit{avg}, \;
+          \theta_t \leftarrow \theta_{t-1} - \gamma b_t \\
+       &\quad \textbf{else}: \; \theta_t \leftarrow \theta_{t-1} - \gamma g_t / \textit{avg}
+       \end{aligned}
+
+    No bias correction; the momentum buffer starts at zero and lr is applied after it, so a
+    scheduled lr stays exact.
+
+    State: ``square_avg``; ``momentum_buffer`` when ``momentum`` is a schedule or a nonzero
+    constant; ``grad_avg`` when centered. ``capturable``, ``foreach`` and ``differentiable`` are
+    accepted and ignored.
+    """
+    del capturable, foreach, differentiable
+    validation.check_lr(lr)
+    validation.check_eps(eps)
+    validation.check(momentum, lambda v: 0.0 <= v, f"Invalid momentum value: {momentum}")
+    validation.check_weight_decay(weight_decay)
+    validation.check(alpha, lambda v: 0.0 <= v, f"Invalid alpha value: {alpha}")
+    has_buffer = is_schedule(momentum) or float(momentum) != 0
+
+    def init_slots(p):
+        slots = {"square_avg": jnp.zeros_like(p)}
+        if has_buffer:
+            slots["momentum_buffer"] = jnp.zeros_like(p)
+        if centered:
+            slots["grad_avg"] = jnp.zeros_like(p)
+        return slots
+
+    def coefficients(hp, t, scalars):
+        del t
+        alpha_ = hp["alpha"]
+        return {
+            "lr": hp["lr"],
+            "alpha": alpha_,
+            "one_minus_alpha": 1 - alpha_,
+            "eps": hp["eps"],
+            "weight_decay": hp["weight_decay"],
+            "momentum": hp["momentum"],
+        }, scalars
+
+    def update_leaf(g, p, slots, c):
+        g = torch_ops.maybe_negate(g, maximize)
+        g = torch_ops.add_weight_decay(g, p, c["weight_decay"])
+        square_avg = slots["square_avg"] * c["alpha"] + c["one_minus_alpha"] * g * g
+        new = {"square_avg": square_avg}
+        if centered:
+            grad_avg = torch_ops.lerp(slots["grad_avg"], g, c["one_minus_alpha"])
+            new["grad_avg"] = grad_avg
+            avg = jnp.sqrt(square_avg + (-1) * grad_avg * grad_avg) + c["eps"]
+        else:
+            avg = jnp.sqrt(square_avg) + c["eps"]
+        plain = p + (-c["lr"] * g) / avg
+        if not has_buffer:
+            return plain, new
+        use_momentum = c["momentum"] > 0
+        buf = slots["momentum_buffer"] * c["momentum"] + g / avg
+        new["momentum_buffer"] = jnp.where(use_momentum, buf, slots["momentum_buffer"])
+        return jnp.where(use_momentum, p - c["lr"] * buf, plain), new
+
+    return torch_optimizer(
+        "optx.rmsprop",
+        {"lr": lr, "alpha": alpha, "eps": eps, "weight_decay": weight_decay,
+         "momentum": momentum},
+        init_slots=init_slots,
+        coefficients=coefficients,
+        update_leaf=update_leaf,
+    )
