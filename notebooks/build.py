@@ -300,8 +300,8 @@ def step(p, s, x, y):
     return optx.apply_updates(p, u), s, jax.lax.pmean(loss, "devices")
 
 pstep = jax.pmap(step, axis_name="devices")
-rp = jax.device_put_replicated(params, jax.local_devices())
-rs = jax.device_put_replicated(tx.init(params), jax.local_devices())
+replicate = lambda tree: jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), tree)
+rp, rs = replicate(params), replicate(tx.init(params))
 for i in range(100):
     rp, rs, loss = pstep(rp, rs, x, y)
 print("pmap loss", float(loss[0]))"""),
