@@ -6,11 +6,15 @@ from optx.hyperparams import Schedule, get_hyperparams, set_hyperparams
 from optx.optimizers.adadelta import adadelta
 from optx.optimizers.adagrad import adagrad
 from optx.optimizers.adam import adam
+from optx.optimizers.adamax import adamax
 from optx.optimizers.adamw import adamw
+from optx.optimizers.asgd import asgd
 from optx.optimizers.nadam import nadam
+from optx.optimizers.radam import radam
 from optx.optimizers.rmsprop import rmsprop
 from optx.optimizers.rprop import rprop
 from optx.optimizers.sgd import sgd
+from optx.optimizers.sparse_adam import sparse_adam
 from optx.torch_optimizer import OptimizerState
 from optx.transformation import (
     EmptyState,
@@ -30,14 +34,18 @@ __all__ = [
     "adadelta",
     "adagrad",
     "adam",
+    "adamax",
     "adamw",
     "apply_updates",
+    "asgd",
     "chain",
     "get_hyperparams",
     "identity",
     "nadam",
+    "radam",
     "rmsprop",
     "rprop",
     "set_hyperparams",
     "sgd",
+    "sparse_adam",
 ]
