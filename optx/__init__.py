@@ -4,11 +4,13 @@ as pure JAX gradient transformations (optax's protocol), plus a ``torch.optim``-
 
 from optx.hyperparams import Schedule, get_hyperparams, set_hyperparams
 from optx.optimizers.adadelta import adadelta
+from optx.optimizers.adafactor import adafactor
 from optx.optimizers.adagrad import adagrad
 from optx.optimizers.adam import adam
 from optx.optimizers.adamax import adamax
 from optx.optimizers.adamw import adamw
 from optx.optimizers.asgd import asgd
+from optx.optimizers.muon import muon
 from optx.optimizers.nadam import nadam
 from optx.optimizers.radam import radam
 from optx.optimizers.rmsprop import rmsprop
@@ -32,6 +34,7 @@ __all__ = [
     "OptimizerState",
     "Schedule",
     "adadelta",
+    "adafactor",
     "adagrad",
     "adam",
     "adamax",
@@ -41,6 +44,7 @@ __all__ = [
     "chain",
     "get_hyperparams",
     "identity",
+    "muon",
     "nadam",
     "radam",
     "rmsprop",

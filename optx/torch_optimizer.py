@@ -60,6 +60,10 @@ def _from_real(x: Array, like: Array) -> Array:
     return jax.lax.complex(x[..., 0], x[..., 1]).astype(like.dtype)
 
 
+def _map_slots(fn, slots: Slots) -> Slots:
+    return {k: None if v is None else fn(v) for k, v in slots.items()}
+
+
 def _cast(coeffs: Coefficients, dtype: Any) -> Coefficients:
     def cast(c):
         c = jnp.asarray(c)
@@ -73,13 +77,14 @@ def _apply_leaf(update_leaf, g, p, slots: Slots, coeffs: Coefficients):
     if jnp.iscomplexobj(p):
         real = jnp.finfo(p.dtype).dtype
         new_p, new_slots = update_leaf(
-            _to_real(g), _to_real(p), {k: _to_real(v) for k, v in slots.items()}, _cast(coeffs, real)
+            _to_real(g), _to_real(p), _map_slots(_to_real, slots), _cast(coeffs, real)
         )
         new_p = _from_real(new_p, p)
-        new_slots = {k: _from_real(v, slots[k]) for k, v in new_slots.items()}
+        new_slots = {k: None if v is None else _from_real(v, slots[k]) for k, v in new_slots.items()}
     else:
         new_p, new_slots = update_leaf(g, p, slots, _cast(coeffs, p.dtype))
-        new_slots = {k: v.astype(slots[k].dtype) for k, v in new_slots.items()}
+        new_slots = {k: None if v is None else v.astype(slots[k].dtype)
+                     for k, v in new_slots.items()}
     # torch updates p in place; optax wants a delta. new_p - p is exact whenever new_p is within a
     # factor of two of p (Sterbenz), so params + delta reproduces torch's new_p bit for bit.
     return (new_p - p).astype(p.dtype), new_slots
@@ -112,8 +117,12 @@ def torch_optimizer(
         hp = hp_lib.evaluate(spec, 0)
         leaves, treedef = jax.tree_util.tree_flatten(params)
         per_leaf = [init_slots(jnp.asarray(p)) for p in leaves]
-        names = per_leaf[0].keys() if per_leaf else init_slots(jnp.zeros(())).keys()
-        slots = {k: treedef.unflatten([s[k] for s in per_leaf]) for k in names}
+        # A slot may exist for some leaves only (Adafactor factors matrices, not vectors);
+        # the others hold None, as torch's state simply lacks the key.
+        names = dict.fromkeys(k for s in per_leaf for k in s)
+        if not per_leaf:
+            names = dict.fromkeys(init_slots(jnp.zeros(())))
+        slots = {k: treedef.unflatten([s.get(k) for s in per_leaf]) for k in names}
         scalars = init_scalars(hp) if init_scalars is not None else {}
         return OptimizerState(jnp.zeros((), jnp.int32), hp, slots, scalars)
 
@@ -140,7 +149,7 @@ def torch_optimizer(
             )
             deltas.append(delta)
             for k in state.slots:
-                new_slot_leaves[k].append(new[k])
+                new_slot_leaves[k].append(new.get(k))
 
         new_state = OptimizerState(
             count=state.count + 1,

@@ -63,7 +63,6 @@ CASES = [
     ("Muon", "muon", dict(lr=-0.1)),
     ("Muon", "muon", dict(weight_decay=-0.1)),
     ("Muon", "muon", dict(momentum=-0.1)),
-    ("Muon", "muon", dict(eps=-0.1)),
     ("Muon", "muon", dict(adjust_lr_fn="bogus")),
     ("LBFGS", "lbfgs", dict(lr=-0.1)),
 ]

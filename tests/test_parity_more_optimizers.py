@@ -57,3 +57,34 @@ def test_sparse_adam_parity(kwargs):
         expected.append([p.detach().numpy().copy() for p in ps])
     got = run_optx(optx.sparse_adam(**kwargs), params0, STEPS, _masked_grads)
     assert max_rel_error(got, expected) <= TOL
+
+
+ADAFACTOR = [dict()] + grid(lr=[0.01, 0.5], beta2_decay=[-0.8, -0.5], eps=[(None, 1e-3), (1e-6, 1e-2)],
+                            d=[1.0, 1.5], weight_decay=[0.0, 0.1], maximize=[False, True])
+
+
+@pytest.mark.parametrize("kwargs", ADAFACTOR, ids=[str(i) for i in range(len(ADAFACTOR))])
+def test_adafactor_parity(kwargs):
+    params0 = make_params(seed=2, shapes=((4, 3), (2, 3, 5), (6,), ()))
+    expected = run_torch(torch.optim.Adafactor, kwargs, params0, STEPS)
+    got = run_optx(optx.adafactor(**kwargs), params0, STEPS)
+    assert max_rel_error(got, expected) <= TOL
+
+
+MUON = [dict()] + grid(lr=[0.02], weight_decay=[0.0, 0.1], momentum=[0.9], nesterov=[False, True],
+                       adjust_lr_fn=[None, "original", "match_rms_adamw"])
+
+
+@pytest.mark.parametrize("kwargs", MUON, ids=[str(i) for i in range(len(MUON))])
+def test_muon_parity_to_bfloat16_accuracy(kwargs):
+    params0 = make_params(seed=4, shapes=((6, 4), (3, 5)))
+    expected = run_torch(torch.optim.Muon, kwargs, params0, 10)
+    got = run_optx(optx.muon(**kwargs), params0, 10)
+    assert max_rel_error(got, expected) <= 1e-2
+
+
+def test_muon_refuses_non_matrices_like_torch():
+    with pytest.raises(ValueError, match="Muon only supports 2D parameters"):
+        torch.optim.Muon([torch.zeros(3, requires_grad=True)])
+    with pytest.raises(ValueError, match="Muon only supports 2D parameters"):
+        optx.muon().init([np.zeros(3)])

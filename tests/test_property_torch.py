@@ -83,6 +83,8 @@ KWARGS = {
 
 def _check(torch_name, optx_name, kwargs, shapes_, n_steps, seed):
     rng = np.random.default_rng(seed)
+    if torch_name == "Adafactor":  # torch divides by numel: empty params raise there
+        shapes_ = [s for s in shapes_ if np.prod(s) > 0] or [(2,)]
     params0 = [rng.normal(size=s) for s in shapes_]
     expected = run_torch(getattr(torch.optim, torch_name), kwargs, params0, n_steps, grad_fn)
     got = run_optx(getattr(optx, optx_name)(**kwargs), params0, n_steps, grad_fn, jit=False)
