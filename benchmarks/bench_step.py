@@ -217,7 +217,7 @@ def _worker(args) -> None:
 
 
 def _optim_available() -> bool:
-    code = "import sys; sys.path.insert(0, %r); import optx.optim as o; o.Adam" % str(ROOT)
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import optx.optim as o; o.Adam"
     return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
@@ -287,7 +287,8 @@ def main(argv=None) -> None:
         return _worker(args)
 
     reps = args.reps or (5 if args.quick else 15)
-    leaf_counts = [int(x) for x in (args.leaves or ("10,1000" if args.quick else "10,1000,5000")).split(",")]
+    default_leaves = "10,1000" if args.quick else "10,1000,5000"
+    leaf_counts = [int(x) for x in (args.leaves or default_leaves).split(",")]
     impls = [i for i in args.impls.split(",") if i]
     if "optx_optim" in impls and not _optim_available():
         print("optx.optim is not importable: skipping the adapter")
