@@ -2,6 +2,7 @@
 as pure JAX gradient transformations (optax's protocol), plus a ``torch.optim``-style adapter.
 """
 
+from optx import schedules
 from optx.hyperparams import Schedule, get_hyperparams, set_hyperparams
 from optx.optimizers.adadelta import adadelta
 from optx.optimizers.adafactor import adafactor
@@ -50,6 +51,7 @@ __all__ = [
     "rmsprop",
     "rprop",
     "set_hyperparams",
+    "schedules",
     "sgd",
     "sparse_adam",
 ]

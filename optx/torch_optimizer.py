@@ -72,22 +72,46 @@ def _cast(coeffs: Coefficients, dtype: Any) -> Coefficients:
     return jax.tree_util.tree_map(cast, coeffs)
 
 
-def _apply_leaf(update_leaf, g, p, slots: Slots, coeffs: Coefficients):
-    """One parameter's update, returning (delta, new_slots). Complex leaves use their real view."""
+def _apply_leaf(update_leaf, g, p, slots: Slots, cast_coeffs: Callable[[Any], Coefficients]):
+    """One parameter's update, returning (delta, new_slots). Complex leaves use their real view.
+
+    ``cast_coeffs(dtype)`` is the coefficients cast to ``dtype``, memoized per dtype by the
+    caller: a model with thousands of leaves traces one set of converts per dtype, not per leaf.
+    """
     if jnp.iscomplexobj(p):
         real = jnp.finfo(p.dtype).dtype
         new_p, new_slots = update_leaf(
-            _to_real(g), _to_real(p), _map_slots(_to_real, slots), _cast(coeffs, real)
+            _to_real(g), _to_real(p), _map_slots(_to_real, slots), cast_coeffs(real)
         )
         new_p = _from_real(new_p, p)
         new_slots = {k: None if v is None else _from_real(v, slots[k]) for k, v in new_slots.items()}
     else:
-        new_p, new_slots = update_leaf(g, p, slots, _cast(coeffs, p.dtype))
+        new_p, new_slots = update_leaf(g, p, slots, cast_coeffs(p.dtype))
         new_slots = {k: None if v is None else v.astype(slots[k].dtype)
                      for k, v in new_slots.items()}
     # torch updates p in place; optax wants a delta. new_p - p is exact whenever new_p is within a
     # factor of two of p (Sterbenz), so params + delta reproduces torch's new_p bit for bit.
     return (new_p - p).astype(p.dtype), new_slots
+
+
+def _shard_like(slots: Slots, p: Any) -> Slots:
+    """Ties each slot shaped like its parameter to that parameter, so it is sharded like it.
+
+    Outside jit ``zeros_like``/``full_like`` of a committed array already inherit its sharding.
+    Under jit a constant has no data dependence on ``p`` and the compiler places it on one
+    device; selecting it through ``where(False, p, slot)`` makes the sharding propagate from
+    ``p`` (the select folds away after propagation, so it costs nothing at run time).
+    """
+    if not isinstance(p, jax.core.Tracer):
+        return slots
+
+    def tie(s):
+        if s is None or s.shape != p.shape:
+            return s
+        src = p if jnp.iscomplexobj(s) or not jnp.iscomplexobj(p) else p.real
+        return jnp.where(jnp.zeros(p.shape, bool), src.astype(s.dtype), s)
+
+    return {k: tie(v) for k, v in slots.items()}
 
 
 def torch_optimizer(
@@ -116,7 +140,7 @@ def torch_optimizer(
         validation.check_params(params, who=name)
         hp = hp_lib.evaluate(spec, 0)
         leaves, treedef = jax.tree_util.tree_flatten(params)
-        per_leaf = [init_slots(jnp.asarray(p)) for p in leaves]
+        per_leaf = [_shard_like(init_slots(jnp.asarray(p)), p) for p in leaves]
         # A slot may exist for some leaves only (Adafactor factors matrices, not vectors);
         # the others hold None, as torch's state simply lacks the key.
         names = dict.fromkeys(k for s in per_leaf for k in s)
@@ -142,10 +166,18 @@ def torch_optimizer(
         g_leaves, treedef = jax.tree_util.tree_flatten(updates)
         p_leaves = treedef.flatten_up_to(params)
         slot_leaves = {k: treedef.flatten_up_to(v) for k, v in state.slots.items()}
+        cast_cache: dict[Any, Coefficients] = {}
+
+        def cast_coeffs(dtype):
+            dtype = jnp.dtype(dtype)
+            if dtype not in cast_cache:
+                cast_cache[dtype] = _cast(coeffs, dtype)
+            return cast_cache[dtype]
+
         deltas, new_slot_leaves = [], {k: [] for k in state.slots}
         for i, (g, p) in enumerate(zip(g_leaves, p_leaves)):
             delta, new = _apply_leaf(
-                update_leaf, g, p, {k: v[i] for k, v in slot_leaves.items()}, coeffs
+                update_leaf, g, p, {k: v[i] for k, v in slot_leaves.items()}, cast_coeffs
             )
             deltas.append(delta)
             for k in state.slots:

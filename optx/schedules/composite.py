@@ -1,0 +1,83 @@
+"""Schedules made of schedules: torch's SequentialLR and ChainedScheduler."""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from optx.schedules.torch_schedule import MULTIPLICATIVE, TorchSchedule, as_float
+
+
+def sequential_lr(schedules: Sequence[TorchSchedule], milestones: Sequence[int]) -> TorchSchedule:
+    r"""``torch.optim.lr_scheduler.SequentialLR``: ``schedules[i]`` runs from
+    ``milestones[i-1]`` on, restarted at its own step 0 (torch restarts each scheduler from its
+    closed form at epoch 0 when its milestone is reached)."""
+    schedules = list(schedules)
+    milestones = [int(m) for m in milestones]
+    if len(schedules) < 1:
+        raise ValueError("SequentialLR expects at least one scheduler, but got no scheduler.")
+    if len(milestones) != len(schedules) - 1:
+        raise ValueError(
+            "Sequential Schedulers expects number of schedulers provided to be one more than the "
+            f"number of milestone points, but got number of schedulers {len(schedules)} and the "
+            f"number of milestones to be equal to {len(milestones)}"
+        )
+    starts = [0, *milestones]
+
+    def closed_form(t):
+        if isinstance(t, int):
+            i = bisect_right(milestones, t)
+            return as_float(schedules[i](t - starts[i]))
+        t = jnp.asarray(t)
+        value = as_float(schedules[0](t))
+        for i in range(1, len(schedules)):
+            local = jnp.maximum(t - starts[i], 0)
+            value = jnp.where(t >= starts[i], as_float(schedules[i](local)), value)
+        return value
+
+    return TorchSchedule(closed_form, schedules[0].base, "absolute", name="sequential_lr")
+
+
+def chained_scheduler(schedules: Sequence[TorchSchedule]) -> TorchSchedule:
+    r"""``torch.optim.lr_scheduler.ChainedScheduler``: every scheduler steps, in order, on the
+    same lr.
+
+    When every member is multiplicative (Step, MultiStep, Exponential, Linear, Constant,
+    Polynomial, Multiplicative), the chain is the product of the members' factors, O(1) per
+    call. Otherwise it runs torch's recursion step by step: O(t) (a ``fori_loop`` for a traced
+    ``t``)."""
+    schedules = list(schedules)
+    if not schedules:
+        raise ValueError("ChainedScheduler expects at least one scheduler")
+    base = schedules[0].base
+
+    if all(s.kind == MULTIPLICATIVE for s in schedules):
+
+        def closed_form(t):
+            value = as_float(base)
+            for s in schedules:
+                value = value * (as_float(s(t)) / s.base)
+            return value
+
+        return TorchSchedule(closed_form, base, MULTIPLICATIVE, name="chained_scheduler")
+
+    def apply(lr, e):
+        for s in schedules:
+            a, b = s.step_map(e)
+            lr = a * lr + b
+        return lr
+
+    def recursion(t):
+        lr = apply(as_float(base), 0)
+        return jax.lax.fori_loop(1, t + 1, lambda e, lr: apply(lr, e), lr)
+
+    compiled = jax.jit(recursion)
+
+    def closed_form(t):
+        # A Python int goes through one compiled loop rather than t op-by-op steps.
+        return compiled(t) if isinstance(t, int) else recursion(jnp.asarray(t))
+
+    return TorchSchedule(closed_form, base, "absolute", name="chained_scheduler")
