@@ -11,6 +11,7 @@ from optx.optimizers.adam import adam
 from optx.optimizers.adamax import adamax
 from optx.optimizers.adamw import adamw
 from optx.optimizers.asgd import asgd
+from optx.optimizers.lbfgs import LbfgsState, lbfgs
 from optx.optimizers.muon import muon
 from optx.optimizers.nadam import nadam
 from optx.optimizers.radam import radam
@@ -18,6 +19,7 @@ from optx.optimizers.rmsprop import rmsprop
 from optx.optimizers.rprop import rprop
 from optx.optimizers.sgd import sgd
 from optx.optimizers.sparse_adam import sparse_adam
+from optx.reduce_lr_on_plateau import ReduceLROnPlateauState, reduce_lr_on_plateau
 from optx.torch_optimizer import OptimizerState
 from optx.transformation import (
     EmptyState,
@@ -33,6 +35,7 @@ __all__ = [
     "EmptyState",
     "GradientTransformation",
     "OptimizerState",
+    "ReduceLROnPlateauState",
     "Schedule",
     "adadelta",
     "adafactor",
@@ -45,9 +48,12 @@ __all__ = [
     "chain",
     "get_hyperparams",
     "identity",
+    "lbfgs",
+    "LbfgsState",
     "muon",
     "nadam",
     "radam",
+    "reduce_lr_on_plateau",
     "rmsprop",
     "rprop",
     "set_hyperparams",

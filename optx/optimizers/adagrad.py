@@ -7,7 +7,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from optx import torch_ops, validation
-from optx.hyperparams import Hyperparam, is_schedule
+from optx.hyperparams import Hyperparam
 from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
 
@@ -16,7 +16,7 @@ def adagrad(
     lr: Hyperparam = 1e-2,
     lr_decay: Hyperparam = 0,
     weight_decay: Hyperparam = 0,
-    initial_accumulator_value: float = 0,
+    initial_accumulator_value: Hyperparam = 0,
     eps: Hyperparam = 1e-10,
     foreach: Any = None,
     *,
@@ -46,18 +46,20 @@ def adagrad(
     """
     del foreach, differentiable, fused
     validation.check_lr(lr)
-    validation.check(lr_decay, lambda v: 0.0 <= v, f"Invalid lr_decay value: {lr_decay}")
+    validation.check(lr_decay, lambda v: v >= 0.0, f"Invalid lr_decay value: {lr_decay}")
     validation.check_weight_decay(weight_decay)
     validation.check(
         initial_accumulator_value,
-        lambda v: 0.0 <= v,
+        lambda v: v >= 0.0,
         f"Invalid initial_accumulator_value value: {initial_accumulator_value}",
     )
     validation.check_eps(eps)
-    init_value = initial_accumulator_value
-    if is_schedule(init_value):
-        init_value = init_value(0)
-    init_value = float(init_value)
+    # torch reads it once, when it creates the state; a schedule is read at count 0.
+    init_value = float(
+        initial_accumulator_value(0)
+        if callable(initial_accumulator_value)
+        else initial_accumulator_value
+    )
 
     def init_slots(p):
         fill = complex(init_value, init_value) if jnp.iscomplexobj(p) else init_value

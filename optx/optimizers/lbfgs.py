@@ -414,7 +414,7 @@ def lbfgs(
                 if line_search_fn == "strong_wolfe":
                     max_ls = max_eval - c["evals"]
                     loss, g, t, ls_evals = _strong_wolfe(
-                        lambda t: evaluate(x + t * d), c["t"], d, c["loss"], g, gtd, max_ls
+                        lambda t: evaluate(x + t * d), c["t"], d, c["loss"], c["g"], gtd, max_ls
                     )
                     x = x + t * d
                 else:

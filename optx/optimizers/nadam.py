@@ -40,7 +40,8 @@ def nadam(
           \textbf{ else } g_t \leftarrow g_t + \lambda\theta_{t-1} \\
        &\quad \mu_t \leftarrow \beta_1 (1 - \tfrac12 \, 0.96^{t\psi}), \quad
           \mu_{t+1} \leftarrow \beta_1 (1 - \tfrac12 \, 0.96^{(t+1)\psi}) \\
-       &\quad \Pi_t \leftarrow \Pi_{t-1} \mu_t \quad \text{(in torch's scalar dtype: float32 unless x64)} \\
+       &\quad \Pi_t \leftarrow \Pi_{t-1} \mu_t
+          \quad \text{(in torch's scalar dtype: float32 unless x64)} \\
        &\quad m_t \leftarrow \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
           v_t \leftarrow \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \\
        &\quad \textit{denom} \leftarrow \sqrt{v_t / (1-\beta_2^t)} + \epsilon \\
@@ -58,7 +59,7 @@ def nadam(
     validation.check_betas(betas)
     validation.check_weight_decay(weight_decay)
     validation.check(
-        momentum_decay, lambda v: 0.0 <= v, f"Invalid momentum_decay value: {momentum_decay}"
+        momentum_decay, lambda v: v >= 0.0, f"Invalid momentum_decay value: {momentum_decay}"
     )
 
     def init_slots(p):

@@ -55,10 +55,10 @@ def rmsprop(
     del capturable, foreach, differentiable
     validation.check_lr(lr)
     validation.check_eps(eps)
-    validation.check(momentum, lambda v: 0.0 <= v, f"Invalid momentum value: {momentum}")
+    validation.check(momentum, lambda v: v >= 0.0, f"Invalid momentum value: {momentum}")
     validation.check_weight_decay(weight_decay)
-    validation.check(alpha, lambda v: 0.0 <= v, f"Invalid alpha value: {alpha}")
-    has_buffer = is_schedule(momentum) or float(momentum) != 0
+    validation.check(alpha, lambda v: v >= 0.0, f"Invalid alpha value: {alpha}")
+    has_buffer = is_schedule(momentum) or float(momentum) != 0  # type: ignore[arg-type]
 
     def init_slots(p):
         slots = {"square_avg": jnp.zeros_like(p)}

@@ -50,7 +50,10 @@ def rprop(
     del capturable, foreach, differentiable
     validation.check_lr(lr)
     etaminus, etaplus = etas
-    if not any(callable(e) for e in etas) and not 0.0 < etaminus < 1.0 < etaplus:
+    # Schedules cannot be checked before they run; torch has none.
+    if not callable(etaminus) and not callable(etaplus) and not (
+        0.0 < float(etaminus) < 1.0 < float(etaplus)
+    ):
         raise ValueError(f"Invalid eta values: {etaminus}, {etaplus}")
 
     def init_slots(p):
