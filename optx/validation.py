@@ -22,6 +22,9 @@ def check(value: Any, ok: Callable[[float], bool], message: str) -> None:
 
 
 def check_lr(lr: Any) -> None:
+    # torch accepts a tensor lr of one element only; an array lr here likewise.
+    if hasattr(lr, "shape") and not is_schedule(lr) and jnp.size(lr) != 1:
+        raise ValueError("Tensor lr must be 1-element")
     check(lr, lambda v: 0.0 <= v, f"Invalid learning rate: {lr}")
 
 

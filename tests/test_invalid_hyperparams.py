@@ -1,5 +1,6 @@
 """Invalid hyperparameters raise torch's ValueError, with torch's exact message."""
 
+import jax.numpy as jnp
 import pytest
 import torch
 
@@ -82,3 +83,16 @@ def test_same_error_as_torch(torch_name, optx_name, kwargs):
     with pytest.raises(ValueError) as info:
         getattr(optx, optx_name)(**kwargs)
     assert str(info.value) == expected
+
+
+@pytest.mark.parametrize("torch_name,optx_name", [
+    ("SGD", "sgd"), ("Adam", "adam"), ("AdamW", "adamw"), ("RMSprop", "rmsprop"),
+    ("Adagrad", "adagrad"), ("Adadelta", "adadelta"), ("NAdam", "nadam"), ("Rprop", "rprop"),
+])
+def test_array_lr_must_have_one_element(torch_name, optx_name):
+    """torch refuses a tensor lr with several elements; optx an array lr likewise."""
+    expected = torch_message(torch_name, dict(lr=torch.tensor([0.1, 0.2])))
+    with pytest.raises(ValueError) as info:
+        getattr(optx, optx_name)(lr=jnp.array([0.1, 0.2]))
+    assert str(info.value) == expected
+    getattr(optx, optx_name)(lr=jnp.array(0.1))  # a 0-d array is fine
