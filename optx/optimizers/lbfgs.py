@@ -108,6 +108,7 @@ def _strong_wolfe(obj_func, t, d, f, g, gtd, max_ls):
         armijo_fails = (f_new > (f + _C1 * t * gtd)) | ((c["ls_iter"] > 1) & (f_new >= c["f_prev"]))
         wolfe = jnp.abs(gtd_new) <= -_C2 * gtd
         status = jnp.where(armijo_fails, 1, jnp.where(wolfe, 2, jnp.where(gtd_new >= 0, 1, 0)))
+        status = status.astype(jnp.int32)
 
         def extrapolate(c):
             t = c["t"]

@@ -1,0 +1,214 @@
+"""optx.lbfgs against real torch.optim.LBFGS (with a closure), in float64.
+
+Each config runs several ``update`` calls (torch ``step(closure)`` calls) with ``max_iter`` small
+enough that steps stop mid-way, a history shorter than the number of iterations, both line
+searches and two learning rates. The update is jitted once per config and reused for every step.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from jax import lax
+
+import optx
+
+torch.set_default_dtype(torch.float64)
+
+STEPS = 5
+RTOL = 1e-8
+
+
+# Each problem is written once over an array namespace, so jnp and torch evaluate the same formula.
+def rosenbrock(xp):
+    def f(p):
+        x = p["x"]
+        return xp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+    return f
+
+
+def sum_of_cosines(xp):
+    # Nonconvex: cosines of a fixed linear map plus a weak quadratic so it stays bounded below.
+    a = np.linspace(-1.0, 1.5, 12).reshape(3, 4)
+
+    def f(p):
+        w, b = p["w"], p["b"]
+        aa = xp.asarray(a) if xp is jnp else torch.from_numpy(a)
+        z = (aa * w).sum() + xp.cos(3.0 * w).sum() + xp.cos(2.0 * b + w[0, :2]).sum()
+        return z + 0.05 * (w**2).sum() + 0.05 * (b**2).sum()
+
+    return f
+
+
+def _start(problem: str) -> dict[str, np.ndarray]:
+    if problem == "rosen2":
+        return {"x": np.array([-1.2, 1.0])}
+    if problem == "rosen10":
+        return {"x": np.linspace(-1.5, 1.2, 10)}
+    rng = np.random.default_rng(3)
+    return {"w": rng.normal(size=(3, 4)), "b": rng.normal(size=(2,))}
+
+
+def _loss(problem: str, xp) -> Callable:
+    return sum_of_cosines(xp) if problem == "cos" else rosenbrock(xp)
+
+
+def run_torch(problem, kwargs, steps=STEPS):
+    p0 = _start(problem)
+    tp = {k: torch.tensor(v.copy(), requires_grad=True) for k, v in p0.items()}
+    f = _loss(problem, torch)
+    opt = torch.optim.LBFGS(list(tp.values()), **kwargs)
+
+    def closure():
+        opt.zero_grad()
+        loss = f(tp)
+        loss.backward()
+        return loss
+
+    traj = []
+    for _ in range(steps):
+        opt.step(closure)
+        traj.append({k: v.detach().numpy().copy() for k, v in tp.items()})
+    return traj, opt
+
+
+def run_optx(problem, kwargs, steps=STEPS):
+    params = {k: jnp.asarray(v) for k, v in _start(problem).items()}
+    f = _loss(problem, jnp)
+    tx = optx.lbfgs(**kwargs)
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state):
+        value, grads = jax.value_and_grad(f)(params)
+        updates, state = tx.update(grads, state, params, value=value, value_fn=f)
+        return optx.apply_updates(params, updates), state
+
+    traj = []
+    for _ in range(steps):
+        params, state = step(params, state)
+        traj.append({k: np.asarray(v) for k, v in params.items()})
+    return traj, state, step
+
+
+def rel_error(a: dict, b: dict) -> float:
+    num = max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
+    den = max(max(float(np.max(np.abs(b[k]))) for k in b), 1e-300)
+    return num / den
+
+
+CONFIGS = [
+    dict(line_search_fn=ls, max_iter=mi, history_size=hs, lr=lr)
+    for ls, mi, hs, lr in itertools.product(
+        [None, "strong_wolfe"], [1, 3, 7], [2, 100], [1.0, 0.5]
+    )
+]
+PROBLEMS = ["rosen2", "rosen10", "cos"]
+
+
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_trajectories_match_torch(problem):
+    worst = 0.0
+    for kwargs in CONFIGS:
+        t_traj, t_opt = run_torch(problem, kwargs)
+        o_traj, state, _ = run_optx(problem, kwargs)
+        for k, (a, b) in enumerate(zip(o_traj, t_traj)):
+            err = rel_error(a, b)
+            worst = max(worst, err)
+            assert err <= RTOL, (problem, kwargs, k, err)
+        ts = t_opt.state[t_opt._params[0]]
+        assert int(state.func_evals) == ts["func_evals"], kwargs
+        assert int(state.n_iter) == ts["n_iter"], kwargs
+        assert int(state.history_count) == len(ts["old_dirs"]), kwargs
+        np.testing.assert_allclose(float(state.t), float(ts["t"]), rtol=1e-6, atol=1e-12)
+
+
+def test_default_config_and_state_fields():
+    kwargs = dict(line_search_fn="strong_wolfe")
+    t_traj, t_opt = run_torch("rosen10", kwargs, steps=3)
+    o_traj, state, _ = run_optx("rosen10", kwargs, steps=3)
+    for a, b in zip(o_traj, t_traj):
+        assert rel_error(a, b) <= RTOL
+    ts = t_opt.state[t_opt._params[0]]
+    n = int(state.history_count)
+    rows = [(int(state.history_start) + i) % 100 for i in range(n)]
+    np.testing.assert_allclose(
+        np.asarray(state.old_dirs)[rows], torch.stack(ts["old_dirs"]).numpy(), rtol=1e-6, atol=1e-9
+    )
+    np.testing.assert_allclose(
+        np.asarray(state.prev_flat_grad), ts["prev_flat_grad"].numpy(), rtol=1e-6, atol=1e-9
+    )
+    np.testing.assert_allclose(float(state.H_diag), float(ts["H_diag"]), rtol=1e-6)
+    assert optx.lbfgs().init({"x": jnp.zeros(3)}).old_dirs.shape == (100, 3)
+
+
+def test_max_eval_default_and_bad_line_search():
+    with pytest.raises(RuntimeError, match="only 'strong_wolfe' is supported"):
+        optx.lbfgs(line_search_fn="backtracking")
+    with pytest.raises(ValueError, match="Invalid learning rate: -1"):
+        optx.lbfgs(lr=-1)
+
+
+def test_compiles_once():
+    _, state, step = run_optx("rosen2", dict(line_search_fn="strong_wolfe", history_size=2), 1)
+    params = {"x": jnp.array([-1.2, 1.0])}
+    before = step._cache_size()
+    for _ in range(4):
+        params, state = step(params, state)
+    assert step._cache_size() == before == 1
+
+
+def test_pmap_with_pmean_loss_matches_single_device():
+    n_dev = 4
+    assert jax.local_device_count() >= n_dev
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(n_dev, 8, 5))
+    y = rng.normal(size=(n_dev, 8))
+
+    def local_loss(p, a, y):
+        return jnp.mean((a @ p["w"] - y) ** 2) + 0.1 * jnp.sum(jnp.cos(p["w"]))
+
+    tx = optx.lbfgs(line_search_fn="strong_wolfe", max_iter=5, history_size=3)
+    p0 = {"w": jnp.asarray(rng.normal(size=(5,)))}
+
+    def step(p, s, a, y):
+        def value_fn(q):
+            return lax.pmean(local_loss(q, a, y), "i")
+
+        value, grads = jax.value_and_grad(value_fn)(p)
+        grads = lax.pmean(grads, "i")
+        updates, s = tx.update(grads, s, p, value=value, value_fn=value_fn)
+        return optx.apply_updates(p, updates), s
+
+    pstep = jax.pmap(step, axis_name="i")
+    rep = jax.device_put_replicated
+    devs = jax.local_devices()[:n_dev]
+    pp, ps = rep(p0, devs), rep(tx.init(p0), devs)
+
+    full_a, full_y = a.reshape(-1, 5), y.reshape(-1)
+
+    def full_loss(p):
+        return local_loss(p, full_a, full_y)
+
+    @jax.jit
+    def sstep(p, s):
+        value, grads = jax.value_and_grad(full_loss)(p)
+        updates, s = tx.update(grads, s, p, value=value, value_fn=full_loss)
+        return optx.apply_updates(p, updates), s
+
+    sp, ss = p0, tx.init(p0)
+    for _ in range(3):
+        pp, ps = pstep(pp, ps, a, y)
+        sp, ss = sstep(sp, ss)
+    w = np.asarray(pp["w"])
+    for i in range(n_dev):
+        np.testing.assert_allclose(w[i], w[0], rtol=0, atol=0)
+    np.testing.assert_allclose(w[0], np.asarray(sp["w"]), rtol=1e-9, atol=1e-12)
+    assert int(ps.func_evals[0]) == int(ss.func_evals)
