@@ -22,6 +22,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import optx
+from optx.sharding import mean_across
 
 N_DEV = 4
 STEPS = 3
@@ -285,11 +286,9 @@ def test_lbfgs_under_pmap_with_averaging_value_fn():
     x, y = make_batch()
 
     def step(p, s, xb, yb):
-        def value_fn(q):
-            return jax.lax.pmean(loss_fn(q, xb, yb), "dev")
-
+        # lax.pmean of the loss alone would average the value but not its gradient under pmap.
+        value_fn = mean_across(lambda q: loss_fn(q, xb, yb), "dev")
         value, g = jax.value_and_grad(value_fn)(p)
-        g = jax.lax.pmean(g, "dev")
         u, s = tx.update(g, s, p, value=value, value_fn=value_fn)
         return optx.apply_updates(p, u), s
 
