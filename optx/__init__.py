@@ -12,7 +12,6 @@ from optx.optimizers.adamax import adamax
 from optx.optimizers.adamw import adamw
 from optx.optimizers.asgd import asgd
 from optx.optimizers.lbfgs import LbfgsState, lbfgs
-from optx.optimizers.lbfgs import LbfgsState, lbfgs
 from optx.optimizers.muon import muon
 from optx.optimizers.nadam import nadam
 from optx.optimizers.radam import radam
@@ -49,8 +48,6 @@ __all__ = [
     "chain",
     "get_hyperparams",
     "identity",
-    "lbfgs",
-    "LbfgsState",
     "lbfgs",
     "LbfgsState",
     "muon",
