@@ -60,6 +60,7 @@ def step(p, s, x, y):
     return optx.apply_updates(p, u), s
 
 
+initial = {f"init_{k}": np.asarray(v) for k, v in params.items()}
 params = jax.device_put(params, replicated)
 state = jax.jit(tx.init, out_shardings=replicated)(params)
 half = BATCH // num_processes
@@ -70,6 +71,6 @@ for k in range(STEPS):
     params, state = step(params, state, x, y)
 
 result = {k: np.asarray(v.addressable_data(0)) for k, v in params.items()}
-np.savez(out, **result)
+np.savez(out, **result, **initial)
 if num_processes > 1:
     jax.distributed.shutdown()

@@ -59,10 +59,13 @@ def test_two_processes_equal_one_process(tmp_path):
     (single,) = _run(1, tmp_path)
     first, second = _run(2, tmp_path)
     for k, v in single.items():
+        if k.startswith("init_"):
+            continue
         assert v.dtype == np.float32
         # Both processes hold the same replicated params...
         np.testing.assert_array_equal(first[k], second[k])
         # ...equal to the single-process run on the full batch.
         np.testing.assert_allclose(first[k], v, rtol=1e-5, atol=1e-5)
     # Training moved the params, so the comparison is not vacuous.
-    assert not np.allclose(single["w1"], np.load(tmp_path / "p1_0.npz")["w1"] * 0)
+    for k in ("w1", "b1", "w2"):
+        assert np.abs(single[k] - single[f"init_{k}"]).max() > 1e-3
