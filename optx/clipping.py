@@ -11,6 +11,7 @@ Put them first in a chain, where torch users call them between ``backward()`` an
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -30,12 +31,14 @@ def _leaves(tree: Any) -> list[jax.Array]:
     return [jnp.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
 
 
-def _raise_if_nonfinite(norm: Any, norm_type: float) -> None:
+def _raise_if_nonfinite(norm: Any, *, norm_type: float) -> None:
     if not bool(jnp.isfinite(norm)):
         raise RuntimeError(_NONFINITE.format(norm_type=norm_type))
 
 
-def total_norm(grads: Updates, norm_type: float = 2.0, error_if_nonfinite: bool = False) -> jax.Array:
+def total_norm(
+    grads: Updates, norm_type: float = 2.0, error_if_nonfinite: bool = False
+) -> jax.Array:
     """torch's ``_get_total_norm``: the ``norm_type``-norm of the per-leaf ``norm_type``-norms.
 
     Like torch, each leaf's norm is taken first (``vector_norm(g, p)``) and the total is the norm
@@ -55,9 +58,9 @@ def total_norm(grads: Updates, norm_type: float = 2.0, error_if_nonfinite: bool 
     norm = jnp.linalg.vector_norm(jnp.stack(norms), ord=norm_type)
     if error_if_nonfinite:
         if isinstance(norm, jax.core.Tracer):
-            jax.debug.callback(_raise_if_nonfinite, norm, norm_type)
+            jax.debug.callback(functools.partial(_raise_if_nonfinite, norm_type=norm_type), norm)
         else:
-            _raise_if_nonfinite(norm, norm_type)
+            _raise_if_nonfinite(norm, norm_type=norm_type)
     return norm
 
 
