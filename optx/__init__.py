@@ -3,6 +3,7 @@ as pure JAX gradient transformations (optax's protocol), plus a ``torch.optim``-
 """
 
 from optx import schedules
+from optx.clipping import clip_by_total_norm, clip_grad_norm, clip_grad_value, total_norm
 from optx.hyperparams import Schedule, get_hyperparams, set_hyperparams
 from optx.optimizers.adadelta import adadelta
 from optx.optimizers.adafactor import adafactor
@@ -28,6 +29,7 @@ from optx.transformation import (
     chain,
     identity,
 )
+from optx.wrappers import accumulate_gradients, apply_if_finite
 
 __version__ = "0.1.0"
 
@@ -43,9 +45,14 @@ __all__ = [
     "adam",
     "adamax",
     "adamw",
+    "accumulate_gradients",
+    "apply_if_finite",
     "apply_updates",
     "asgd",
     "chain",
+    "clip_by_total_norm",
+    "clip_grad_norm",
+    "clip_grad_value",
     "get_hyperparams",
     "identity",
     "lbfgs",
@@ -60,4 +67,5 @@ __all__ = [
     "schedules",
     "sgd",
     "sparse_adam",
+    "total_norm",
 ]
