@@ -1,0 +1,105 @@
+"""``torch.optim.swa_utils`` for parameter pytrees: AveragedModel (SWA and EMA) and SWALR."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+import optx.schedules as S
+from optx.optim.lr_scheduler import LRScheduler
+
+PyTree = Any
+
+
+def get_swa_avg_fn() -> Callable[[Any, Any, Any], Any]:
+    """Equal-weight running average: ``avg + (p - avg) / (n + 1)``."""
+    return lambda averaged, current, num_averaged: averaged + (current - averaged) / (
+        num_averaged + 1
+    )
+
+
+def get_ema_avg_fn(decay: float = 0.999) -> Callable[[Any, Any, Any], Any]:
+    """Exponential moving average: ``decay * avg + (1 - decay) * p``."""
+    return lambda ema, current, num_averaged: decay * ema + (1 - decay) * current
+
+
+def get_swa_multi_avg_fn() -> Callable[[list, list, Any], list]:
+    """:func:`get_swa_avg_fn` over lists of leaves."""
+    fn = get_swa_avg_fn()
+    return lambda averaged, current, n: [fn(a, c, n) for a, c in zip(averaged, current)]
+
+
+def get_ema_multi_avg_fn(decay: float = 0.999) -> Callable[[list, list, Any], list]:
+    """EMA over lists of leaves, as torch's ``_foreach_lerp_(ema, current, 1 - decay)``."""
+    w = 1 - decay
+
+    def lerp(ema, current):
+        diff = current - ema
+        return ema + w * diff if abs(w) < 0.5 else current - diff * (1 - w)
+
+    return lambda ema, current, n: [lerp(e, c) for e, c in zip(ema, current)]
+
+
+class AveragedModel:
+    """Averages parameter pytrees (SWA by default, EMA with ``get_ema_multi_avg_fn``).
+
+    ``averaged = AveragedModel(params)``, then ``averaged.update_parameters(params)`` after
+    optimizer steps; the average is ``averaged.module`` (a pytree like the params) and
+    ``averaged.n_averaged`` counts the updates.
+    """
+
+    def __init__(self, model: PyTree, device: Any = None,
+                 avg_fn: Callable[[Any, Any, Any], Any] | None = None,
+                 multi_avg_fn: Callable[[list, list, Any], list] | None = None,
+                 use_buffers: bool = False) -> None:
+        del device, use_buffers
+        self.module = jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), model)
+        self.n_averaged = 0
+        self.avg_fn, self.multi_avg_fn = avg_fn, multi_avg_fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> PyTree:
+        return self.module
+
+    def update_parameters(self, model: PyTree) -> None:
+        current, treedef = jax.tree_util.tree_flatten(model)
+        averaged = treedef.flatten_up_to(self.module)
+        if self.n_averaged == 0:
+            new = [jnp.array(c, copy=True) for c in current]
+        elif self.multi_avg_fn is not None:
+            new = self.multi_avg_fn(averaged, current, self.n_averaged)
+        elif self.avg_fn is not None:
+            new = [self.avg_fn(a, c, self.n_averaged) for a, c in zip(averaged, current)]
+        else:
+            new = get_swa_multi_avg_fn()(averaged, current, self.n_averaged)
+        self.module = treedef.unflatten([jnp.asarray(n, a.dtype) for n, a in zip(new, averaged)])
+        self.n_averaged += 1
+
+
+class SWALR(LRScheduler):
+    """torch's SWALR: anneals each group's lr to ``swa_lr`` over ``anneal_epochs`` steps."""
+
+    def __init__(self, optimizer: Any, swa_lr: float | list[float], anneal_epochs: int = 10,
+                 anneal_strategy: str = "cos", last_epoch: int = -1) -> None:
+        n = len(optimizer.param_groups)
+        self.swa_lrs = list(swa_lr) if isinstance(swa_lr, (list, tuple)) else [swa_lr] * n
+        for lr, group in zip(self.swa_lrs, optimizer.param_groups):
+            group["swa_lr"] = lr
+        S.swalr(1.0, 0.0, anneal_epochs, anneal_strategy)  # validates
+        self.anneal_epochs, self.anneal_strategy = anneal_epochs, anneal_strategy
+        super().__init__(optimizer, last_epoch)
+
+    def _schedule(self, base_lr: float, index: int) -> S.TorchSchedule:
+        return S.swalr(base_lr, self.swa_lrs[index], self.anneal_epochs, self.anneal_strategy)
+
+
+__all__ = [
+    "SWALR",
+    "AveragedModel",
+    "get_ema_avg_fn",
+    "get_ema_multi_avg_fn",
+    "get_swa_avg_fn",
+    "get_swa_multi_avg_fn",
+]
