@@ -205,7 +205,7 @@ t = jnp.arange(T + 1)
 for ax, (name, (sched, make)) in zip(axes.flat, cases.items()):
     ours = np.array([float(sched(i)) for i in range(T + 1)])
     ref = torch_curve(make)
-    worst = max(worst, float(np.max(np.abs(ours - ref) / np.abs(ref))))
+    worst = max(worst, float(np.max(np.abs(ours - ref) / np.maximum(np.abs(ref), 1e-300))))
     ax.plot(ref, "o", ms=2.5, alpha=0.5, label="torch"); ax.plot(ours, "k-", lw=1, label="optx")
     ax.set_title(name, fontsize=9)
 for ax in axes.flat[len(cases):]:
