@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 import chex
@@ -93,6 +94,14 @@ def single_device_run(tx, params, x, y, steps=STEPS):
     return params, state
 
 
+@functools.cache
+def reference(name):
+    """The single-device run of OPTIMIZERS[name], shared by the pmap and sharded tests."""
+    tx = getattr(optx, name)(**OPTIMIZERS[name])
+    x, y = make_batch()
+    return single_device_run(tx, make_params(name), x, y)
+
+
 def assert_replicas_equal(tree):
     for leaf in jax.tree_util.tree_leaves(tree):
         leaf = np.asarray(leaf)
@@ -122,7 +131,7 @@ def test_pmap_pmean_equals_single_device(name):
     for _ in range(STEPS):
         rp, rs = pstep(rp, rs, xs, ys)
 
-    expected_p, expected_s = single_device_run(tx, params, x, y)
+    expected_p, expected_s = reference(name)
     assert_replicas_equal(rp)
     assert_replicas_equal(rs)
     got_p = jax.tree_util.tree_map(lambda a: a[0], rp)
@@ -165,7 +174,7 @@ def test_sharded_jit_init_and_donated_updates(mesh, name):
     tx = getattr(optx, name)(**OPTIMIZERS[name])
     params = make_params(name)
     x, y = make_batch()
-    expected_p, expected_s = single_device_run(tx, params, x, y)
+    expected_p, expected_s = reference(name)
     shardings = param_shardings(mesh, params)
     # device_put may alias a replicated leaf's buffer, which the donated steps then delete.
     sparams = jax.device_put(jax.tree_util.tree_map(jnp.copy, params), shardings)
