@@ -19,7 +19,7 @@ CLIP = [
 
 def _torch_clip_norm(grads, max_norm, norm_type):
     ps = [torch.zeros(g.shape, dtype=torch.float64, requires_grad=True) for g in grads]
-    for p, g in zip(ps, grads):
+    for p, g in zip(ps, grads, strict=True):
         p.grad = torch.from_numpy(np.array(g))
     norm = torch.nn.utils.clip_grad_norm_(ps, max_norm, norm_type)
     return [p.grad.numpy() for p in ps], float(norm)
@@ -39,12 +39,12 @@ def test_clip_grad_norm_matches_torch(max_norm, norm_type):
 def test_clip_grad_value_matches_torch(clip_value):
     grads = grad_fn(make_params(seed=3, shapes=SHAPES), 5)
     ps = [torch.zeros(g.shape, dtype=torch.float64, requires_grad=True) for g in grads]
-    for p, g in zip(ps, grads):
+    for p, g in zip(ps, grads, strict=True):
         p.grad = torch.from_numpy(np.array(g))
     torch.nn.utils.clip_grad_value_(ps, clip_value)
     tx = optx.clip_grad_value(clip_value)
     got, _ = tx.update([jnp.asarray(g) for g in grads], tx.init(grads))
-    for a, b in zip(got, ps):
+    for a, b in zip(got, ps, strict=True):
         np.testing.assert_array_equal(np.asarray(a), b.grad.numpy())
 
 
@@ -67,7 +67,7 @@ def test_clip_grad_norm_error_if_nonfinite():
     grads = [jnp.array([jnp.nan, 1.0]), jnp.ones(2)]
     tx = optx.clip_grad_norm(1.0, error_if_nonfinite=True)
     ps = [torch.zeros(2, requires_grad=True) for _ in grads]
-    for p, g in zip(ps, grads):
+    for p, g in zip(ps, grads, strict=True):
         p.grad = torch.from_numpy(np.asarray(g).copy())
     with pytest.raises(RuntimeError) as torch_err:
         torch.nn.utils.clip_grad_norm_(ps, 1.0, error_if_nonfinite=True)
@@ -80,7 +80,7 @@ def test_clip_grad_norm_error_if_nonfinite():
     # Without the flag the non-finite coefficient is applied, as torch does.
     got, _ = optx.clip_grad_norm(1.0).update(grads, tx.init(grads))
     torch.nn.utils.clip_grad_norm_(ps, 1.0)
-    for a, b in zip(got, ps):
+    for a, b in zip(got, ps, strict=True):
         np.testing.assert_array_equal(np.asarray(a), b.grad.numpy())
 
 
@@ -117,7 +117,7 @@ def test_accumulate_gradients_matches_torch_accumulation(every_k):
     expected = []
     for k in range(steps * every_k):
         gs = grad_fn([p.detach().numpy() for p in ps], k)
-        for p, g in zip(ps, gs):
+        for p, g in zip(ps, gs, strict=True):
             g = torch.from_numpy(np.array(g)) / every_k
             p.grad = g if p.grad is None else p.grad + g
         if k % every_k == every_k - 1:

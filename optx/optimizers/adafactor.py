@@ -53,15 +53,15 @@ def adafactor(
     """
     del foreach
     eps1, eps2 = eps
-    validation.check(lr, lambda v: 0.0 <= v, f"Learning rate should be >= 0 but is: {lr}")
+    validation.check(lr, lambda v: v >= 0.0, f"Learning rate should be >= 0 but is: {lr}")
     validation.check(
         beta2_decay, lambda v: v <= 0.0, f"beta2_decay should be <= 0 but is: {beta2_decay}"
     )
-    validation.check(eps1, lambda v: 0.0 <= v, f"epsilon1 should be >= 0 but is: {eps1}")
-    validation.check(eps2, lambda v: 0.0 <= v, f"epsilon2 should be >= 0 but is: {eps2}")
-    validation.check(d, lambda v: 1.0 <= v, f"Clipping threshold d should be >= 1 but is: {d}")
+    validation.check(eps1, lambda v: v >= 0.0, f"epsilon1 should be >= 0 but is: {eps1}")
+    validation.check(eps2, lambda v: v >= 0.0, f"epsilon2 should be >= 0 but is: {eps2}")
+    validation.check(d, lambda v: v >= 1.0, f"Clipping threshold d should be >= 1 but is: {d}")
     validation.check(
-        weight_decay, lambda v: 0.0 <= v, f"weight_decay should be >= 0 but is: {weight_decay}"
+        weight_decay, lambda v: v >= 0.0, f"weight_decay should be >= 0 but is: {weight_decay}"
     )
 
     def init_slots(p):
@@ -114,8 +114,13 @@ def adafactor(
 
     return torch_optimizer(
         "optx.adafactor",
-        {"lr": lr, "beta2_decay": beta2_decay, "eps": (eps1, eps2), "d": d,
-         "weight_decay": weight_decay},
+        {
+            "lr": lr,
+            "beta2_decay": beta2_decay,
+            "eps": (eps1, eps2),
+            "d": d,
+            "weight_decay": weight_decay,
+        },
         init_slots=init_slots,
         coefficients=coefficients,
         update_leaf=update_leaf,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import jax.numpy as jnp
 
@@ -69,10 +68,10 @@ def muon(
     Newton–Schulz runs in bfloat16 as in torch, so results agree with torch to bfloat16
     accuracy. Only 2-D parameters are accepted. State: ``momentum_buffer``.
     """
-    validation.check(lr, lambda v: 0.0 <= v, f"Learning rate should be >= 0 but is: {lr}")
-    validation.check(momentum, lambda v: 0.0 <= v, f"momentum should be >= 0 but is: {momentum}")
+    validation.check(lr, lambda v: v >= 0.0, f"Learning rate should be >= 0 but is: {lr}")
+    validation.check(momentum, lambda v: v >= 0.0, f"momentum should be >= 0 but is: {momentum}")
     validation.check(
-        weight_decay, lambda v: 0.0 <= v, f"weight decay should be >= 0 but is: {weight_decay}"
+        weight_decay, lambda v: v >= 0.0, f"weight decay should be >= 0 but is: {weight_decay}"
     )
     if adjust_lr_fn is not None and adjust_lr_fn not in ["original", "match_rms_adamw"]:
         raise ValueError(f"Adjust learning rate function {adjust_lr_fn} is not supported")
@@ -115,8 +114,13 @@ def muon(
 
     return torch_optimizer(
         "optx.muon",
-        {"lr": lr, "weight_decay": weight_decay, "momentum": momentum,
-         "ns_coefficients": tuple(ns_coefficients), "eps": eps},
+        {
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "momentum": momentum,
+            "ns_coefficients": tuple(ns_coefficients),
+            "eps": eps,
+        },
         init_slots=init_slots,
         coefficients=coefficients,
         update_leaf=update_leaf,

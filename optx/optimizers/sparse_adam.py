@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import jax.numpy as jnp
 
 from optx import validation
@@ -41,9 +40,7 @@ def sparse_adam(
 
     def init_slots(p):
         if jnp.iscomplexobj(p):
-            raise ValueError(
-                "Complex params: SparseAdam does not support complex parameters"
-            )
+            raise ValueError("Complex params: SparseAdam does not support complex parameters")
         return {"exp_avg": jnp.zeros_like(p), "exp_avg_sq": jnp.zeros_like(p)}
 
     def coefficients(hp, t, scalars):
