@@ -77,11 +77,13 @@ class Optimizer:
         del unknown
         for k, v in self.defaults.items():
             group.setdefault(k, v)
-        params = jax.tree_util.tree_map(jnp.asarray, param_group["params"])
+        # Own copies: the step donates params and state, which must not delete the caller's
+        # arrays, and no two donated leaves may share a buffer.
+        params = _copy_tree(param_group["params"])
         tx = self._make_tx(group)
         self._params.append(params)
         self._txs.append(tx)
-        self._states.append(tx.init(params))
+        self._states.append(_copy_tree(tx.init(params)))
         self._built.append(self._structure(group))
         full = {"params": params, **dict(sorted(group.items()))}
         self.param_groups.append(_Group(self, len(self.param_groups), full))
@@ -106,6 +108,12 @@ class Optimizer:
     def _rebuild_if_needed(self, i: int) -> None:
         group = self.param_groups[i]
         structure = self._structure(group)
+        # A momentum lowered to 0 keeps its buffer (the math handles 0); only raising it from a
+        # buffer-less 0 needs a new transformation.
+        structure = tuple(
+            (k, True) if k == "momentum" and dict(self._built[i]).get(k) else (k, v)
+            for k, v in structure
+        )
         if structure == self._built[i]:
             return
         tx = self._make_tx(group)
@@ -115,7 +123,7 @@ class Optimizer:
             slots = {k: old.slots.get(k, v) for k, v in new.slots.items()}
             scalars = {k: old.scalars.get(k, v) for k, v in new.scalars.items()}
             new = new._replace(count=old.count, slots=slots, scalars=scalars)
-        self._txs[i], self._states[i], self._built[i] = tx, new, structure
+        self._txs[i], self._states[i], self._built[i] = tx, _copy_tree(new), structure
         self._jitted.clear()
 
     # ------------------------------------------------------------------ access
@@ -238,6 +246,10 @@ class Optimizer:
         return "\n".join(lines)
 
 
+def _copy_tree(tree: Any) -> Any:
+    return jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), tree)
+
+
 def _freeze(v: Any) -> Any:
     try:
         hash(v)
@@ -256,6 +268,6 @@ class _Group(dict):
 
     def __setitem__(self, key: str, value: Any) -> None:
         if key == "params":
-            value = jax.tree_util.tree_map(jnp.asarray, value)
+            value = _copy_tree(value)
             self._owner._params[self._index] = value
         super().__setitem__(key, value)
