@@ -84,7 +84,9 @@ def _apply_leaf(update_leaf, g, p, slots: Slots, cast_coeffs: Callable[[Any], Co
             _to_real(g), _to_real(p), _map_slots(_to_real, slots), cast_coeffs(real)
         )
         new_p = _from_real(new_p, p)
-        new_slots = {k: None if v is None else _from_real(v, slots[k]) for k, v in new_slots.items()}
+        new_slots = {
+            k: None if v is None else _from_real(v, slots[k]) for k, v in new_slots.items()
+        }
     else:
         new_p, new_slots = update_leaf(g, p, slots, cast_coeffs(p.dtype))
         new_slots = {k: None if v is None else v.astype(slots[k].dtype)

@@ -123,7 +123,7 @@ def import_state_dict(opt: Any, state_dict: dict[str, Any]) -> None:
         present = [e is not None and len(e) > 0 for e in entries]
         if any(present) and not all(present):
             raise ValueError(f"param group {gi}: state given for some parameters only")
-        for j, (e, p) in enumerate(zip(entries, leaves)):
+        for j, e in enumerate(entries):
             fresh_leaf = {
                 k: jax.tree_util.tree_leaves(v, is_leaf=lambda x: x is None)[j]
                 for k, v in fresh.slots.items()
@@ -134,7 +134,8 @@ def import_state_dict(opt: Any, state_dict: dict[str, Any]) -> None:
                 continue
             expected = _expected_keys(opt, fresh, j)
             got = set(e)
-            optional = {"momentum_buffer"} if "momentum_buffer_initialized" in fresh.scalars else set()
+            has_flag = "momentum_buffer_initialized" in fresh.scalars
+            optional = {"momentum_buffer"} if has_flag else set()
             if not (expected - optional) <= got or not got <= expected:
                 raise ValueError(
                     f"state of parameter {saved['params'][j]} has keys {sorted(got)}, "

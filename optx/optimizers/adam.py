@@ -44,7 +44,8 @@ def adam(
        &\quad \textbf{if } \textit{amsgrad}: \; v^{max}_t \leftarrow \max(v^{max}_{t-1}, v_t),
           \; \hat v \leftarrow v^{max}_t \textbf{ else } \hat v \leftarrow v_t \\
        &\quad \textit{denom} \leftarrow \sqrt{\hat v} / \sqrt{1-\beta_2^t} + \epsilon \\
-       &\quad \theta_t \leftarrow \theta_{t-1} - \frac{\gamma}{1-\beta_1^t} \cdot m_t / \textit{denom}
+       &\quad \theta_t \leftarrow \theta_{t-1}
+          - \frac{\gamma}{1-\beta_1^t} \cdot m_t / \textit{denom}
        \end{aligned}
 
     Note where torch puts ``eps``: after the bias correction of the square root, and amsgrad's
@@ -59,7 +60,9 @@ def adam(
     validation.check_eps(eps)
     validation.check_betas(betas)
     validation.check_weight_decay(weight_decay)
-    return _adam("optx.adam", lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay)
+    return _adam(
+        "optx.adam", lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay
+    )
 
 
 def _adam(name, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay):

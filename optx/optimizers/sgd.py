@@ -28,7 +28,8 @@ def sgd(
 
     .. math::
        \begin{aligned}
-       &\textbf{input}: \gamma \text{ (lr)}, \theta_0 \text{ (params)}, \lambda \text{ (weight decay)},
+       &\textbf{input}: \gamma \text{ (lr)}, \theta_0 \text{ (params)},
+         \lambda \text{ (weight decay)},
          \mu \text{ (momentum)}, \tau \text{ (dampening)}, \textit{nesterov}, \textit{maximize} \\
        &\textbf{for } t = 1, 2, \ldots \textbf{ do} \\
        &\quad g_t \leftarrow \nabla f_t(\theta_{t-1}) \text{, negated if } \textit{maximize} \\
@@ -52,9 +53,13 @@ def sgd(
     validation.check_lr(lr)
     validation.check(momentum, lambda v: v >= 0.0, f"Invalid momentum value: {momentum}")
     validation.check_weight_decay(weight_decay)
-    if nesterov and not is_schedule(momentum) and not is_schedule(dampening):
-        if float(momentum) <= 0 or float(dampening) != 0:
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+    if (
+        nesterov
+        and not is_schedule(momentum)
+        and not is_schedule(dampening)
+        and (float(momentum) <= 0 or float(dampening) != 0)
+    ):
+        raise ValueError("Nesterov momentum requires a momentum and zero dampening")
     has_buffer = is_schedule(momentum) or float(momentum) != 0
 
     def init_slots(p):
@@ -75,14 +80,17 @@ def sgd(
             return c, scalars
         c["use_momentum"] = hp["momentum"] != 0
         c["initialized"] = scalars["momentum_buffer_initialized"]
-        return c, {"momentum_buffer_initialized": scalars["momentum_buffer_initialized"] | c["use_momentum"]}
+        initialized = scalars["momentum_buffer_initialized"] | c["use_momentum"]
+        return c, {"momentum_buffer_initialized": initialized}
 
     def update_leaf(g, p, slots, c):
         g = torch_ops.maybe_negate(g, maximize)
         g = torch_ops.add_weight_decay(g, p, c["weight_decay"])
         if has_buffer:
             buf = slots["momentum_buffer"]
-            new_buf = jnp.where(c["initialized"], buf * c["momentum"] + c["one_minus_dampening"] * g, g)
+            new_buf = jnp.where(
+                c["initialized"], buf * c["momentum"] + c["one_minus_dampening"] * g, g
+            )
             step = g + c["momentum"] * new_buf if nesterov else new_buf
             g = jnp.where(c["use_momentum"], step, g)
             slots = {"momentum_buffer": jnp.where(c["use_momentum"], new_buf, buf)}

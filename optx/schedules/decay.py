@@ -12,7 +12,9 @@ from optx.schedules.torch_schedule import TorchSchedule, as_float
 
 
 def step_lr(lr: float, step_size: int, gamma: float = 0.1) -> TorchSchedule:
-    r"""``torch.optim.lr_scheduler.StepLR``: :math:`\text{lr}\,\gamma^{\lfloor t / \text{step\_size}\rfloor}`."""
+    r"""``torch.optim.lr_scheduler.StepLR``:
+    :math:`\text{lr}\,\gamma^{\lfloor t / \text{step\_size}\rfloor}`.
+    """
     return TorchSchedule(
         lambda t: lr * as_float(gamma) ** (jnp.asarray(t) // step_size), lr, name="step_lr"
     )
@@ -34,7 +36,9 @@ def multi_step_lr(lr: float, milestones: Sequence[int], gamma: float = 0.1) -> T
 
 def exponential_lr(lr: float, gamma: float) -> TorchSchedule:
     r"""``torch.optim.lr_scheduler.ExponentialLR``: :math:`\text{lr}\,\gamma^t`."""
-    return TorchSchedule(lambda t: lr * as_float(gamma) ** jnp.asarray(t), lr, name="exponential_lr")
+    return TorchSchedule(
+        lambda t: lr * as_float(gamma) ** jnp.asarray(t), lr, name="exponential_lr"
+    )
 
 
 def linear_lr(
