@@ -94,6 +94,52 @@ CASES = {
     "swalr_linear_0": (S.swalr(LR, 0.02, 0, "linear"), lambda o: SWALR(o, 0.02, 0, "linear")),
 }
 
+# Composition quirks: SequentialLR restarts MultiplicativeLR (times lambda(0)) and SWALR from the
+# current lr; milestone 0 and duplicate milestones; ChainedScheduler with members that overwrite
+# the lr (CyclicLR's first step reads the initial_lr another scheduler set) or act affinely.
+CASES.update({
+    "sequential_multiplicative": (
+        S.sequential_lr([S.exponential_lr(LR, 0.9), S.multiplicative_lr(LR, lambda e: 0.99 - 0.001 * e)], [10]),
+        lambda o: L.SequentialLR(o, [L.ExponentialLR(o, 0.9),
+                                     L.MultiplicativeLR(o, lambda e: 0.99 - 0.001 * e)], [10])),
+    "sequential_swalr": (
+        S.sequential_lr([S.cosine_annealing_lr(LR, 30), S.swalr(LR, 0.02, 10)], [20]),
+        lambda o: L.SequentialLR(o, [L.CosineAnnealingLR(o, 30), SWALR(o, 0.02, 10)], [20])),
+    "sequential_zero_duplicate": (
+        S.sequential_lr([S.step_lr(LR, 3), S.linear_lr(LR, 0.2, 1.0, 8), S.constant_lr(LR, 0.5, 4),
+                         S.exponential_lr(LR, 0.95)], [0, 30, 30]),
+        lambda o: L.SequentialLR(o, [L.StepLR(o, 3), L.LinearLR(o, 0.2, 1.0, 8), L.ConstantLR(o, 0.5, 4),
+                                     L.ExponentialLR(o, 0.95)], [0, 30, 30])),
+    "sequential_overwriting": (
+        S.sequential_lr([S.lambda_lr(LR, lam), S.cyclic_lr(0.01, 0.1, 7), S.multi_step_lr(LR, [0, 3, 50])],
+                        [40, 90]),
+        lambda o: L.SequentialLR(o, [L.LambdaLR(o, lam), L.CyclicLR(o, 0.01, 0.1, 7),
+                                     L.MultiStepLR(o, [0, 3, 50])], [40, 90])),
+    "sequential_warm_restarts": (
+        S.sequential_lr([S.constant_lr(LR, 0.1, 5), S.cosine_annealing_warm_restarts(LR, 7, 2)], [5]),
+        lambda o: L.SequentialLR(o, [L.ConstantLR(o, 0.1, 5), L.CosineAnnealingWarmRestarts(o, 7, 2)], [5])),
+    "chained_lambda_first": (
+        S.chained_scheduler([S.lambda_lr(LR, lam), S.exponential_lr(LR, 0.98)]),
+        lambda o: L.ChainedScheduler([L.LambdaLR(o, lam), L.ExponentialLR(o, 0.98)])),
+    "chained_cyclic_middle": (
+        S.chained_scheduler([S.step_lr(LR, 5, 0.5), S.cyclic_lr(0.01, 0.1, 7), S.linear_lr(LR, 0.2, 1.0, 10)]),
+        lambda o: L.ChainedScheduler([L.StepLR(o, 5, 0.5), L.CyclicLR(o, 0.01, 0.1, 7),
+                                      L.LinearLR(o, 0.2, 1.0, 10)])),
+    "chained_multiplicative_cosine": (
+        S.chained_scheduler([S.multiplicative_lr(LR, lambda e: 0.995), S.cosine_annealing_lr(LR, 40)]),
+        lambda o: L.ChainedScheduler([L.MultiplicativeLR(o, lambda e: 0.995), L.CosineAnnealingLR(o, 40)])),
+    "chained_swalr": (
+        S.chained_scheduler([S.exponential_lr(LR, 0.99), S.swalr(LR, 0.02, 10)]),
+        lambda o: L.ChainedScheduler([L.ExponentialLR(o, 0.99), SWALR(o, 0.02, 10)])),
+    "chained_polynomial_to_zero": (
+        S.chained_scheduler([S.polynomial_lr(LR, 20, 2.0), S.exponential_lr(LR, 0.99)]),
+        lambda o: L.ChainedScheduler([L.PolynomialLR(o, 20, 2.0), L.ExponentialLR(o, 0.99)])),
+    "multi_step_empty": (S.multi_step_lr(LR, []), lambda o: L.MultiStepLR(o, [])),
+    "cosine_T1": (S.cosine_annealing_lr(LR, 1), lambda o: L.CosineAnnealingLR(o, 1)),
+    "swalr_long_linear": (S.swalr(LR, 0.05, 150, "linear"), lambda o: SWALR(o, 0.05, 150, "linear")),
+})
+
+
 MOMENTUM_CASES = {
     "one_cycle": (S.one_cycle_momentum(1.0, total_steps=T), lambda o: L.OneCycleLR(o, 1.0, total_steps=T), "sgd"),
     "one_cycle_3_adam": (S.one_cycle_momentum(0.5, total_steps=T, three_phase=True, base_momentum=0.8,
@@ -131,6 +177,15 @@ def test_momentum_schedule_matches_torch(name):
     python = np.array([float(schedule(t)) for t in range(T + 1)])
     assert rel(python, expected) <= 1e-12
     assert rel(traced(schedule), expected) <= 1e-12
+
+
+def test_multiplicative_python_lambda_with_python_t():
+    """A plain Python lambda (branching on the epoch) works for Python-int t."""
+    fn = lambda e: 0.99 if e % 2 else 1.0  # noqa: E731
+    schedule = S.multiplicative_lr(LR, fn)
+    expected, _ = torch_sequence(lambda o: L.MultiplicativeLR(o, fn), steps=60)
+    python = np.array([float(schedule(t)) for t in range(61)])
+    assert rel(python, expected) <= 1e-12
 
 
 def test_one_cycle_answers_at_total_steps():

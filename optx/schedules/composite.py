@@ -26,16 +26,28 @@ def sequential_lr(schedules: Sequence[TorchSchedule], milestones: Sequence[int])
             f"number of milestones to be equal to {len(milestones)}"
         )
     starts = [0, *milestones]
+    restarted: dict[int, TorchSchedule] = {}
+
+    def child(i: int) -> TorchSchedule:
+        # torch restarts child i at its milestone with _update_lr(0). MultiplicativeLR and SWALR
+        # keep the current lr there, so they continue from the lr one step earlier; the others
+        # restart from their closed form at epoch 0.
+        s = schedules[i]
+        if s.rebase is None or starts[i] == 0:
+            return s
+        if i not in restarted:
+            restarted[i] = s.rebase(float(closed_form(starts[i] - 1)))
+        return restarted[i]
 
     def closed_form(t):
         if isinstance(t, int):
             i = bisect_right(milestones, t)
-            return as_float(schedules[i](t - starts[i]))
+            return as_float(child(i)(t - starts[i]))
         t = jnp.asarray(t)
         value = as_float(schedules[0](t))
         for i in range(1, len(schedules)):
             local = jnp.maximum(t - starts[i], 0)
-            value = jnp.where(t >= starts[i], as_float(schedules[i](local)), value)
+            value = jnp.where(t >= starts[i], as_float(child(i)(local)), value)
         return value
 
     return TorchSchedule(closed_form, schedules[0].base, "absolute", name="sequential_lr")
@@ -65,7 +77,12 @@ def chained_scheduler(schedules: Sequence[TorchSchedule]) -> TorchSchedule:
         return TorchSchedule(closed_form, base, MULTIPLICATIVE, name="chained_scheduler")
 
     def apply(lr, e):
-        for s in schedules:
+        for i, s in enumerate(schedules):
+            if i > 0 and s.name == "cyclic_lr" and isinstance(e, int) and e == 0:
+                # CyclicLR's construction step reads base_lrs before replacing them with its
+                # base_lr: it yields the optimizer's initial_lr, set by the first scheduler.
+                lr = as_float(base)
+                continue
             a, b = s.step_map(e)
             lr = a * lr + b
         return lr

@@ -45,4 +45,7 @@ def swalr(
         b = jnp.where(done, swa_lr, swa_lr * alpha - a * prev_alpha * swa_lr)
         return a, b
 
-    return TorchSchedule(closed_form, lr, AFFINE, affine, name="swalr")
+    return TorchSchedule(
+        closed_form, lr, AFFINE, affine, name="swalr",
+        rebase=lambda lr0: swalr(lr0, swa_lr, anneal_epochs, anneal_strategy),
+    )

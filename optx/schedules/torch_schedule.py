@@ -46,6 +46,10 @@ class TorchSchedule:
     # torch's recursion, when it is not derived from the closed form (see step_map).
     affine: Callable[[Any], tuple[Any, Any]] | None = None
     name: str = "schedule"
+    # The same schedule built from another lr, for the schedulers whose epoch-0 ``get_lr`` keeps
+    # the current lr (MultiplicativeLR, SWALR): SequentialLR restarts them from the lr the
+    # previous child reached rather than from their base.
+    rebase: Callable[[float], TorchSchedule] | None = None
 
     def __call__(self, t: Any) -> Any:
         return self.closed_form(t)
@@ -64,7 +68,8 @@ class TorchSchedule:
         prev = jnp.where(jnp.asarray(e) == 0, as_float(self.base),
                          as_float(self.closed_form(jnp.maximum(jnp.asarray(e) - 1, 0))))
         # A multiplicative schedule that reached 0 stays at 0 in torch's recursion.
-        return jnp.where(prev == 0, as_float(1.0), cur / jnp.where(prev == 0, 1.0, prev)), as_float(0.0)
+        ratio = jnp.where(prev == 0, as_float(1.0), cur / jnp.where(prev == 0, 1.0, prev))
+        return ratio, as_float(0.0)
 
     def __repr__(self) -> str:
         return f"<optx schedule {self.name} from {self.base}>"

@@ -38,4 +38,8 @@ def multiplicative_lr(lr: float, lr_lambda: Callable[[Any], Any]) -> TorchSchedu
         return jnp.where(jnp.asarray(e) > 0, as_float(lr_lambda(e)), 1.0), 0.0
 
     # Its recursion multiplies by lambda(e); given explicitly, so torch's recursion costs O(1).
-    return TorchSchedule(closed_form, lr, MULTIPLICATIVE, affine, name="multiplicative_lr")
+    return TorchSchedule(
+        closed_form, lr, MULTIPLICATIVE, affine, name="multiplicative_lr",
+        # SequentialLR's restart (_update_lr(0), not an initial step) multiplies by lambda(0).
+        rebase=lambda lr0: multiplicative_lr(float(lr0 * lr_lambda(0)), lr_lambda),
+    )
