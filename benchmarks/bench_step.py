@@ -293,7 +293,17 @@ def main(argv=None) -> None:
     if "optx_optim" in impls and not _optim_available():
         print("optx.optim is not importable: skipping the adapter")
         impls.remove("optx_optim")
-    results = []
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "load_avg_start": os.getloadavg(),
+        "reps": reps,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+    results: list[dict] = []
     for opt_name in args.optimizers.split(","):
         for leaves in leaf_counts:
             total = args.total or DEFAULT_TOTAL.get(leaves, 20_000_000)
@@ -305,20 +315,13 @@ def main(argv=None) -> None:
                 results.append(r)
                 step = f"{r['step_s'] * 1e3:8.1f} ms" if "step_s" in r else r.get("error")
                 print(f"  {opt_name:6s} {leaves:5d} leaves {impl:14s} {step}", flush=True)
+                # Written after every cell, so an interrupted run keeps what it measured.
+                meta["load_avg_now"] = os.getloadavg()
+                record = {"meta": meta, "results": results, "table": _table(results)}
+                out.write_text(json.dumps(record, indent=1))
     table = _table(results)
     print()
     print(table)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": platform.platform(),
-        "cpus": os.cpu_count(),
-        "load_avg": os.getloadavg(),
-        "reps": reps,
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    }
-    out.write_text(json.dumps({"meta": meta, "results": results, "table": table}, indent=1))
     print(f"\nwrote {out}")
 
 
