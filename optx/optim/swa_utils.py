@@ -26,21 +26,27 @@ def get_ema_avg_fn(decay: float = 0.999) -> Callable[[Any, Any, Any], Any]:
     return lambda ema, current, num_averaged: decay * ema + (1 - decay) * current
 
 
+def _lerp(start: Any, end: Any, w: float) -> Any:
+    # torch.lerp's two-sided formula (exact at both ends), as _foreach_lerp_ computes it.
+    diff = end - start
+    return start + w * diff if abs(w) < 0.5 else end - diff * (1 - w)
+
+
 def get_swa_multi_avg_fn() -> Callable[[list, list, Any], list]:
-    """:func:`get_swa_avg_fn` over lists of leaves."""
-    fn = get_swa_avg_fn()
-    return lambda averaged, current, n: [fn(a, c, n) for a, c in zip(averaged, current)]
+    """Equal-weight running average over lists of leaves, as torch's
+    ``_foreach_lerp_(averaged, current, 1 / (n + 1))``."""
+    return lambda averaged, current, n: [
+        _lerp(a, c, 1 / (int(n) + 1)) for a, c in zip(averaged, current)
+    ]
 
 
 def get_ema_multi_avg_fn(decay: float = 0.999) -> Callable[[list, list, Any], list]:
     """EMA over lists of leaves, as torch's ``_foreach_lerp_(ema, current, 1 - decay)``."""
-    w = 1 - decay
-
-    def lerp(ema, current):
-        diff = current - ema
-        return ema + w * diff if abs(w) < 0.5 else current - diff * (1 - w)
-
-    return lambda ema, current, n: [lerp(e, c) for e, c in zip(ema, current)]
+    if decay < 0.0 or decay > 1.0:
+        raise ValueError(
+            f"Invalid decay value {decay} provided. Please provide a value in [0,1] range."
+        )
+    return lambda ema, current, n: [_lerp(e, c, 1 - decay) for e, c in zip(ema, current)]
 
 
 class AveragedModel:
@@ -87,7 +93,13 @@ class SWALR(LRScheduler):
         self.swa_lrs = list(swa_lr) if isinstance(swa_lr, (list, tuple)) else [swa_lr] * n
         for lr, group in zip(self.swa_lrs, optimizer.param_groups):
             group["swa_lr"] = lr
-        S.swalr(1.0, 0.0, anneal_epochs, anneal_strategy)  # validates
+        if anneal_strategy not in ["cos", "linear"]:
+            raise ValueError(
+                "anneal_strategy must be one of 'cos' or 'linear', "
+                f"instead got {anneal_strategy}"
+            )
+        if not isinstance(anneal_epochs, int) or anneal_epochs < 0:
+            raise ValueError(f"anneal_epochs must be equal or greater than 0, got {anneal_epochs}")
         self.anneal_epochs, self.anneal_strategy = anneal_epochs, anneal_strategy
         super().__init__(optimizer, last_epoch)
 
