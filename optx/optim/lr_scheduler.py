@@ -387,17 +387,18 @@ class CyclicLR(_MomentumCycling):
         super().__init__(optimizer, last_epoch)
         self.base_lrs = base_lrs
 
-    def _args(self) -> tuple[Any, ...]:
-        return (self.step_size_up, self.step_size_down, self.mode, self.gamma,
-                self._scale_fn_custom, self.scale_mode)
+    def _args(self) -> dict[str, Any]:
+        return dict(step_size_up=self.step_size_up, step_size_down=self.step_size_down,
+                    mode=self.mode, gamma=self.gamma, scale_fn=self._scale_fn_custom,
+                    scale_mode=self.scale_mode)
 
     def _build_schedules(self) -> None:
         self._schedules = [
-            S.cyclic_lr(b, m, *self._args()) for b, m in zip(self._cyclic_base_lrs, self.max_lrs)
+            S.cyclic_lr(b, m, **self._args()) for b, m in zip(self._cyclic_base_lrs, self.max_lrs)
         ]
         if self.cycle_momentum:
             self._momentum_schedules = [
-                S.cyclic_momentum(0.0, 1.0, *self._args(), base_momentum=b, max_momentum=m)
+                S.cyclic_momentum(0.0, 1.0, **self._args(), base_momentum=b, max_momentum=m)
                 for b, m in zip(self.base_momentums, self.max_momentums)
             ]
 

@@ -102,7 +102,7 @@ class Optimizer:
             if isinstance(v, bool) or not isinstance(v, (*_FLOAT_TYPES, tuple, list)):
                 items.append((k, _freeze(v)))
             elif k == "momentum":
-                items.append((k, float(v) != 0))
+                items.append((k, v != 0))
         return tuple(items)
 
     def _rebuild_if_needed(self, i: int) -> None:

@@ -115,11 +115,13 @@ def import_state_dict(opt: Any, state_dict: dict[str, Any]) -> None:
             raise ValueError(f"param group {gi} lacks {sorted(missing)}")
         try:
             tx = opt._make_tx(group)
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"param group {gi}: {e}") from e
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"param group {gi}: {err}") from err
         fresh = tx.init(params)
         entries = [saved_state.get(pid) for pid in saved["params"]]
-        counts, slot_leaves, scalars = set(), {k: [] for k in fresh.slots}, dict(fresh.scalars)
+        counts: set[float] = set()
+        slot_leaves: dict[str, list[Any]] = {k: [] for k in fresh.slots}
+        scalars = dict(fresh.scalars)
         present = [e is not None and len(e) > 0 for e in entries]
         if any(present) and not all(present):
             raise ValueError(f"param group {gi}: state given for some parameters only")

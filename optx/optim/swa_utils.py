@@ -103,7 +103,7 @@ class SWALR(LRScheduler):
         self.anneal_epochs, self.anneal_strategy = anneal_epochs, anneal_strategy
         super().__init__(optimizer, last_epoch)
 
-    def _schedule(self, base_lr: float, index: int) -> S.TorchSchedule:
+    def _schedule(self, base_lr: float, index: int = 0) -> S.TorchSchedule:
         return S.swalr(base_lr, self.swa_lrs[index], self.anneal_epochs, self.anneal_strategy)
 
 
