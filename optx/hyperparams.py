@@ -116,13 +116,17 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
         old = hp[name]
         old_leaves, treedef = jax.tree_util.tree_flatten(old)
         try:
-            new_leaves = treedef.flatten_up_to(new)
+            new_leaves = treedef.flatten_up_to(new)  # type: ignore[attr-defined]
         except (ValueError, TypeError) as e:
             raise ValueError(
                 f"hyperparameter {name!r} must have the structure of {old!r}, got {new!r}"
             ) from e
-        hp[name] = treedef.unflatten(
-            [jnp.asarray(n, dtype=o.dtype).reshape(o.shape) for o, n in zip(old_leaves, new_leaves)]
+        hp[name] = jax.tree_util.tree_unflatten(
+            treedef,
+            [
+                jnp.asarray(n, dtype=o.dtype).reshape(o.shape)
+                for o, n in zip(old_leaves, new_leaves)
+            ],
         )
 
     def replace(x):

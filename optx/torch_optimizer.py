@@ -46,7 +46,7 @@ class OptimizerState(NamedTuple):
         (NAdam's ``mu_product``, ASGD's ``eta`` and ``mu``, SGD's buffer-initialized flag).
     """
 
-    count: Array
+    count: Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
     hyperparams: dict[str, Any]
     slots: dict[str, Any]
     scalars: dict[str, Array]

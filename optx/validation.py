@@ -66,7 +66,7 @@ def check_matching(updates: Any, params: Any, *, who: str, what: str = "gradient
     """
     u_leaves, u_def = jax.tree_util.tree_flatten_with_path(updates)
     p_leaves, p_def = jax.tree_util.tree_flatten_with_path(params)
-    if u_def != p_def:
+    if u_def != p_def:  # type: ignore[operator]  # PyTreeDef has no stubs
         u_paths = [_path(k) for k, _ in u_leaves]
         p_paths = [_path(k) for k, _ in p_leaves]
         missing = [k for k in p_paths if k not in set(u_paths)]

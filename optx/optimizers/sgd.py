@@ -57,10 +57,10 @@ def sgd(
         nesterov
         and not is_schedule(momentum)
         and not is_schedule(dampening)
-        and (float(momentum) <= 0 or float(dampening) != 0)
+        and (float(momentum) <= 0 or float(dampening) != 0)  # type: ignore[arg-type]
     ):
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-    has_buffer = is_schedule(momentum) or float(momentum) != 0
+    has_buffer = is_schedule(momentum) or float(momentum) != 0  # type: ignore[arg-type]
 
     def init_slots(p):
         return {"momentum_buffer": jnp.zeros_like(p)} if has_buffer else {}
