@@ -165,3 +165,69 @@ def test_malformed_state_dict_changes_nothing(how):
     for i in before["state"]:
         for k in before["state"][i]:
             np.testing.assert_array_equal(after["state"][i][k], before["state"][i][k])
+
+
+def _lbfgs_problem():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(4, 4))
+    a = a @ a.T + np.eye(4)
+    return a, rng.normal(size=4), rng.normal(size=4)
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_lbfgs_state_dict_both_ways(line_search_fn):
+    _skip_missing("LBFGS")
+    a, b, x0 = _lbfgs_problem()
+    kw = dict(lr=0.5, max_iter=3, history_size=2, line_search_fn=line_search_fn)
+
+    def loss_fn(p):
+        return 0.5 * p @ jnp.asarray(a) @ p - jnp.asarray(b) @ p + 0.1 * jnp.sum(p**4)
+
+    def torch_opt(x_np):
+        x = torch.tensor(np.asarray(x_np), requires_grad=True)
+        opt = torch.optim.LBFGS([x], **kw)
+
+        def closure():
+            opt.zero_grad()
+            loss = 0.5 * x @ torch.tensor(a) @ x - torch.tensor(b) @ x + 0.1 * torch.sum(x**4)
+            loss.backward()
+            return loss
+
+        return opt, x, closure
+
+    def to_numpy_entry(v):
+        if isinstance(v, list):
+            return [None if t is None else t.detach().numpy().copy() for t in v]
+        return _to_numpy(v)
+
+    def to_torch_entry(v):
+        if isinstance(v, list):
+            return [None if t is None else torch.tensor(np.asarray(t)) for t in v]
+        return _to_torch(v)
+
+    # torch -> optx
+    topt, x, closure = torch_opt(x0)
+    for _ in range(2):
+        topt.step(closure)
+    sd = _tree_map_sd(to_numpy_entry, topt.state_dict())
+    opt = O.LBFGS(jnp.asarray(x.detach().numpy()), **kw)
+    opt.load_state_dict(sd)
+    for _ in range(2):
+        topt.step(closure)
+        opt.step(closure=loss_fn)
+    np.testing.assert_allclose(np.asarray(opt.params), x.detach().numpy(), atol=1e-10)
+
+    # optx -> torch
+    sd = opt.state_dict()
+    assert sorted(sd["state"][0]) == sorted(topt.state_dict()["state"][0])
+    topt2, x2, closure2 = torch_opt(opt.params)
+    topt2.load_state_dict(_tree_map_sd(to_torch_entry, sd))
+    for _ in range(2):
+        topt2.step(closure2)
+        opt.step(closure=loss_fn)
+    np.testing.assert_allclose(np.asarray(opt.params), x2.detach().numpy(), atol=1e-10)
+
+    bad = opt.state_dict()
+    bad["state"][0]["d"] = np.zeros(7)
+    with pytest.raises(ValueError, match="'d'"):
+        opt.load_state_dict(bad)

@@ -61,6 +61,8 @@ def _param_state(opt: Any, state: OptimizerState, leaf: int) -> dict[str, Any]:
 
 
 def export_state_dict(opt: Any) -> dict[str, Any]:
+    if _name(opt) == "lbfgs":
+        return _lbfgs_export(opt)
     _check_functional(opt)
     state: dict[int, Any] = {}
     groups = []
@@ -90,6 +92,8 @@ def _expected_keys(opt: Any, s: OptimizerState, leaf: int) -> set[str]:
 
 def import_state_dict(opt: Any, state_dict: dict[str, Any]) -> None:
     """Validates everything, then loads; on any error raises ``ValueError`` and changes nothing."""
+    if _name(opt) == "lbfgs":
+        return _lbfgs_import(opt, state_dict)
     _check_functional(opt)
     if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
         raise ValueError("state_dict must be a dict with exactly 'state' and 'param_groups'")
@@ -184,7 +188,7 @@ def import_state_dict(opt: Any, state_dict: dict[str, Any]) -> None:
             count = 0
         state = fresh._replace(
             count=jnp.asarray(count, fresh.count.dtype),
-            slots={k: treedef.unflatten(v) for k, v in slot_leaves.items()},
+            slots={k: jax.tree_util.tree_unflatten(treedef, v) for k, v in slot_leaves.items()},
             scalars=scalars,
         )
         new_groups.append(group)
@@ -200,4 +204,122 @@ def import_state_dict(opt: Any, state_dict: dict[str, Any]) -> None:
         opt._txs[i] = new_txs[i]
         opt._states[i] = new_states[i]
         opt._built[i] = opt._structure(g)
+    opt._jitted.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# LBFGS: torch keeps one global state under the first parameter, with Python lists for the
+# history (oldest first) where optx keeps fixed-size ring buffers.
+
+_LBFGS_KEYS = {"func_evals", "n_iter", "d", "t", "old_dirs", "old_stps", "ro", "H_diag",
+               "prev_flat_grad", "prev_loss", "al"}
+
+
+def _lbfgs_export(opt: Any) -> dict[str, Any]:
+    s = opt._states[0]
+    n_leaves = len(jax.tree_util.tree_leaves(opt._params[0]))
+    group = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
+    group["params"] = list(range(n_leaves))
+    out: dict[str, Any] = {"state": {}, "param_groups": [group]}
+    if int(s.count) == 0:
+        return out
+    n_iter = int(s.n_iter)
+    entry: dict[str, Any] = {"func_evals": int(s.func_evals), "n_iter": n_iter}
+    if n_iter > 0:
+        size = s.old_dirs.shape[0]
+        rows = [(int(s.history_start) + i) % size for i in range(int(s.history_count))]
+        entry.update(
+            d=np.array(s.d), t=float(s.t),
+            old_dirs=[np.array(s.old_dirs[r]) for r in rows],
+            old_stps=[np.array(s.old_stps[r]) for r in rows],
+            ro=[np.array(s.ro[r]) for r in rows],
+            H_diag=np.array(s.H_diag), prev_flat_grad=np.array(s.prev_flat_grad),
+            prev_loss=float(s.prev_loss),
+        )
+        if n_iter >= 2:
+            entry["al"] = [np.array(s.al[r]) for r in rows] + [None] * (size - len(rows))
+    out["state"][0] = entry
+    return out
+
+
+def _lbfgs_import(opt: Any, state_dict: dict[str, Any]) -> None:
+    if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
+        raise ValueError("state_dict must be a dict with exactly 'state' and 'param_groups'")
+    groups = state_dict["param_groups"]
+    n_leaves = len(jax.tree_util.tree_leaves(opt._params[0]))
+    if len(groups) != 1:
+        raise ValueError(
+            f"loaded state dict has a different number of parameter groups: {len(groups)} != 1"
+        )
+    if len(groups[0].get("params", [])) != n_leaves:
+        raise ValueError(
+            "loaded state dict contains a parameter group 0 that doesn't match the size of "
+            f"optimizer's group ({len(groups[0].get('params', []))} != {n_leaves})"
+        )
+    group = {k: v for k, v in groups[0].items() if k != "params"}
+    try:
+        tx = opt._make_tx(group)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"param group 0: {err}") from err
+    fresh = tx.init(opt._params[0])
+    entries = [v for k, v in state_dict["state"].items() if v]
+    if len(entries) > 1:
+        raise ValueError("LBFGS keeps one state (under its first parameter); got several")
+    state = fresh
+    if entries:
+        e = entries[0]
+        got = set(e)
+        if not {"func_evals", "n_iter"} <= got or not got <= _LBFGS_KEYS:
+            raise ValueError(f"LBFGS state has keys {sorted(got)}, expected {sorted(_LBFGS_KEYS)}")
+        n, size, dt = fresh.d.shape[0], fresh.old_dirs.shape[0], fresh.d.dtype
+        new: dict[str, Any] = {
+            "count": jnp.ones((), fresh.count.dtype),
+            "func_evals": jnp.asarray(int(e["func_evals"]), fresh.func_evals.dtype),
+            "n_iter": jnp.asarray(int(e["n_iter"]), fresh.n_iter.dtype),
+        }
+
+        def vec(key: str, v: Any) -> Any:
+            a = np.asarray(v)
+            if a.shape != (n,) or not np.issubdtype(a.dtype, np.floating):
+                raise ValueError(f"LBFGS state {key!r} must be a float vector of shape ({n},)"
+                                 f", got {a.dtype}{a.shape}")
+            return a
+
+        if int(e["n_iter"]) > 0:
+            missing = _LBFGS_KEYS - {"al"} - got
+            if missing:
+                raise ValueError(f"LBFGS state lacks {sorted(missing)}")
+            dirs, stps, ro = list(e["old_dirs"]), list(e["old_stps"]), list(e["ro"])
+            if not (len(dirs) == len(stps) == len(ro)) or len(dirs) > size:
+                raise ValueError(
+                    f"LBFGS history lists must have equal lengths <= history_size={size}"
+                )
+            old_dirs = np.zeros((size, n), dt)
+            old_stps = np.zeros((size, n), dt)
+            ro_a = np.zeros((size,), dt)
+            al_a = np.zeros((size,), dt)
+            for i, (y, s_, r) in enumerate(zip(dirs, stps, ro)):
+                old_dirs[i] = vec("old_dirs", y)
+                old_stps[i] = vec("old_stps", s_)
+                ro_a[i] = float(np.asarray(r))
+            for i, a in enumerate(list(e.get("al", []))[:size]):
+                if a is not None:
+                    al_a[i] = float(np.asarray(a))
+            new.update(
+                d=jnp.asarray(vec("d", e["d"]), dt), t=jnp.asarray(float(e["t"]), dt),
+                old_dirs=jnp.asarray(old_dirs), old_stps=jnp.asarray(old_stps),
+                ro=jnp.asarray(ro_a), al=jnp.asarray(al_a),
+                H_diag=jnp.asarray(float(np.asarray(e["H_diag"])), dt),
+                prev_flat_grad=jnp.asarray(vec("prev_flat_grad", e["prev_flat_grad"]), dt),
+                prev_loss=jnp.asarray(float(e["prev_loss"]), fresh.prev_loss.dtype),
+                history_start=jnp.zeros((), fresh.history_start.dtype),
+                history_count=jnp.asarray(len(dirs), fresh.history_count.dtype),
+            )
+        state = fresh._replace(**new)
+    g = opt.param_groups[0]
+    params = g["params"]
+    dict.clear(g)
+    dict.update(g, {"params": params, **group})
+    opt._txs[0], opt._states[0] = tx, state
+    opt._built[0] = opt._structure(g)
     opt._jitted.clear()
