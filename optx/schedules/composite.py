@@ -14,7 +14,14 @@ from optx.schedules.torch_schedule import MULTIPLICATIVE, TorchSchedule, as_floa
 def sequential_lr(schedules: Sequence[TorchSchedule], milestones: Sequence[int]) -> TorchSchedule:
     r"""``torch.optim.lr_scheduler.SequentialLR``: ``schedules[i]`` runs from
     ``milestones[i-1]`` on, restarted at its own step 0 (torch restarts each scheduler from its
-    closed form at epoch 0 when its milestone is reached)."""
+    closed form at epoch 0 when its milestone is reached).
+
+    Children are built with the optimizer's lr. MultiplicativeLR and SWALR have no closed form and
+    their restart (``_update_lr(0)``) keeps the current lr: they continue from the lr the previous
+    child reached (MultiplicativeLR times ``lr_lambda(0)``). Duplicate milestones skip a child and
+    a milestone at 0 starts with a later one. Not reproduced: a ChainedScheduler nested as a
+    SequentialLR child, whose members torch re-steps outside their initial mode.
+    """
     schedules = list(schedules)
     milestones = [int(m) for m in milestones]
     if len(schedules) < 1:
@@ -36,7 +43,9 @@ def sequential_lr(schedules: Sequence[TorchSchedule], milestones: Sequence[int])
         if s.rebase is None or starts[i] == 0:
             return s
         if i not in restarted:
-            restarted[i] = s.rebase(float(closed_form(starts[i] - 1)))
+            # A static value even when first reached while tracing (inside jit).
+            with jax.ensure_compile_time_eval():
+                restarted[i] = s.rebase(float(closed_form(starts[i] - 1)))
         return restarted[i]
 
     def closed_form(t):
@@ -93,8 +102,8 @@ def chained_scheduler(schedules: Sequence[TorchSchedule]) -> TorchSchedule:
 
     compiled = jax.jit(recursion)
 
-    def closed_form(t):
+    def stepped(t):
         # A Python int goes through one compiled loop rather than t op-by-op steps.
         return compiled(t) if isinstance(t, int) else recursion(jnp.asarray(t))
 
-    return TorchSchedule(closed_form, base, "absolute", name="chained_scheduler")
+    return TorchSchedule(stepped, base, "absolute", name="chained_scheduler")
