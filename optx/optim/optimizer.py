@@ -147,14 +147,21 @@ class Optimizer:
             hp = {}
             for k, old in stored.items():
                 new = group[k]
+                if jax.tree_util.tree_leaves(new, is_leaf=callable) and any(
+                    callable(x) for x in jax.tree_util.tree_leaves(new, is_leaf=callable)
+                ):
+                    # A schedule given to the constructor: the state advances it itself.
+                    hp[k] = old
+                    continue
                 leaves, treedef = jax.tree_util.tree_flatten(old)
                 try:
-                    new_leaves = treedef.flatten_up_to(new)
+                    new_leaves = treedef.flatten_up_to(new)  # type: ignore[attr-defined]  # PyTreeDef has no stubs
                 except (ValueError, TypeError) as e:
                     raise ValueError(
                         f"param group hyperparameter {k!r} must be shaped like {old!r}, got {new!r}"
                     ) from e
-                hp[k] = treedef.unflatten(
+                hp[k] = jax.tree_util.tree_unflatten(
+                    treedef,
                     [np.asarray(n, dtype=o.dtype) for o, n in zip(leaves, new_leaves)]
                 )
             out.append(hp)
