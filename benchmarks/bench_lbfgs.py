@@ -30,8 +30,14 @@ def main() -> None:
     ap.add_argument("--line-search", default="strong_wolfe", choices=["strong_wolfe", "none"])
     args = ap.parse_args()
     ls = None if args.line_search == "none" else "strong_wolfe"
-    kwargs = dict(lr=1.0, max_iter=20, history_size=10, line_search_fn=ls, tolerance_grad=0.0,
-                  tolerance_change=0.0)
+    kwargs = dict(
+        lr=1.0,
+        max_iter=20,
+        history_size=10,
+        line_search_fn=ls,
+        tolerance_grad=0.0,
+        tolerance_change=0.0,
+    )
 
     rng = np.random.default_rng(0)
     a = (rng.normal(size=(args.samples, args.n)) / np.sqrt(args.n)).astype(np.float32)
@@ -87,8 +93,10 @@ def main() -> None:
 
     print(f"LBFGS step, n={args.n}, line_search={ls}, max_iter=20, history_size=10, float32")
     print(f"  torch: {t_torch * 1e3:9.2f} ms/step ({opt.state[tw]['func_evals']} evals total)")
-    print(f"  optx : {t_optx * 1e3:9.2f} ms/step ({int(state.func_evals)} evals total; "
-          f"compile {t_compile:.1f} s)")
+    print(
+        f"  optx : {t_optx * 1e3:9.2f} ms/step ({int(state.func_evals)} evals total; "
+        f"compile {t_compile:.1f} s)"
+    )
     print(f"  ratio optx/torch: {t_optx / t_torch:.2f}")
 
 

@@ -51,7 +51,7 @@ class LbfgsState(NamedTuple):
         is row ``(history_start + i) % history_size``.
     """
 
-    count: Array
+    count: Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
     hyperparams: dict[str, Array]
     func_evals: Array
     n_iter: Array
@@ -115,7 +115,12 @@ def _strong_wolfe(obj_func, t, d, f, g, gtd, max_ls):
             min_step = t + 0.01 * (t - c["t_prev"])
             max_step = t * 10
             t_next = _cubic_interpolate(
-                c["t_prev"], c["f_prev"], c["gtd_prev"], t, c["f_new"], c["gtd_new"],
+                c["t_prev"],
+                c["f_prev"],
+                c["gtd_prev"],
+                t,
+                c["f_new"],
+                c["gtd_new"],
                 bounds=(min_step, max_step),
             )
             f_next, g_next = obj_func(t_next)
@@ -140,8 +145,16 @@ def _strong_wolfe(obj_func, t, d, f, g, gtd, max_ls):
         bracket_cond,
         bracket_body,
         dict(
-            t=t, t_prev=zero, f_prev=f, g_prev=g, gtd_prev=gtd, f_new=f_new, g_new=g_new,
-            gtd_new=gtd_new, evals=jnp.ones((), jnp.int32), ls_iter=jnp.zeros((), jnp.int32),
+            t=t,
+            t_prev=zero,
+            f_prev=f,
+            g_prev=g,
+            gtd_prev=gtd,
+            f_new=f_new,
+            g_new=g_new,
+            gtd_new=gtd_new,
+            evals=jnp.ones((), jnp.int32),
+            ls_iter=jnp.zeros((), jnp.int32),
             status=jnp.zeros((), jnp.int32),
         ),
     )
@@ -218,9 +231,15 @@ def _strong_wolfe(obj_func, t, d, f, g, gtd, max_ls):
         zoom_cond,
         zoom_body,
         dict(
-            bracket=bracket, bracket_f=bracket_f, bracket_g=bracket_g, bracket_gtd=bracket_gtd,
-            low_pos=low_pos, insuf_progress=jnp.zeros((), bool), done=done,
-            ls_iter=c["ls_iter"], evals=c["evals"],
+            bracket=bracket,
+            bracket_f=bracket_f,
+            bracket_g=bracket_g,
+            bracket_gtd=bracket_gtd,
+            low_pos=low_pos,
+            insuf_progress=jnp.zeros((), bool),
+            done=done,
+            ls_iter=c["ls_iter"],
+            evals=c["evals"],
         ),
     )
     low = z["low_pos"]
@@ -385,13 +404,23 @@ def lbfgs(
 
             r = lax.fori_loop(0, count, second_loop, r)
             return dict(
-                c, d=r, old_dirs=old_dirs, old_stps=old_stps, ro=ro, al=al, H_diag=H_diag,
-                start=start, count=count,
+                c,
+                d=r,
+                old_dirs=old_dirs,
+                old_stps=old_stps,
+                ro=ro,
+                al=al,
+                H_diag=H_diag,
+                start=start,
+                count=count,
             )
 
         def first_direction(c):
             return dict(
-                c, d=-c["g"], start=jnp.zeros_like(c["start"]), count=jnp.zeros_like(c["count"]),
+                c,
+                d=-c["g"],
+                start=jnp.zeros_like(c["start"]),
+                count=jnp.zeros_like(c["count"]),
                 H_diag=jnp.ones_like(c["H_diag"]),
             )
 
@@ -445,8 +474,14 @@ def lbfgs(
                     | (jnp.abs(loss - c["prev_loss"]) < tolerance_change)
                 )
                 return dict(
-                    c, x=x, loss=loss, g=g, t=t, evals=evals,
-                    func_evals=c["func_evals"] + ls_evals, stop=stop,
+                    c,
+                    x=x,
+                    loss=loss,
+                    g=g,
+                    t=t,
+                    evals=evals,
+                    func_evals=c["func_evals"] + ls_evals,
+                    stop=stop,
                 )
 
             return lax.cond(gtd_break, lambda c: dict(c, stop=jnp.ones((), bool)), move, c)
@@ -495,4 +530,5 @@ def lbfgs(
         updates = unravel(c["x"] - x0)
         return updates, new_state
 
-    return GradientTransformation(init, update)
+    # Keyword-only value/value_fn narrow the protocol's **extra_args; optax's does the same.
+    return GradientTransformation(init, update)  # type: ignore[arg-type]
