@@ -54,8 +54,9 @@ def total_norm(
     leaves = _leaves(grads)
     if not leaves:
         return jnp.asarray(0.0)
-    norms = [jnp.linalg.vector_norm(g.ravel(), ord=norm_type) for g in leaves]
-    norm = jnp.linalg.vector_norm(jnp.stack(norms), ord=norm_type)
+    order: Any = norm_type  # jnp's stubs say int | str; float orders (2.0, inf) work
+    norms = [jnp.linalg.vector_norm(g.ravel(), ord=order) for g in leaves]
+    norm = jnp.linalg.vector_norm(jnp.stack(norms), ord=order)
     if error_if_nonfinite:
         if isinstance(norm, jax.core.Tracer):
             jax.debug.callback(functools.partial(_raise_if_nonfinite, norm_type=norm_type), norm)

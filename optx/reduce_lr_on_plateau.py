@@ -27,7 +27,7 @@ class ReduceLROnPlateauState(NamedTuple):
     best: jax.Array
     num_bad_epochs: jax.Array
     cooldown_counter: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
     value_sum: jax.Array
 
 

@@ -71,7 +71,7 @@ class AveragedModel:
 
     def update_parameters(self, model: PyTree) -> None:
         current, treedef = jax.tree_util.tree_flatten(model)
-        averaged = treedef.flatten_up_to(self.module)
+        averaged = treedef.flatten_up_to(self.module)  # type: ignore[attr-defined]  # PyTreeDef has no stubs
         if self.n_averaged == 0:
             new = [jnp.array(c, copy=True) for c in current]
         elif self.multi_avg_fn is not None:
@@ -80,7 +80,8 @@ class AveragedModel:
             new = [self.avg_fn(a, c, self.n_averaged) for a, c in zip(averaged, current)]
         else:
             new = get_swa_multi_avg_fn()(averaged, current, self.n_averaged)
-        self.module = treedef.unflatten([jnp.asarray(n, a.dtype) for n, a in zip(new, averaged)])
+        new_leaves = [jnp.asarray(n, a.dtype) for n, a in zip(new, averaged)]
+        self.module = jax.tree_util.tree_unflatten(treedef, new_leaves)
         self.n_averaged += 1
 
 
