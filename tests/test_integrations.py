@@ -294,3 +294,19 @@ def test_equinox_filtered_params():
         eqx.filter(optx.apply_updates(model, updates), eqx.is_array),
         eqx.filter(eqx.apply_updates(model, updates), eqx.is_array),
     )
+
+
+def test_optx_chain_mixing_optax_and_optx_extra_args_members():
+    # value= reaches optx.reduce_lr_on_plateau through optx.chain, with optax members around it.
+    # (optax.chain drops extra args for members that are not optax ExtraArgs transformations,
+    # so extra-args optx members belong in optx.chain.)
+    params = make_params()
+    tx = optx.chain(optax.clip_by_global_norm(1.0), optx.sgd(lr=0.1),
+                    optx.reduce_lr_on_plateau(patience=0, factor=0.5))
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    grads = grads_at(params, 0)
+    first, state = update(grads, state, params, value=jnp.asarray(1.0))
+    for _ in range(3):  # a constant metric is a plateau: the updates shrink
+        updates, state = update(grads, state, params, value=jnp.asarray(1.0))
+    assert float(jnp.abs(updates["w"]).max()) < float(jnp.abs(first["w"]).max())
