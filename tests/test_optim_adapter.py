@@ -308,3 +308,10 @@ def test_muon_adapter_matches_torch_to_bfloat16_accuracy():
         x.grad = torch.tensor(g)
         topt.step()
     assert _err(opt.params, [x]) <= 1e-2
+
+
+def test_lbfgs_rejects_param_groups_like_torch():
+    if not hasattr(O, "LBFGS"):
+        pytest.skip("optx.lbfgs not landed")
+    with pytest.raises(ValueError, match="parameter groups"):
+        O.LBFGS([{"params": jnp.zeros(1)}, {"params": jnp.zeros(1)}])

@@ -64,6 +64,11 @@ class Optimizer:
         self._step_called = False
         self.trace_count = 0
         groups = [{"params": params}] if self._single else list(params)
+        if getattr(type(self), "_needs_value_fn", False) and len(groups) != 1:
+            raise ValueError(
+                "LBFGS doesn't support per-parameter options (parameter groups)"
+            )
+        self._value_and_grad: dict[Any, Callable[..., Any]] = {}
         for g in groups:
             self.add_param_group(g)
 
@@ -172,6 +177,8 @@ class Optimizer:
         key = value_fn
         if key in self._jitted:
             return self._jitted[key]
+        if len(self._jitted) >= 8:  # LBFGS with a fresh closure every step: bound the cache
+            self._jitted.clear()
         txs = list(self._txs)
         single = self._single
 
@@ -209,7 +216,12 @@ class Optimizer:
         value = None
         value_fn = None
         if closure is not None:
-            loss, grads = jax.value_and_grad(closure)(self.params)
+            # Jitted once per closure object (a loop that reuses one function compiles once).
+            if closure not in self._value_and_grad:
+                if len(self._value_and_grad) >= 8:
+                    self._value_and_grad.clear()
+                self._value_and_grad[closure] = jax.jit(jax.value_and_grad(closure))
+            loss, grads = self._value_and_grad[closure](self.params)
             value = loss
             if getattr(type(self), "_needs_value_fn", False):
                 value_fn = closure
