@@ -69,3 +69,7 @@ __all__ = [
     "sparse_adam",
     "total_norm",
 ]
+
+# The torch.optim adapter builds on the names above, so it is imported last; this makes
+# `optx.optim.AdamW` work right after `import optx`.
+from optx import optim as optim  # noqa: E402
