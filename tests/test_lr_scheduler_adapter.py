@@ -144,3 +144,25 @@ def test_state_dict_round_trip_resumes():
     o_s2 = L.CosineAnnealingLR(o_opt2, T_max=10)
     o_s2.load_state_dict(sd)
     assert _compare(o_opt2, t_opt, o_s2, t_s, n=8) <= 1e-14
+
+
+@pytest.mark.parametrize("which", ["cos+exp", "restarts+step", "lambda+mult", "seq-cos-mult"])
+def test_composites_of_non_multiplicative_schedulers_match_torch(which):
+    o_opt, t_opt = _pair()
+
+    def members(opt, M):
+        if which == "cos+exp":
+            return [M.CosineAnnealingLR(opt, T_max=5), M.ExponentialLR(opt, gamma=0.9)]
+        if which == "restarts+step":
+            return [M.CosineAnnealingWarmRestarts(opt, T_0=3), M.StepLR(opt, 2)]
+        if which == "lambda+mult":
+            return [M.LambdaLR(opt, lambda e: 1 / (e + 1)), M.MultiplicativeLR(opt, lambda e: 0.9)]
+        return [M.CosineAnnealingLR(opt, T_max=4), M.MultiplicativeLR(opt, lambda e: 0.8)]
+
+    if which.startswith("seq"):
+        o_s = L.SequentialLR(o_opt, members(o_opt, L), milestones=[3])
+        t_s = TL.SequentialLR(t_opt, members(t_opt, TL), milestones=[3])
+    else:
+        o_s = L.ChainedScheduler(members(o_opt, L))
+        t_s = TL.ChainedScheduler(members(t_opt, TL))
+    assert _compare(o_opt, t_opt, o_s, t_s, n=20) <= 1e-14

@@ -58,6 +58,7 @@ class LRScheduler:
     """torch's ``LRScheduler`` protocol; subclasses supply :meth:`_schedule`."""
 
     _schedules: list[Any]
+    _has_closed_form = False
 
     def __init__(self, optimizer: Any, last_epoch: int = -1) -> None:
         self.optimizer = optimizer
@@ -83,7 +84,11 @@ class LRScheduler:
     def _initial_step(self) -> None:
         self._step_count = 0
         self._build_schedules()
-        self.step()
+        self._is_initial = True
+        try:
+            self.step()
+        finally:
+            self._is_initial = False
 
     def _build_schedules(self) -> None:
         self._schedules = [self._schedule(b, i) for i, b in enumerate(self.base_lrs)]
@@ -127,14 +132,12 @@ class LRScheduler:
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
     def _restart_values(self, epoch: int) -> list[float]:
-        out = []
-        for s, group in zip(self._schedules, self.optimizer.param_groups):
-            from_lr = getattr(s, "from_lr", None)
-            if from_lr is not None:
-                out.append(_f(from_lr(group["lr"], epoch)))
-            else:
-                out.append(_f(s(epoch)))
-        return out
+        # torch's _update_lr(epoch): the closed form where the class has one (Step, MultiStep,
+        # Constant, Linear, Exponential, Polynomial, CosineAnnealing), else get_lr() at the new
+        # epoch (what SequentialLR's restart of a scheduler at epoch 0 relies on).
+        if self._has_closed_form:
+            return self._closed_form(epoch)
+        return self.get_lr()
 
     def _after_lr(self) -> None:
         """Hook for momentum cycling."""
@@ -179,14 +182,17 @@ class MultiplicativeLR(LambdaLR):
         self._schedules = [S.multiplicative_lr(b, f) for b, f in zip(self.base_lrs, self._fns)]
 
     def get_lr(self) -> list[float]:
-        # torch: the current lr times lr_lambda(epoch) for epoch > 0, unchanged at epoch 0.
-        if self.last_epoch > 0:
+        # torch: the current lr times lr_lambda(epoch), except in the step made at construction
+        # (a SequentialLR restart at epoch 0 does multiply).
+        if not getattr(self, "_is_initial", False):
             return [g["lr"] * f(self.last_epoch)
                     for g, f in zip(self.optimizer.param_groups, self._fns)]
         return [g["lr"] for g in self.optimizer.param_groups]
 
 
 class StepLR(LRScheduler):
+    _has_closed_form = True
+
     def __init__(self, optimizer: Any, step_size: int, gamma: float = 0.1,
                  last_epoch: int = -1) -> None:
         self.step_size, self.gamma = step_size, gamma
@@ -197,6 +203,8 @@ class StepLR(LRScheduler):
 
 
 class MultiStepLR(LRScheduler):
+    _has_closed_form = True
+
     def __init__(self, optimizer: Any, milestones: Sequence[int], gamma: float = 0.1,
                  last_epoch: int = -1) -> None:
         self.milestones, self.gamma = list(milestones), gamma
@@ -207,6 +215,8 @@ class MultiStepLR(LRScheduler):
 
 
 class ConstantLR(LRScheduler):
+    _has_closed_form = True
+
     def __init__(self, optimizer: Any, factor: float = 1.0 / 3, total_iters: int = 5,
                  last_epoch: int = -1) -> None:
         if factor > 1.0 or factor < 0:
@@ -221,6 +231,8 @@ class ConstantLR(LRScheduler):
 
 
 class LinearLR(LRScheduler):
+    _has_closed_form = True
+
     def __init__(self, optimizer: Any, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
                  total_iters: int = 5, last_epoch: int = -1) -> None:
         if start_factor > 1.0 or start_factor <= 0:
@@ -239,6 +251,8 @@ class LinearLR(LRScheduler):
 
 
 class ExponentialLR(LRScheduler):
+    _has_closed_form = True
+
     def __init__(self, optimizer: Any, gamma: float, last_epoch: int = -1) -> None:
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
@@ -248,6 +262,8 @@ class ExponentialLR(LRScheduler):
 
 
 class PolynomialLR(LRScheduler):
+    _has_closed_form = True
+
     def __init__(self, optimizer: Any, total_iters: int = 5, power: float = 1.0,
                  last_epoch: int = -1) -> None:
         self.total_iters, self.power = total_iters, power
@@ -258,6 +274,8 @@ class PolynomialLR(LRScheduler):
 
 
 class CosineAnnealingLR(LRScheduler):
+    _has_closed_form = True
+
     def __init__(self, optimizer: Any, T_max: int, eta_min: float = 0.0,
                  last_epoch: int = -1) -> None:
         self.T_max, self.eta_min = T_max, eta_min
