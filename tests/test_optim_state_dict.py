@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import optx
 import optx.optim as O
 
 torch.set_default_dtype(torch.float64)
@@ -231,3 +232,26 @@ def test_lbfgs_state_dict_both_ways(line_search_fn):
     bad["state"][0]["d"] = np.zeros(7)
     with pytest.raises(ValueError, match="'d'"):
         opt.load_state_dict(bad)
+
+
+def test_loaded_state_does_not_alias_the_callers_arrays():
+    """torch tensors turned into numpy arrays share torch's memory; continuing torch after
+    loading must not change optx's state."""
+    p = [torch.tensor(np.linspace(-1, 1, 4), requires_grad=True)]
+    topt = torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)
+    for k in range(3):
+        p[0].grad = torch.sin(p[0].detach() * 3 + k)
+        topt.step()
+    sd = topt.state_dict()
+    sd_np = {"state": {i: {k: v.numpy() if isinstance(v, torch.Tensor) else v
+                           for k, v in s.items()} for i, s in sd["state"].items()},
+             "param_groups": sd["param_groups"]}
+    opt = optx.optim.SGD([jnp.asarray(p[0].detach().numpy())], lr=0.05, momentum=0.9,
+                         nesterov=True, weight_decay=1e-3)
+    opt.load_state_dict(sd_np)
+    for k in range(3, 8):
+        g = torch.sin(p[0].detach() * 3 + k)
+        p[0].grad = g.clone()
+        topt.step()  # mutates the arrays sd_np holds
+        opt.step([jnp.asarray(g.numpy())])
+    np.testing.assert_allclose(np.asarray(opt.params[0]), p[0].detach().numpy(), rtol=1e-12)

@@ -169,13 +169,13 @@ def import_state_dict(opt: Any, state_dict: dict[str, Any]) -> None:
                         f"state {k!r} of parameter {saved['params'][j]} has dtype {v.dtype}, "
                         f"expected {ref.dtype}"
                     )
-                slot_leaves[k].append(jnp.asarray(v, dtype=ref.dtype))
+                slot_leaves[k].append(jnp.array(v, copy=True, dtype=ref.dtype))
             for k in scalars:
                 if k in e:
                     v = np.asarray(e[k])
                     if v.shape != ():
                         raise ValueError(f"state {k!r} must be a scalar, got shape {v.shape}")
-                    scalars[k] = jnp.asarray(v, dtype=fresh.scalars[k].dtype)
+                    scalars[k] = jnp.array(v, copy=True, dtype=fresh.scalars[k].dtype)
             if "momentum_buffer_initialized" in scalars:
                 scalars["momentum_buffer_initialized"] = jnp.asarray("momentum_buffer" in e)
         if len(counts) > 1:
@@ -279,7 +279,7 @@ def _lbfgs_import(opt: Any, state_dict: dict[str, Any]) -> None:
         }
 
         def vec(key: str, v: Any) -> Any:
-            a = np.asarray(v)
+            a = np.array(v, copy=True)  # never alias the caller's (torch's) memory
             if a.shape != (n,) or not np.issubdtype(a.dtype, np.floating):
                 raise ValueError(f"LBFGS state {key!r} must be a float vector of shape ({n},)"
                                  f", got {a.dtype}{a.shape}")
