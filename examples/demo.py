@@ -86,7 +86,7 @@ def train_torch(x, y, params0):
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss)
+            total += loss.item()
         sched.step()
         losses.append(total / BATCHES)
     return losses
