@@ -154,6 +154,10 @@ class LRScheduler:
 
 
 class LambdaLR(LRScheduler):
+    """``torch.optim.lr_scheduler.LambdaLR`` with torch's protocol.
+
+    The formula is :func:`optx.schedules.lambda_lr`."""
+
     def __init__(self, optimizer: Any, lr_lambda: Any, last_epoch: int = -1) -> None:
         self.lr_lambdas = _format_param("lr_lambda", optimizer, lr_lambda)
         self._fns = list(self.lr_lambdas)
@@ -178,6 +182,10 @@ class LambdaLR(LRScheduler):
 
 
 class MultiplicativeLR(LambdaLR):
+    """``torch.optim.lr_scheduler.MultiplicativeLR`` with torch's protocol.
+
+    The formula is :func:`optx.schedules.multiplicative_lr`."""
+
     def _build_schedules(self) -> None:
         self._schedules = [S.multiplicative_lr(b, f) for b, f in zip(self.base_lrs, self._fns)]
 
@@ -191,6 +199,10 @@ class MultiplicativeLR(LambdaLR):
 
 
 class StepLR(LRScheduler):
+    """``torch.optim.lr_scheduler.StepLR`` with torch's protocol.
+
+    The formula is :func:`optx.schedules.step_lr`."""
+
     _has_closed_form = True
 
     def __init__(self, optimizer: Any, step_size: int, gamma: float = 0.1,
@@ -203,6 +215,10 @@ class StepLR(LRScheduler):
 
 
 class MultiStepLR(LRScheduler):
+    """``torch.optim.lr_scheduler.MultiStepLR`` with torch's protocol.
+
+    The formula is :func:`optx.schedules.multi_step_lr`."""
+
     _has_closed_form = True
 
     def __init__(self, optimizer: Any, milestones: Sequence[int], gamma: float = 0.1,
@@ -215,6 +231,10 @@ class MultiStepLR(LRScheduler):
 
 
 class ConstantLR(LRScheduler):
+    """``torch.optim.lr_scheduler.ConstantLR`` with torch's protocol.
+
+    The formula is :func:`optx.schedules.constant_lr`."""
+
     _has_closed_form = True
 
     def __init__(self, optimizer: Any, factor: float = 1.0 / 3, total_iters: int = 5,
@@ -231,6 +251,10 @@ class ConstantLR(LRScheduler):
 
 
 class LinearLR(LRScheduler):
+    """``torch.optim.lr_scheduler.LinearLR`` with torch's protocol.
+
+    The formula is :func:`optx.schedules.linear_lr`."""
+
     _has_closed_form = True
 
     def __init__(self, optimizer: Any, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
@@ -251,6 +275,10 @@ class LinearLR(LRScheduler):
 
 
 class ExponentialLR(LRScheduler):
+    """``torch.optim.lr_scheduler.ExponentialLR`` with torch's protocol.
+
+    The formula is :func:`optx.schedules.exponential_lr`."""
+
     _has_closed_form = True
 
     def __init__(self, optimizer: Any, gamma: float, last_epoch: int = -1) -> None:
@@ -262,6 +290,10 @@ class ExponentialLR(LRScheduler):
 
 
 class PolynomialLR(LRScheduler):
+    """``torch.optim.lr_scheduler.PolynomialLR`` with torch's protocol.
+
+    The formula is :func:`optx.schedules.polynomial_lr`."""
+
     _has_closed_form = True
 
     def __init__(self, optimizer: Any, total_iters: int = 5, power: float = 1.0,
@@ -274,6 +306,10 @@ class PolynomialLR(LRScheduler):
 
 
 class CosineAnnealingLR(LRScheduler):
+    """``torch.optim.lr_scheduler.CosineAnnealingLR`` with torch's protocol.
+
+    The formula is :func:`optx.schedules.cosine_annealing_lr`."""
+
     _has_closed_form = True
 
     def __init__(self, optimizer: Any, T_max: int, eta_min: float = 0.0,
@@ -286,6 +322,10 @@ class CosineAnnealingLR(LRScheduler):
 
 
 class CosineAnnealingWarmRestarts(LRScheduler):
+    """``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts`` with torch's protocol.
+
+    The formula is :func:`optx.schedules.cosine_annealing_warm_restarts`."""
+
     def __init__(self, optimizer: Any, T_0: int, T_mult: int = 1, eta_min: float = 0.0,
                  last_epoch: int = -1) -> None:
         if T_0 <= 0 or not isinstance(T_0, int):
@@ -380,6 +420,10 @@ class _MomentumCycling(LRScheduler):
 
 
 class CyclicLR(_MomentumCycling):
+    """``torch.optim.lr_scheduler.CyclicLR`` with torch's protocol.
+
+    The formula is :func:`optx.schedules.cyclic_lr` and the momentum schedule."""
+
     def __init__(self, optimizer: Any, base_lr: Any, max_lr: Any,
                  step_size_up: int = 2000, step_size_down: int | None = None,
                  mode: str = "triangular", gamma: float = 1.0,
@@ -427,6 +471,10 @@ class CyclicLR(_MomentumCycling):
 
 
 class OneCycleLR(_MomentumCycling):
+    """``torch.optim.lr_scheduler.OneCycleLR`` with torch's protocol.
+
+    The formula is :func:`optx.schedules.one_cycle_lr` and the momentum schedule."""
+
     def __init__(self, optimizer: Any, max_lr: Any, total_steps: int | None = None,
                  epochs: int | None = None, steps_per_epoch: int | None = None,
                  pct_start: float = 0.3, anneal_strategy: str = "cos",
@@ -486,6 +534,10 @@ class OneCycleLR(_MomentumCycling):
 
 
 class SequentialLR(LRScheduler):
+    """``torch.optim.lr_scheduler.SequentialLR`` with torch's protocol.
+
+    The formula is :func:`optx.schedules.sequential_lr`."""
+
     def __init__(self, optimizer: Any, schedulers: list[Any], milestones: list[int],
                  last_epoch: int = -1) -> None:
         if len(schedulers) < 1:
@@ -548,6 +600,10 @@ class SequentialLR(LRScheduler):
 
 
 class ChainedScheduler(LRScheduler):
+    """``torch.optim.lr_scheduler.ChainedScheduler`` with torch's protocol.
+
+    The formula is :func:`optx.schedules.chained_scheduler`."""
+
     def __init__(self, schedulers: Sequence[Any], optimizer: Any = None) -> None:
         if len(schedulers) < 1:
             raise ValueError(
