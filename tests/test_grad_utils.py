@@ -142,3 +142,27 @@ def test_accumulate_gradients_state_and_validation():
     assert optx.get_hyperparams(state.inner_state)["lr"] == 1.0
     with pytest.raises(ValueError, match="every_k"):
         optx.accumulate_gradients(optx.sgd(1.0), 0)
+
+
+def test_adapter_clip_helpers_match_torch_nn_utils():
+    """optx.optim.clip_grad_norm_/clip_grad_value_ return what torch leaves in p.grad."""
+    import optx.optim
+
+    rng = np.random.default_rng(7)
+    grads = [rng.normal(size=(3, 4)) * 5, rng.normal(size=(6,))]
+    for norm_type in (2.0, 1.0, float("inf")):
+        ps = [torch.zeros(g.shape, requires_grad=True) for g in grads]
+        for p, g in zip(ps, grads):
+            p.grad = torch.tensor(g)
+        expected_norm = torch.nn.utils.clip_grad_norm_(ps, 1.5, norm_type=norm_type)
+        clipped, norm = optx.optim.clip_grad_norm_([jnp.asarray(g) for g in grads], 1.5,
+                                                   norm_type=norm_type)
+        np.testing.assert_allclose(float(norm), float(expected_norm), rtol=1e-14)
+        for c, p in zip(clipped, ps):
+            np.testing.assert_allclose(np.asarray(c), p.grad.numpy(), rtol=1e-14)
+    ps = [torch.zeros(g.shape, requires_grad=True) for g in grads]
+    for p, g in zip(ps, grads):
+        p.grad = torch.tensor(g)
+    torch.nn.utils.clip_grad_value_(ps, 0.7)
+    for c, p in zip(optx.optim.clip_grad_value_([jnp.asarray(g) for g in grads], 0.7), ps):
+        np.testing.assert_array_equal(np.asarray(c), p.grad.numpy())
