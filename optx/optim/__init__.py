@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import optx as _optx
 from optx.optim import lr_scheduler, swa_utils
+from optx.optim.checkpoint import load, save
 from optx.optim.grad_utils import clip_grad_norm_, clip_grad_value_, get_total_norm
 from optx.optim.optimizer import Optimizer
 
@@ -110,7 +111,9 @@ __all__ = [
     "clip_grad_norm_",
     "clip_grad_value_",
     "get_total_norm",
+    "load",
     "lr_scheduler",
+    "save",
     "swa_utils",
     "SGD",
     "Adam",
