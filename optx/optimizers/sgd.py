@@ -74,26 +74,33 @@ def sgd(
             "lr": hp["lr"],
             "weight_decay": hp["weight_decay"],
             "momentum": hp["momentum"],
-            "one_minus_dampening": 1 - hp["dampening"],
         }
         if not has_buffer:
             return c, scalars
-        c["use_momentum"] = hp["momentum"] != 0
-        c["initialized"] = scalars["momentum_buffer_initialized"]
-        initialized = scalars["momentum_buffer_initialized"] | c["use_momentum"]
-        return c, {"momentum_buffer_initialized": initialized}
+        use_momentum = hp["momentum"] != 0
+        initialized = scalars["momentum_buffer_initialized"]
+        # The buffer update as one scalar-weighted sum b' = decay * b + weight * g, so the
+        # buffer is written without a select (a select between the donated old buffer and the
+        # new one makes XLA copy it: 3x slower, a params-sized temporary):
+        #   running:             decay = mu, weight = 1 - tau   (torch's mul_ + add_)
+        #   first momentum step: decay = 0,  weight = 1         (b is still zeros: b' = g)
+        #   momentum 0:          decay = 1,  weight = 0         (torch leaves b alone; with a
+        #                        non-finite gradient b picks up NaN here, where torch's does not)
+        c["buf_decay"] = jnp.where(use_momentum, jnp.where(initialized, hp["momentum"], 0.0), 1.0)
+        c["grad_weight"] = jnp.where(
+            use_momentum, jnp.where(initialized, 1 - hp["dampening"], 1.0), 0.0
+        )
+        c["use_momentum"] = use_momentum
+        return c, {"momentum_buffer_initialized": initialized | use_momentum}
 
     def update_leaf(g, p, slots, c):
         g = torch_ops.maybe_negate(g, maximize)
         g = torch_ops.add_weight_decay(g, p, c["weight_decay"])
         if has_buffer:
-            buf = slots["momentum_buffer"]
-            new_buf = jnp.where(
-                c["initialized"], buf * c["momentum"] + c["one_minus_dampening"] * g, g
-            )
-            step = g + c["momentum"] * new_buf if nesterov else new_buf
+            buf = slots["momentum_buffer"] * c["buf_decay"] + c["grad_weight"] * g
+            step = g + c["momentum"] * buf if nesterov else buf
             g = jnp.where(c["use_momentum"], step, g)
-            slots = {"momentum_buffer": jnp.where(c["use_momentum"], new_buf, buf)}
+            slots = {"momentum_buffer": buf}
         return p - c["lr"] * g, slots
 
     return torch_optimizer(
