@@ -54,8 +54,9 @@ def save(obj: dict[str, Any], f: str | os.PathLike[str]) -> None:
     meta = _encode(obj, arrays, "")
     if _META in arrays:
         raise ValueError(f"{_META} is reserved")
+    payload: dict[str, Any] = {_META: np.asarray(json.dumps(meta)), **arrays}
     with open(f, "wb") as fh:
-        np.savez(fh, **{_META: np.asarray(json.dumps(meta))}, **arrays)
+        np.savez(fh, **payload)
 
 
 def load(f: str | os.PathLike[str]) -> Any:
