@@ -7,13 +7,13 @@ import pytest
 import optx
 
 NAMES = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "nadam", "rprop",
-         "adamax", "asgd", "radam", "adafactor", "sparse_adam"]
+         "adamax", "asgd", "radam", "adafactor", "sparse_adam", "muon"]
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_scheduled_updates_compile_once(name):
     tx = getattr(optx, name)(lr=lambda count: 0.1 * 0.99**count)
-    params = {"w": jnp.ones((3, 4)), "b": jnp.ones(4)}
+    params = {"w": jnp.ones((3, 4)), "b": jnp.ones((1, 4) if name == "muon" else 4)}
     state = tx.init(params)
     traces = []
 
