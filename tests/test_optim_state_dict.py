@@ -75,14 +75,13 @@ def _err(opt, leaves):
                for a, b in zip(opt.params, leaves))
 
 
-def _skip_missing(cls):
-    if not hasattr(O, cls):
-        pytest.skip(f"{cls} not in optx.optim yet")
+def _require(cls):
+    assert hasattr(O, cls), f"{cls} missing from optx.optim"
 
 
 @pytest.mark.parametrize("cls,kw", CONFIGS, ids=IDS)
 def test_torch_state_dict_resumes_in_optx(cls, kw):
-    _skip_missing(cls)
+    _require(cls)
     leaves = [torch.tensor(p, requires_grad=True) for p in _params()]
     topt = getattr(torch.optim, cls)(leaves, **kw)
     _torch_steps(topt, leaves, 0, 3)
@@ -96,7 +95,7 @@ def test_torch_state_dict_resumes_in_optx(cls, kw):
 
 @pytest.mark.parametrize("cls,kw", CONFIGS, ids=IDS)
 def test_optx_state_dict_resumes_in_torch(cls, kw):
-    _skip_missing(cls)
+    _require(cls)
     opt = getattr(O, cls)([jnp.asarray(p) for p in _params()], **kw)
     _optx_steps(opt, 0, 3)
     sd = opt.state_dict()
@@ -177,7 +176,7 @@ def _lbfgs_problem():
 
 @pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
 def test_lbfgs_state_dict_both_ways(line_search_fn):
-    _skip_missing("LBFGS")
+    _require("LBFGS")
     a, b, x0 = _lbfgs_problem()
     kw = dict(lr=0.5, max_iter=3, history_size=2, line_search_fn=line_search_fn)
 
