@@ -31,3 +31,23 @@ def decoupled_decay(p: Array, lr: Array, weight_decay: Array) -> Array:
 
 def maybe_negate(g: Array, maximize: bool) -> Array:
     return -g if maximize else g
+
+
+def weight_decay(
+    g: Array, p: Array, lr: Array, weight_decay: Array, decoupled: bool
+) -> tuple[Array, Array]:
+    """The Adam family's decay: ``p.mul_(1 - lr * wd)`` if decoupled, else ``g += wd * p``.
+    Returns ``(g, p)``."""
+    if decoupled:
+        return g, decoupled_decay(p, lr, weight_decay)
+    return add_weight_decay(g, p, weight_decay), p
+
+
+def adam_moments(
+    exp_avg: Array, exp_avg_sq: Array, g: Array, one_minus_beta1: Array, beta2: Array,
+    one_minus_beta2: Array,
+) -> tuple[Array, Array]:
+    """``exp_avg.lerp_(g, 1 - beta1)`` and ``exp_avg_sq.mul_(beta2).addcmul_(g, g, 1 - beta2)``."""
+    m = lerp(exp_avg, g, one_minus_beta1)
+    v = exp_avg_sq * beta2 + one_minus_beta2 * g * g
+    return m, v

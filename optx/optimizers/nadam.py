@@ -92,12 +92,9 @@ def nadam(
 
     def update_leaf(g, p, slots, c):
         g = torch_ops.maybe_negate(g, maximize)
-        if decoupled_weight_decay:
-            p = torch_ops.decoupled_decay(p, c["lr"], c["weight_decay"])
-        else:
-            g = torch_ops.add_weight_decay(g, p, c["weight_decay"])
-        m = torch_ops.lerp(slots["exp_avg"], g, c["one_minus_beta1"])
-        v = slots["exp_avg_sq"] * c["beta2"] + c["one_minus_beta2"] * g * g
+        g, p = torch_ops.weight_decay(g, p, c["lr"], c["weight_decay"], decoupled_weight_decay)
+        m, v = torch_ops.adam_moments(slots["exp_avg"], slots["exp_avg_sq"], g,
+                                      c["one_minus_beta1"], c["beta2"], c["one_minus_beta2"])
         denom = jnp.sqrt(v / c["bias_correction2"]) + c["eps"]
         p = p + (c["grad_coef"] * g) / denom
         p = p + (c["exp_avg_coef"] * m) / denom

@@ -85,12 +85,9 @@ def radam(
 
     def update_leaf(g, p, slots, c):
         g = torch_ops.maybe_negate(g, maximize)
-        if decoupled_weight_decay:
-            p = torch_ops.decoupled_decay(p, c["lr"], c["weight_decay"])
-        else:
-            g = torch_ops.add_weight_decay(g, p, c["weight_decay"])
-        m = torch_ops.lerp(slots["exp_avg"], g, c["one_minus_beta1"])
-        v = slots["exp_avg_sq"] * c["beta2"] + c["one_minus_beta2"] * g * g
+        g, p = torch_ops.weight_decay(g, p, c["lr"], c["weight_decay"], decoupled_weight_decay)
+        m, v = torch_ops.adam_moments(slots["exp_avg"], slots["exp_avg_sq"], g,
+                                      c["one_minus_beta1"], c["beta2"], c["one_minus_beta2"])
         m_hat = m / c["bias_correction1"]
         adaptive_lr = c["bias_correction2_sqrt"] / (jnp.sqrt(v) + c["eps"])
         rectified = p + (-1.0) * (m_hat * c["lr"] * adaptive_lr * c["rect"])
