@@ -14,7 +14,9 @@ torch's in-place parameter update into an optax-style delta.
   the results are cast to each parameter's dtype afterwards, as torch casts a Python scalar
   when it meets a tensor.
 * ``update_leaf(g, p, slots, c) -> (new_p, new_slots)``: torch's ``_single_tensor_*`` loop
-  body for one parameter, written out of place.
+  body for one parameter, written out of place. When torch's last op is ``p.add_(x)`` on the
+  untouched ``p``, return :class:`optx.torch_ops.Increment` ``(x)`` instead of ``p + x``: the
+  update is then ``x`` itself, with no subtraction to turn a new parameter into a delta.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from optx import hyperparams as hp_lib
-from optx import validation
+from optx import torch_ops, validation
 from optx.transformation import GradientTransformation
 
 Array = jax.Array
@@ -83,7 +85,10 @@ def _apply_leaf(update_leaf, g, p, slots: Slots, cast_coeffs: Callable[[Any], Co
         new_p, new_slots = update_leaf(
             _to_real(g), _to_real(p), _map_slots(_to_real, slots), cast_coeffs(real)
         )
-        new_p = _from_real(new_p, p)
+        if isinstance(new_p, torch_ops.Increment):
+            new_p = torch_ops.Increment(_from_real(new_p.value, p))
+        else:
+            new_p = _from_real(new_p, p)
         new_slots = {
             k: None if v is None else _from_real(v, slots[k]) for k, v in new_slots.items()
         }
@@ -91,6 +96,8 @@ def _apply_leaf(update_leaf, g, p, slots: Slots, cast_coeffs: Callable[[Any], Co
         new_p, new_slots = update_leaf(g, p, slots, cast_coeffs(p.dtype))
         new_slots = {k: None if v is None else v.astype(slots[k].dtype)
                      for k, v in new_slots.items()}
+    if isinstance(new_p, torch_ops.Increment):
+        return new_p.value.astype(p.dtype), new_slots
     # torch updates p in place; optax wants a delta. new_p - p is exact whenever new_p is within a
     # factor of two of p (Sterbenz), so params + delta reproduces torch's new_p bit for bit.
     return (new_p - p).astype(p.dtype), new_slots

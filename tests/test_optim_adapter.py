@@ -309,3 +309,32 @@ def test_muon_adapter_matches_torch_to_bfloat16_accuracy():
 def test_lbfgs_rejects_param_groups_like_torch():
     with pytest.raises(ValueError, match="parameter groups"):
         O.LBFGS([{"params": jnp.zeros(1)}, {"params": jnp.zeros(1)}])
+
+
+@pytest.mark.parametrize("kw", [
+    {"lr": 0.1, "momentum": 0.9},
+    {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
+    {"lr": 0.1, "momentum": 0.5, "dampening": 0.3},
+])
+def test_sgd_momentum_lowered_to_zero_and_back_leaves_the_buffer_alone(kw):
+    # torch skips the buffer entirely while momentum == 0 and resumes from the old buffer when
+    # it is raised again; optx's select-free SGD must reproduce both the steps and the buffer.
+    p0 = _params()
+    opt = O.SGD(jax.tree_util.tree_map(jnp.array, p0), **kw)
+    topt, leaves = _torch_opt("SGD", p0, **kw)
+    schedule = {2: 0.0, 5: kw["momentum"]}
+    for k in range(8):
+        if k in schedule:
+            opt.param_groups[0]["momentum"] = schedule[k]
+            topt.param_groups[0]["momentum"] = schedule[k]
+        g = _grads(_to_np(opt.params), k)
+        opt.step(jax.tree_util.tree_map(jnp.asarray, g))
+        _set_torch_grads(leaves, g)
+        topt.step()
+        assert _err(opt.params, leaves) <= 1e-10, k
+        ours = opt.state_dict()["state"]
+        for i, leaf in enumerate(leaves):
+            want = topt.state[leaf]["momentum_buffer"].numpy()
+            np.testing.assert_allclose(np.asarray(ours[i]["momentum_buffer"]), want,
+                                       rtol=1e-10, atol=1e-12)
+    assert opt.trace_count == 1

@@ -98,7 +98,10 @@ def _adam(name, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weigh
             v = jnp.maximum(slots["max_exp_avg_sq"], v)
             new["max_exp_avg_sq"] = v
         denom = jnp.sqrt(v) / c["bias_correction2_sqrt"] + c["eps"]
-        return p + (-c["step_size"] * m) / denom, new
+        step = (-c["step_size"] * m) / denom  # torch: param.addcdiv_(exp_avg, denom, -step_size)
+        if decoupled_weight_decay:
+            return p + step, new  # p was decayed above: the update is new_p - old p
+        return torch_ops.Increment(step), new
 
     return torch_optimizer(
         name,

@@ -90,7 +90,12 @@ def sgd(
         c["grad_weight"] = jnp.where(
             use_momentum, jnp.where(initialized, 1 - hp["dampening"], 1.0), 0.0
         )
-        c["use_momentum"] = use_momentum
+        # The direction as g_weight * g + buf_weight * b', again without a select:
+        #   nesterov:     g + mu * b'   (torch's grad.add(buf, alpha=momentum))
+        #   plain:        0 * g + b'    (= b' exactly)
+        #   momentum 0:   g + 0 * b     (= g exactly; b is left alone)
+        c["dir_g"] = jnp.where(use_momentum, 1.0 if nesterov else 0.0, 1.0)
+        c["dir_buf"] = jnp.where(use_momentum, hp["momentum"] if nesterov else 1.0, 0.0)
         return c, {"momentum_buffer_initialized": initialized | use_momentum}
 
     def update_leaf(g, p, slots, c):
@@ -98,10 +103,10 @@ def sgd(
         g = torch_ops.add_weight_decay(g, p, c["weight_decay"])
         if has_buffer:
             buf = slots["momentum_buffer"] * c["buf_decay"] + c["grad_weight"] * g
-            step = g + c["momentum"] * buf if nesterov else buf
-            g = jnp.where(c["use_momentum"], step, g)
+            g = c["dir_g"] * g + c["dir_buf"] * buf
             slots = {"momentum_buffer": buf}
-        return p - c["lr"] * g, slots
+        # torch: param.add_(grad, alpha=-lr)
+        return torch_ops.Increment(-c["lr"] * g), slots
 
     return torch_optimizer(
         "optx.sgd",
