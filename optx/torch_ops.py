@@ -27,7 +27,43 @@ class Increment(NamedTuple):
     value: Array
 
 
-def lerp(start: Array, end: Array, weight: Array) -> Array:
+class Lerp(NamedTuple):
+    """A scalar lerp weight in a coefficient dict, to be prepared once per parameter dtype.
+
+    torch picks its lerp formula from the weight in the tensor's type; the builder casts the
+    coefficients per dtype and turns each ``Lerp`` into a :class:`PreparedLerp` there, so the
+    choice is made once per step and dtype instead of once per leaf (fewer ops to compile).
+    """
+
+    weight: Array
+
+
+class PreparedLerp(NamedTuple):
+    small: Array  # |w| < 0.5: torch's first formula
+    coef: Array  # w, or w - 1 for the second formula
+
+
+class Decay(NamedTuple):
+    """A weight decay with torch's ``weight_decay != 0`` test already made, and the decoupled
+    factor ``1 - lr * weight_decay`` already computed, both on the unrounded scalars as torch
+    does with Python floats; each leaf then only selects and multiplies."""
+
+    on: Array
+    value: Array
+    factor: Array | None = None
+
+
+def decay(weight_decay: Array, lr: Array | None = None) -> Decay:
+    """A :class:`Decay`; pass ``lr`` for decoupled (AdamW-style) decay."""
+    return Decay(weight_decay != 0, weight_decay, None if lr is None else 1 - lr * weight_decay)
+
+
+def prepare_lerp(weight: Array) -> PreparedLerp:
+    small = jnp.abs(weight) < 0.5
+    return PreparedLerp(small, lax.select(small, weight, weight - 1))
+
+
+def lerp(start: Array, end: Array, weight: Array | PreparedLerp) -> Array:
     """``start.lerp_(end, weight)`` for a scalar weight.
 
     torch computes ``start + w * (end - start)`` for ``|w| < 0.5`` and
@@ -35,22 +71,28 @@ def lerp(start: Array, end: Array, weight: Array) -> Array:
     (negation is exact), so the choice is one select of the base and one of a scalar: fewer ops
     per leaf than selecting between the two full formulas.
     """
-    small = jnp.abs(weight) < 0.5
-    diff = end - start
-    return lax.select(small, start, end) + lax.select(small, weight, weight - 1) * diff
+    w = weight if isinstance(weight, PreparedLerp) else prepare_lerp(weight)
+    return lax.select(w.small, start, end) + w.coef * (end - start)
 
 
-def add_weight_decay(g: Array, p: Array, weight_decay: Array) -> Array:
+def _decay(weight_decay: Array | Decay) -> Decay:
+    return weight_decay if isinstance(weight_decay, Decay) else decay(weight_decay)
+
+
+def add_weight_decay(g: Array, p: Array, weight_decay: Array | Decay) -> Array:
     """L2 decay ``g.add(p, alpha=weight_decay)``, skipped (not multiplied by 0) when it is 0,
     so an inf or NaN parameter does not leak into the gradient, as in torch."""
     # lax.select with the scalar predicate: jnp.where would broadcast it and wrap the select in
     # a call, two more instructions per leaf for XLA to compile.
-    return lax.select(weight_decay != 0, g + weight_decay * p, g)
+    wd = _decay(weight_decay)
+    return lax.select(wd.on, g + wd.value * p, g)
 
 
-def decoupled_decay(p: Array, lr: Array, weight_decay: Array) -> Array:
+def decoupled_decay(p: Array, lr: Array, weight_decay: Array | Decay) -> Array:
     """``p.mul_(1 - lr * weight_decay)``, skipped when ``weight_decay`` is 0."""
-    return lax.select(weight_decay != 0, p * (1 - lr * weight_decay), p)
+    wd = _decay(weight_decay)
+    factor = 1 - lr * wd.value if wd.factor is None else wd.factor
+    return lax.select(wd.on, p * factor, p)
 
 
 def maybe_negate(g: Array, maximize: bool) -> Array:
@@ -58,7 +100,7 @@ def maybe_negate(g: Array, maximize: bool) -> Array:
 
 
 def weight_decay(
-    g: Array, p: Array, lr: Array, weight_decay: Array, decoupled: bool
+    g: Array, p: Array, lr: Array, weight_decay: Array | Decay, decoupled: bool
 ) -> tuple[Array, Array]:
     """The Adam family's decay: ``p.mul_(1 - lr * wd)`` if decoupled, else ``g += wd * p``.
     Returns ``(g, p)``."""
@@ -68,7 +110,8 @@ def weight_decay(
 
 
 def adam_moments(
-    exp_avg: Array, exp_avg_sq: Array, g: Array, one_minus_beta1: Array, beta2: Array,
+    exp_avg: Array, exp_avg_sq: Array, g: Array, one_minus_beta1: Array | PreparedLerp,
+    beta2: Array,
     one_minus_beta2: Array,
 ) -> tuple[Array, Array]:
     """``exp_avg.lerp_(g, 1 - beta1)`` and ``exp_avg_sq.mul_(beta2).addcmul_(g, g, 1 - beta2)``."""

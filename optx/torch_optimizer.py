@@ -67,11 +67,20 @@ def _map_slots(fn, slots: Slots) -> Slots:
 
 
 def _cast(coeffs: Coefficients, dtype: Any) -> Coefficients:
+    """The coefficients in ``dtype`` (floating ones only), with every :class:`torch_ops.Lerp`
+    weight prepared in that dtype, as torch's lerp kernel sees it."""
+
     def cast(c):
         c = jnp.asarray(c)
         return c.astype(dtype) if jnp.issubdtype(c.dtype, jnp.floating) else c
 
-    return jax.tree_util.tree_map(cast, coeffs)
+    def prepare(c):
+        return torch_ops.prepare_lerp(c.weight) if isinstance(c, torch_ops.Lerp) else c
+
+    cast_coeffs = jax.tree_util.tree_map(cast, coeffs)
+    return jax.tree_util.tree_map(
+        prepare, cast_coeffs, is_leaf=lambda c: isinstance(c, torch_ops.Lerp)
+    )
 
 
 def _apply_leaf(update_leaf, g, p, slots: Slots, cast_coeffs: Callable[[Any], Coefficients]):

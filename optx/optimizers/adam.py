@@ -78,11 +78,13 @@ def _adam(name, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weigh
         bias_correction2 = 1 - beta2**t
         c = {
             "lr": lr,
-            "weight_decay": hp["weight_decay"],
-            "one_minus_beta1": 1 - beta1,
+            "weight_decay": torch_ops.decay(
+                hp["weight_decay"], lr if decoupled_weight_decay else None
+            ),
+            "one_minus_beta1": torch_ops.Lerp(1 - beta1),
             "beta2": beta2,
             "one_minus_beta2": 1 - beta2,
-            "step_size": lr / bias_correction1,
+            "neg_step_size": -(lr / bias_correction1),
             "bias_correction2_sqrt": jnp.sqrt(bias_correction2),
             "eps": hp["eps"],
         }
@@ -98,7 +100,7 @@ def _adam(name, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weigh
             v = jnp.maximum(slots["max_exp_avg_sq"], v)
             new["max_exp_avg_sq"] = v
         denom = jnp.sqrt(v) / c["bias_correction2_sqrt"] + c["eps"]
-        step = (-c["step_size"] * m) / denom  # torch: param.addcdiv_(exp_avg, denom, -step_size)
+        step = (c["neg_step_size"] * m) / denom  # torch: param.addcdiv_(exp_avg, denom, -step_size)
         if decoupled_weight_decay:
             return p + step, new  # p was decayed above: the update is new_p - old p
         return torch_ops.Increment(step), new

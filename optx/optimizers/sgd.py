@@ -71,9 +71,8 @@ def sgd(
     def coefficients(hp, t, scalars):
         del t
         c = {
-            "lr": hp["lr"],
-            "weight_decay": hp["weight_decay"],
-            "momentum": hp["momentum"],
+            "weight_decay": torch_ops.decay(hp["weight_decay"]),
+            "neg_lr": -hp["lr"],
         }
         if not has_buffer:
             return c, scalars
@@ -106,7 +105,7 @@ def sgd(
             g = c["dir_g"] * g + c["dir_buf"] * buf
             slots = {"momentum_buffer": buf}
         # torch: param.add_(grad, alpha=-lr)
-        return torch_ops.Increment(-c["lr"] * g), slots
+        return torch_ops.Increment(c["neg_lr"] * g), slots
 
     return torch_optimizer(
         "optx.sgd",
