@@ -300,8 +300,12 @@ def lbfgs(
     in fixed-size ring buffers of ``history_size`` rows. Parameters are flattened with
     ``ravel_pytree``; complex parameters are not supported.
 
-    Under ``pmap``/sharding, ``value_fn`` should return the loss averaged over devices (e.g. with
-    ``lax.pmean``); every device then takes the same decisions and keeps identical parameters.
+    Under ``pmap``/``shard_map``, wrap the per-device loss with
+    :func:`optx.sharding.mean_across` (``value_fn=optx.sharding.mean_across(loss, "batch")``) and
+    pass gradients averaged over the same axis: it averages the value *and* its gradient, so
+    every device takes the same decisions and keeps identical parameters. A bare ``lax.pmean`` of
+    the loss is not enough: its gradient with respect to per-device params is the local one, and
+    the replicas drift apart inside the line search. Under sharded ``jit`` nothing is needed.
     """
     validation.check_lr(lr)
     if max_eval is None:
