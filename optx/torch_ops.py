@@ -111,8 +111,7 @@ def weight_decay(
 
 def adam_moments(
     exp_avg: Array, exp_avg_sq: Array, g: Array, one_minus_beta1: Array | PreparedLerp,
-    beta2: Array,
-    one_minus_beta2: Array,
+    beta2: Array, one_minus_beta2: Array,
 ) -> tuple[Array, Array]:
     """``exp_avg.lerp_(g, 1 - beta1)`` and ``exp_avg_sq.mul_(beta2).addcmul_(g, g, 1 - beta2)``."""
     m = lerp(exp_avg, g, one_minus_beta1)
