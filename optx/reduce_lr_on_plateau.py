@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from optx.hyperparams import float_dtype
+from optx.schedules.torch_schedule import TRACED
 from optx.transformation import GradientTransformation
 
 
@@ -29,6 +30,70 @@ class ReduceLROnPlateauState(NamedTuple):
     cooldown_counter: jax.Array
     count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
     value_sum: jax.Array
+
+
+class PlateauRule(NamedTuple):
+    """torch's ReduceLROnPlateau arguments that its decisions read."""
+
+    mode: str
+    factor: float
+    patience: int
+    threshold: float
+    threshold_mode: str
+    cooldown: int
+    eps: float
+
+
+def check_plateau(factor: float, mode: str, threshold_mode: str) -> None:
+    """torch's checks (the class checks ``min_lr`` between the factor and the modes)."""
+    check_plateau_factor(factor)
+    check_plateau_modes(mode, threshold_mode)
+
+
+def check_plateau_factor(factor: float) -> None:
+    if factor >= 1.0:
+        raise ValueError("Factor should be < 1.0.")
+
+
+def check_plateau_modes(mode: str, threshold_mode: str) -> None:
+    if mode not in {"min", "max"}:
+        raise ValueError("mode " + mode + " is unknown!")
+    if threshold_mode not in {"rel", "abs"}:
+        raise ValueError("threshold mode " + threshold_mode + " is unknown!")
+
+
+def plateau_is_better(rule: PlateauRule, a: Any, best: Any) -> Any:
+    """torch's ``_is_better``: ``a`` improves on ``best`` by more than the threshold."""
+    if rule.mode == "min" and rule.threshold_mode == "rel":
+        return a < best * (1.0 - rule.threshold)
+    if rule.mode == "min":
+        return a < best - rule.threshold
+    if rule.threshold_mode == "rel":
+        return a > best * (rule.threshold + 1.0)
+    return a > best + rule.threshold
+
+
+def plateau_decision(m: Any, rule: PlateauRule, metric: Any, best: Any, num_bad_epochs: Any,
+                     cooldown_counter: Any) -> tuple[Any, Any, Any, Any]:
+    """One torch ``step(metric)``: the new ``(best, num_bad_epochs, cooldown_counter)`` and
+    whether to reduce. ``m`` is the arithmetic: Python scalars (``optx.schedules.
+    torch_schedule.HOST``, the ``optx.optim`` class) or traced arrays (``TRACED``)."""
+    better = plateau_is_better(rule, metric, best)
+    best = m.where(better, metric, best)
+    bad = m.where(better, 0, num_bad_epochs + 1)
+    in_cooldown = cooldown_counter > 0
+    cooldown_counter = m.where(in_cooldown, cooldown_counter - 1, cooldown_counter)
+    bad = m.where(in_cooldown, 0, bad)
+    reduce = bad > rule.patience
+    return (best, m.where(reduce, 0, bad), m.where(reduce, rule.cooldown, cooldown_counter),
+            reduce)
+
+
+def plateau_reduced(m: Any, rule: PlateauRule, lr: Any, min_lr: Any, reduce: Any) -> Any:
+    """torch's ``_reduce_lr`` for one lr: ``max(lr * factor, min_lr)``, unless that changes it by
+    at most ``eps``."""
+    new_lr = m.maximum(lr * rule.factor, min_lr)
+    return m.where(reduce & (lr - new_lr > rule.eps), new_lr, lr)
 
 
 def reduce_lr_on_plateau(
@@ -62,23 +127,10 @@ def reduce_lr_on_plateau(
     ``eps`` applies to the scale. With ``axis_name`` the metric is averaged across devices
     (``pmap``/``shard_map``), so replicas make the same decision.
     """
-    if factor >= 1.0:
-        raise ValueError("Factor should be < 1.0.")
-    if mode not in {"min", "max"}:
-        raise ValueError("mode " + mode + " is unknown!")
-    if threshold_mode not in {"rel", "abs"}:
-        raise ValueError("threshold mode " + threshold_mode + " is unknown!")
+    check_plateau(factor, mode, threshold_mode)
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be a positive integer, got {steps_per_epoch}")
-
-    def is_better(a, best):
-        if mode == "min" and threshold_mode == "rel":
-            return a < best * (1.0 - threshold)
-        if mode == "min":
-            return a < best - threshold
-        if threshold_mode == "rel":
-            return a > best * (threshold + 1.0)
-        return a > best + threshold
+    rule = PlateauRule(mode, factor, patience, threshold, threshold_mode, cooldown, eps)
 
     def init(params):
         del params
@@ -94,20 +146,13 @@ def reduce_lr_on_plateau(
         )
 
     def decide(state, metric):
-        better = is_better(metric, state.best)
-        best = jnp.where(better, metric, state.best)
-        bad = jnp.where(better, 0, state.num_bad_epochs + 1)
-        in_cooldown = state.cooldown_counter > 0
-        cooldown_counter = jnp.where(in_cooldown, state.cooldown_counter - 1, 0)
-        bad = jnp.where(in_cooldown, 0, bad)
-        reduce = bad > patience
-        new_scale = jnp.maximum(state.scale * factor, min_scale)
-        scale = jnp.where(reduce & (state.scale - new_scale > eps), new_scale, state.scale)
+        best, bad, cooldown_counter, reduce = plateau_decision(
+            TRACED, rule, metric, state.best, state.num_bad_epochs, state.cooldown_counter)
         return state._replace(
-            scale=scale,
+            scale=plateau_reduced(TRACED, rule, state.scale, min_scale, reduce),
             best=best,
-            num_bad_epochs=jnp.where(reduce, 0, bad),
-            cooldown_counter=jnp.where(reduce, cooldown, cooldown_counter),
+            num_bad_epochs=bad,
+            cooldown_counter=cooldown_counter,
         )
 
     def update(updates, state, params=None, *, value=None, **extra_args):

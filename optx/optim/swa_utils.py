@@ -8,8 +8,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-import optx.schedules as S
-from optx.optim.lr_scheduler import LRScheduler
+import optx.schedules.swa as F
+from optx.optim.lr_scheduler.base import (
+    LRScheduler,
+    _format_param,
+    _warn_get_lr_called_within_step,
+)
+from optx.schedules.torch_schedule import HOST
 
 PyTree = Any
 
@@ -86,26 +91,32 @@ class AveragedModel:
 
 
 class SWALR(LRScheduler):
-    """torch's SWALR: anneals each group's lr to ``swa_lr`` over ``anneal_epochs`` steps."""
+    """``torch.optim.swa_utils.SWALR``: anneals each group's lr to ``swa_lr`` over
+    ``anneal_epochs`` steps, then keeps it there (:func:`optx.schedules.swalr`; formulas and
+    checks from :mod:`optx.schedules.swa`)."""
 
     def __init__(self, optimizer: Any, swa_lr: float | list[float], anneal_epochs: int = 10,
                  anneal_strategy: str = "cos", last_epoch: int = -1) -> None:
-        n = len(optimizer.param_groups)
-        self.swa_lrs = list(swa_lr) if isinstance(swa_lr, (list, tuple)) else [swa_lr] * n
-        for lr, group in zip(self.swa_lrs, optimizer.param_groups):
+        swa_lrs = _format_param("swa_lr", optimizer, swa_lr)
+        for lr, group in zip(swa_lrs, optimizer.param_groups, strict=True):
             group["swa_lr"] = lr
-        if anneal_strategy not in ["cos", "linear"]:
-            raise ValueError(
-                "anneal_strategy must be one of 'cos' or 'linear', "
-                f"instead got {anneal_strategy}"
-            )
-        if not isinstance(anneal_epochs, int) or anneal_epochs < 0:
-            raise ValueError(f"anneal_epochs must be equal or greater than 0, got {anneal_epochs}")
-        self.anneal_epochs, self.anneal_strategy = anneal_epochs, anneal_strategy
+        F.check_swalr(anneal_epochs, anneal_strategy)
+        self.anneal_strategy = anneal_strategy
+        self.anneal_epochs = anneal_epochs
         super().__init__(optimizer, last_epoch)
 
-    def _schedule(self, base_lr: float, index: int = 0) -> S.TorchSchedule:
-        return S.swalr(base_lr, self.swa_lrs[index], self.anneal_epochs, self.anneal_strategy)
+    def anneal_func(self, t: Any) -> Any:
+        return F.swa_anneal(HOST, self.anneal_strategy, t)
+
+    def get_lr(self) -> list[Any]:
+        _warn_get_lr_called_within_step(self)
+        # torch counts SWALR's steps with _step_count (set in _initial_step), not last_epoch.
+        step = self._step_count - 1
+        return [
+            F.swalr_chainable(HOST, group["lr"], group["swa_lr"], step, self.anneal_epochs,
+                              self.anneal_strategy)
+            for group in self.optimizer.param_groups
+        ]
 
 
 __all__ = [

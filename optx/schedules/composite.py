@@ -4,11 +4,31 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from optx.schedules.torch_schedule import MULTIPLICATIVE, TorchSchedule, as_float
+from optx.schedules.torch_schedule import HOST, TRACED, TorchSchedule, as_float
+
+
+def check_sequential(n_schedulers: int, n_milestones: int, name: str = "SequentialLR") -> None:
+    """torch's checks of SequentialLR's counts (``name``: the class in the message)."""
+    if n_schedulers < 1:
+        raise ValueError(f"{name} expects at least one scheduler, but got no scheduler.")
+    if n_milestones != n_schedulers - 1:
+        raise ValueError(
+            "Sequential Schedulers expects number of schedulers provided to be one more than the "
+            f"number of milestone points, but got number of schedulers {n_schedulers} and the "
+            f"number of milestones to be equal to {n_milestones}"
+        )
+
+
+def check_chained(n_schedulers: int, name: str = "ChainedScheduler") -> None:
+    if n_schedulers < 1:
+        raise ValueError(
+            f"{name} expects at least one scheduler to be chained, but got no scheduler."
+        )
 
 
 def sequential_lr(schedules: Sequence[TorchSchedule], milestones: Sequence[int]) -> TorchSchedule:
@@ -21,17 +41,25 @@ def sequential_lr(schedules: Sequence[TorchSchedule], milestones: Sequence[int])
     child reached (MultiplicativeLR times ``lr_lambda(0)``). Duplicate milestones skip a child and
     a milestone at 0 starts with a later one. Not reproduced: a ChainedScheduler nested as a
     SequentialLR child, whose members torch re-steps outside their initial mode.
+
+    Args:
+      schedules: the schedules, in the order they run.
+      milestones: the steps at which the next schedule starts (one fewer than ``schedules``).
+
+    Returns:
+      A :class:`~optx.schedules.TorchSchedule` ``t -> lr``.
+
+    Example:
+      >>> import optx
+      >>> S = optx.schedules
+      >>> schedule = S.sequential_lr([S.constant_lr(1.0, factor=0.5, total_iters=10),
+      ...                             S.exponential_lr(1.0, gamma=0.5)], milestones=[2])
+      >>> [schedule(t) for t in range(5)]
+      [0.5, 0.5, 1.0, 0.5, 0.25]
     """
     schedules = list(schedules)
-    milestones = [int(m) for m in milestones]
-    if len(schedules) < 1:
-        raise ValueError("SequentialLR expects at least one scheduler, but got no scheduler.")
-    if len(milestones) != len(schedules) - 1:
-        raise ValueError(
-            "Sequential Schedulers expects number of schedulers provided to be one more than the "
-            f"number of milestone points, but got number of schedulers {len(schedules)} and the "
-            f"number of milestones to be equal to {len(milestones)}"
-        )
+    milestones = [int(x) for x in milestones]
+    check_sequential(len(schedules), len(milestones))
     starts = [0, *milestones]
     restarted: dict[int, TorchSchedule] = {}
 
@@ -45,21 +73,23 @@ def sequential_lr(schedules: Sequence[TorchSchedule], milestones: Sequence[int])
         if i not in restarted:
             # A static value even when first reached while tracing (inside jit).
             with jax.ensure_compile_time_eval():
-                restarted[i] = s.rebase(float(closed_form(starts[i] - 1)))
+                restarted[i] = s.rebase(s_value(starts[i] - 1))
         return restarted[i]
 
-    def closed_form(t):
-        if isinstance(t, int):
-            i = bisect_right(milestones, t)
-            return as_float(child(i)(t - starts[i]))
-        t = jnp.asarray(t)
+    def s_value(t: int) -> float:
+        i = bisect_right(milestones, t)
+        return child(i)(t - starts[i])
+
+    def formula(m, t):
+        if m is HOST:
+            return s_value(t)
         value = as_float(schedules[0](t))
         for i in range(1, len(schedules)):
             local = jnp.maximum(t - starts[i], 0)
             value = jnp.where(t >= starts[i], as_float(child(i)(local)), value)
         return value
 
-    return TorchSchedule(closed_form, schedules[0].base, "absolute", name="sequential_lr")
+    return TorchSchedule(formula, schedules[0].base)
 
 
 def chained_scheduler(schedules: Sequence[TorchSchedule]) -> TorchSchedule:
@@ -69,41 +99,51 @@ def chained_scheduler(schedules: Sequence[TorchSchedule]) -> TorchSchedule:
     When every member is multiplicative (Step, MultiStep, Exponential, Linear, Constant,
     Polynomial, Multiplicative), the chain is the product of the members' factors, O(1) per
     call. Otherwise it runs torch's recursion step by step: O(t) (a ``fori_loop`` for a traced
-    ``t``)."""
+    ``t``).
+
+    Args:
+      schedules: the schedules, in the order torch steps them.
+
+    Returns:
+      A :class:`~optx.schedules.TorchSchedule` ``t -> lr``.
+
+    Example:
+      >>> import optx
+      >>> S = optx.schedules
+      >>> schedule = S.chained_scheduler([S.constant_lr(1.0, factor=0.5, total_iters=2),
+      ...                                 S.exponential_lr(1.0, gamma=0.5)])
+      >>> [schedule(t) for t in range(4)]
+      [0.5, 0.25, 0.25, 0.125]
+    """
     schedules = list(schedules)
-    if not schedules:
-        raise ValueError("ChainedScheduler expects at least one scheduler")
+    check_chained(len(schedules))
     base = schedules[0].base
 
-    if all(s.kind == MULTIPLICATIVE for s in schedules):
+    if all(s.multiplicative for s in schedules):
 
-        def closed_form(t):
-            value = as_float(base)
+        def product(m, t):
+            value = base if m is HOST else as_float(base)
             for s in schedules:
-                value = value * (as_float(s(t)) / s.base)
+                value = value * (s(t) / s.base)
             return value
 
-        return TorchSchedule(closed_form, base, MULTIPLICATIVE, name="chained_scheduler")
+        return TorchSchedule(product, base, multiplicative=True)
 
-    def apply(lr, e):
+    def apply(m, lr, e):
         for i, s in enumerate(schedules):
-            if i > 0 and s.name == "cyclic_lr" and isinstance(e, int) and e == 0:
-                # CyclicLR's construction step reads base_lrs before replacing them with its
-                # base_lr: it yields the optimizer's initial_lr, set by the first scheduler.
-                lr = as_float(base)
-                continue
-            a, b = s.step_map(e)
-            lr = a * lr + b
+            if i > 0 and s.construction_reads_initial_lr:
+                lr = m.where(e == 0, base, s.get_lr(m, lr, e))
+            else:
+                lr = s.get_lr(m, lr, e)
         return lr
 
-    def recursion(t):
-        lr = apply(as_float(base), 0)
-        return jax.lax.fori_loop(1, t + 1, lambda e, lr: apply(lr, e), lr)
+    def recursion(m, t):
+        if m is HOST:
+            lr: Any = base
+            for e in range(t + 1):
+                lr = apply(HOST, lr, e)
+            return lr
+        lr = as_float(apply(TRACED, as_float(base), 0))
+        return jax.lax.fori_loop(1, t + 1, lambda e, x: as_float(apply(TRACED, x, e)), lr)
 
-    compiled = jax.jit(recursion)
-
-    def stepped(t):
-        # A Python int goes through one compiled loop rather than t op-by-op steps.
-        return compiled(t) if isinstance(t, int) else recursion(jnp.asarray(t))
-
-    return TorchSchedule(stepped, base, "absolute", name="chained_scheduler")
+    return TorchSchedule(recursion, base)

@@ -1,34 +1,117 @@
-"""The schedule type behind every ``optx.schedules`` function.
+"""The schedule type behind every ``optx.schedules`` function, and the two kinds of arithmetic
+its formulas run in.
 
 A torch lr scheduler is a recursion: each ``scheduler.step()`` maps the group's current lr to a
-new one (``get_lr``), and constructing it performs the first step. optx keeps both views of
-each scheduler, written once:
+new one (``get_lr``, torch's *chainable* form), constructing it performs the first step, and
+``step(epoch)`` uses a closed form (``_get_closed_form_lr``) where torch has one. optx writes
+each of these formulas once, as a function whose first argument ``m`` is the arithmetic to run
+it in:
 
-* the closed form ``schedule(t)``: the lr that ``get_last_lr()`` reports after ``t`` steps, a
-  pure function of the step count, jittable (``t`` a Python int or a traced integer);
-* torch's recursion as an affine map ``lr -> a(e) * lr + b(e)`` for epoch ``e``
-  (:meth:`TorchSchedule.step_map`), used where torch's recursion is observable: a
-  :func:`~optx.schedules.chained_scheduler` of non-multiplicative members, and the
-  ``optx.optim.lr_scheduler`` classes, where a manual edit of ``group['lr']`` composes with the
-  schedule as in torch.
+* :data:`HOST`: Python floats and ints, branch by branch, exactly as torch computes (the
+  ``optx.optim.lr_scheduler`` classes use it, so their values are torch's bit for bit whatever
+  ``jax_enable_x64`` is, and a Python-int ``t`` given to a schedule gets it too);
+* :data:`TRACED`: ``jax.numpy`` in the default float dtype, both branches computed and selected
+  with ``where`` (a schedule called with a traced count, inside jit).
+
+A formula takes its branches as ``m.cond(pred, lambda: a, lambda: b)``, so that the branch
+torch does not take is never evaluated on the host (where it may divide by zero).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from bisect import bisect_right
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import jax.numpy as jnp
+import numpy as np
 
 from optx.hyperparams import float_dtype
 
-MULTIPLICATIVE = "multiplicative"  # get_lr = lr * r(e): the ratio of the closed form
-ABSOLUTE = "absolute"  # get_lr ignores the current lr
-AFFINE = "affine"  # get_lr = a(e) * lr + b(e), given explicitly
-
 
 def as_float(x: Any) -> Any:
+    """``x`` as an array of the default float dtype (float64 under x64, else float32)."""
     return jnp.asarray(x, dtype=float_dtype())
+
+
+class HostMath:
+    """Python scalar arithmetic, as torch's schedulers do it."""
+
+    pi = math.pi
+    cos = staticmethod(math.cos)
+    floor = staticmethod(math.floor)
+    minimum = staticmethod(min)
+    maximum = staticmethod(max)
+
+    @staticmethod
+    def num(x: Any) -> Any:
+        """A count entering float arithmetic: kept as it is (Python promotes as torch does)."""
+        return x
+
+    @staticmethod
+    def where(pred: Any, a: Any, b: Any) -> Any:
+        return a if pred else b
+
+    @staticmethod
+    def cond(pred: Any, a: Callable[[], Any], b: Callable[[], Any]) -> Any:
+        return a() if pred else b()
+
+    @staticmethod
+    def clip(x: Any, lo: Any, hi: Any) -> Any:
+        return max(lo, min(hi, x))
+
+    @staticmethod
+    def count_le(sorted_values: Sequence[int], e: Any) -> int:
+        return bisect_right(sorted_values, e)
+
+    @staticmethod
+    def count_eq(values: Sequence[int], e: Any) -> int:
+        return list(values).count(e)
+
+
+class TracedMath:
+    """``jax.numpy`` arithmetic in the default float dtype, for a traced step count."""
+
+    pi = math.pi
+    cos = staticmethod(jnp.cos)
+    floor = staticmethod(jnp.floor)
+    minimum = staticmethod(jnp.minimum)
+    maximum = staticmethod(jnp.maximum)
+    num = staticmethod(as_float)
+    where = staticmethod(jnp.where)
+
+    @staticmethod
+    def cond(pred: Any, a: Callable[[], Any], b: Callable[[], Any]) -> Any:
+        return jnp.where(pred, a(), b())
+
+    @staticmethod
+    def clip(x: Any, lo: Any, hi: Any) -> Any:
+        return jnp.clip(x, lo, hi)
+
+    @staticmethod
+    def count_le(sorted_values: Sequence[int], e: Any) -> Any:
+        if not sorted_values:
+            return jnp.zeros((), jnp.int32)
+        return jnp.sum(jnp.asarray(sorted_values, jnp.int32) <= e)
+
+    @staticmethod
+    def count_eq(values: Sequence[int], e: Any) -> Any:
+        if not values:
+            return jnp.zeros((), jnp.int32)
+        return jnp.sum(jnp.asarray(values, jnp.int32) == e)
+
+
+HOST = HostMath()
+TRACED = TracedMath()
+
+
+def math_for(t: Any) -> Any:
+    """:data:`HOST` for a Python (or NumPy) integer, :data:`TRACED` for anything else."""
+    if isinstance(t, (int, np.integer)) and not isinstance(t, bool):
+        return HOST
+    return TRACED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,40 +119,39 @@ class TorchSchedule:
     """A learning-rate (or momentum) schedule ``t -> value`` with torch's recursion attached.
 
     Call it with the number of ``scheduler.step()`` calls made so far (0 right after
-    construction). ``base`` is the group's lr before the scheduler was built (its
-    ``initial_lr``).
+    construction): a Python int gives a Python float computed on the host as torch computes, a
+    traced integer gives an array of the default float dtype. ``base`` is the group's lr before
+    the scheduler was built (its ``initial_lr``).
     """
 
-    closed_form: Callable[[Any], Any]
+    # (m, t) -> the value after t steps, in the arithmetic m.
+    formula: Callable[[Any, Any], Any]
     base: float
-    kind: str = MULTIPLICATIVE
-    # torch's recursion, when it is not derived from the closed form (see step_map).
-    affine: Callable[[Any], tuple[Any, Any]] | None = None
-    name: str = "schedule"
+    # torch's get_lr of a fresh scheduler at epoch e, (m, lr, e) -> new lr; e = 0 is the step
+    # made at construction. None: the value ignores the current lr (formula(m, e) is get_lr).
+    chainable: Callable[[Any, Any, Any], Any] | None = None
+    # get_lr multiplies the current lr by formula(e) / formula(e - 1): a chain of such
+    # schedules is the product of their factors.
+    multiplicative: bool = False
+    # At its construction step the lr becomes the optimizer's initial lr whatever earlier
+    # schedulers of a chain did (CyclicLR: it reads ``base_lrs`` before replacing them).
+    construction_reads_initial_lr: bool = False
     # The same schedule built from another lr, for the schedulers whose epoch-0 ``get_lr`` keeps
     # the current lr (MultiplicativeLR, SWALR): SequentialLR restarts them from the lr the
     # previous child reached rather than from their base.
     rebase: Callable[[float], TorchSchedule] | None = None
 
     def __call__(self, t: Any) -> Any:
-        return self.closed_form(t)
+        m = math_for(t)
+        if m is HOST:
+            return float(self.formula(HOST, int(t)))
+        return as_float(self.formula(TRACED, jnp.asarray(t)))
 
-    def step_map(self, e: Any) -> tuple[Any, Any]:
-        """torch's ``get_lr`` at epoch ``e`` as ``(a, b)``: the new lr is ``a * lr + b``.
-
-        ``e = 0`` is the step performed at construction.
-        """
-        if self.affine is not None:
-            a, b = self.affine(e)
-            return as_float(a), as_float(b)
-        if self.kind == ABSOLUTE:
-            return as_float(0.0), as_float(self.closed_form(e))
-        cur = as_float(self.closed_form(e))
-        prev = jnp.where(jnp.asarray(e) == 0, as_float(self.base),
-                         as_float(self.closed_form(jnp.maximum(jnp.asarray(e) - 1, 0))))
-        # A multiplicative schedule that reached 0 stays at 0 in torch's recursion.
-        ratio = jnp.where(prev == 0, as_float(1.0), cur / jnp.where(prev == 0, 1.0, prev))
-        return ratio, as_float(0.0)
+    def get_lr(self, m: Any, lr: Any, e: Any) -> Any:
+        """torch's ``get_lr`` at epoch ``e`` applied to the current ``lr``, in arithmetic ``m``."""
+        if self.chainable is not None:
+            return self.chainable(m, lr, e)
+        return self.formula(m, e)
 
     def __repr__(self) -> str:
-        return f"<optx schedule {self.name} from {self.base}>"
+        return f"<optx schedule from {self.base}>"

@@ -1,0 +1,95 @@
+"""torch's CosineAnnealingLR and CosineAnnealingWarmRestarts. Formulas and checks:
+:mod:`optx.schedules.cosine`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optx.schedules.cosine as F
+from optx.optim.lr_scheduler.base import (
+    LRScheduler,
+    _enable_get_lr_call,
+    _param_groups_val_list,
+    _warn_get_lr_called_within_step,
+)
+from optx.schedules.torch_schedule import HOST
+
+
+class CosineAnnealingLR(LRScheduler):
+    """``torch.optim.lr_scheduler.CosineAnnealingLR``: cosine annealing from the initial lr to
+    ``eta_min`` over ``T_max`` epochs, recursively as torch (:func:`optx.schedules.
+    cosine_annealing_lr`)."""
+
+    def __init__(self, optimizer: Any, T_max: int, eta_min: float = 0.0,
+                 last_epoch: int = -1) -> None:
+        self.T_max = T_max
+        self.eta_min = eta_min
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[Any]:
+        _warn_get_lr_called_within_step(self)
+        resumed = self._step_count == 1
+        return [
+            F.cosine_annealing_lr_chainable(HOST, group["lr"], base_lr, self.last_epoch,
+                                            self._is_initial, resumed, self.T_max, self.eta_min)
+            for base_lr, group in zip(self.base_lrs, self.optimizer.param_groups, strict=True)
+        ]
+
+    def _get_closed_form_lr(self) -> list[Any]:
+        return [
+            F.cosine_annealing_lr_closed_form(HOST, base_lr, self.last_epoch, self.T_max,
+                                              self.eta_min)
+            for base_lr in self.base_lrs
+        ]
+
+
+class CosineAnnealingWarmRestarts(LRScheduler):
+    """``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts``: cosine annealing restarted
+    every ``T_i`` epochs, ``T_i`` growing by ``T_mult`` (:func:`optx.schedules.
+    cosine_annealing_warm_restarts`). ``step(epoch)`` accepts fractional epochs, as torch."""
+
+    def __init__(self, optimizer: Any, T_0: int, T_mult: int = 1, eta_min: float = 0.0,
+                 last_epoch: int = -1) -> None:
+        F.check_warm_restarts(T_0, T_mult, eta_min)
+        self.T_0 = T_0
+        self.T_i = T_0
+        self.T_mult = T_mult
+        self.eta_min = eta_min
+        self.T_cur = last_epoch
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[Any]:
+        _warn_get_lr_called_within_step(self)
+        return [F.warm_restarts_value(HOST, base_lr, self.T_cur, self.T_i, self.eta_min)
+                for base_lr in self.base_lrs]
+
+    def step(self, epoch: Any = None) -> None:
+        """torch's own bookkeeping of ``T_cur`` and ``T_i`` (no step-order warning, as in
+        torch); ``epoch`` may be fractional (``epoch + i / iters`` within an epoch)."""
+        if epoch is None and self.last_epoch < 0:
+            epoch = 0
+        if epoch is None:
+            epoch = self.last_epoch + 1
+            self.T_cur = self.T_cur + 1
+            if self.T_cur >= self.T_i:
+                self.T_cur = self.T_cur % self.T_i
+                self.T_i = self.T_i * self.T_mult
+        else:
+            if epoch < 0:
+                raise ValueError(f"Expected non-negative epoch, but got {epoch}")
+            if epoch >= self.T_0:
+                if self.T_mult == 1:
+                    self.T_cur = epoch % self.T_0
+                else:
+                    n = int(math.log((epoch / self.T_0 * (self.T_mult - 1) + 1), self.T_mult))
+                    self.T_cur = epoch - self.T_0 * (self.T_mult**n - 1) / (self.T_mult - 1)
+                    self.T_i = self.T_0 * self.T_mult ** (n)
+            else:
+                self.T_i = self.T_0
+                self.T_cur = epoch
+        self.last_epoch = math.floor(epoch)
+        with _enable_get_lr_call(self):
+            for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
+                group["lr"] = lr
+        self._last_lr = _param_groups_val_list(self.optimizer, "lr")

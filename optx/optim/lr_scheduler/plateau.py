@@ -1,0 +1,116 @@
+"""torch's ReduceLROnPlateau on the host. Its decisions are :mod:`optx.reduce_lr_on_plateau`'s,
+run on Python floats."""
+
+from __future__ import annotations
+
+import warnings
+from math import inf
+from typing import Any
+
+from optx.reduce_lr_on_plateau import (
+    PlateauRule,
+    check_plateau_factor,
+    check_plateau_modes,
+    plateau_decision,
+    plateau_is_better,
+    plateau_reduced,
+)
+from optx.optim.lr_scheduler.base import (
+    EPOCH_DEPRECATION_WARNING,
+    LRScheduler,
+    _check_optimizer,
+    _param_groups_val_list,
+)
+from optx.schedules.torch_schedule import HOST
+
+
+class ReduceLROnPlateau(LRScheduler):
+    """``torch.optim.lr_scheduler.ReduceLROnPlateau``: the lr times ``factor`` once the metric
+    passed to ``step(metrics)`` has not improved for ``patience`` epochs
+    (:func:`optx.reduce_lr_on_plateau` is the same rule as a transformation)."""
+
+    def __init__(self, optimizer: Any, mode: str = "min", factor: float = 0.1,
+                 patience: int = 10, threshold: float = 1e-4, threshold_mode: str = "rel",
+                 cooldown: int = 0, min_lr: Any = 0, eps: float = 1e-8) -> None:
+        check_plateau_factor(factor)
+        self.factor = factor
+        _check_optimizer(optimizer)
+        self.optimizer = optimizer
+        if isinstance(min_lr, (list, tuple)):
+            if len(min_lr) != len(optimizer.param_groups):
+                raise ValueError(
+                    f"expected {len(optimizer.param_groups)} min_lrs, got {len(min_lr)}"
+                )
+            self.default_min_lr = None
+            self.min_lrs = list(min_lr)
+        else:
+            self.default_min_lr = min_lr
+            self.min_lrs = [min_lr] * len(optimizer.param_groups)
+        self.patience = patience
+        self.cooldown = cooldown
+        self.eps = eps
+        self.last_epoch = 0
+        self._last_lr = _param_groups_val_list(self.optimizer, "lr")
+        self._init_is_better(mode=mode, threshold=threshold, threshold_mode=threshold_mode)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.best = self.mode_worse
+        self.cooldown_counter = 0
+        self.num_bad_epochs = 0
+
+    def _rule(self) -> PlateauRule:
+        return PlateauRule(self.mode, self.factor, self.patience, self.threshold,
+                             self.threshold_mode, self.cooldown, self.eps)
+
+    def step(self, metrics: Any, epoch: int | None = None) -> None:  # type: ignore[override]
+        current = float(metrics)
+        if epoch is None:
+            epoch = self.last_epoch + 1
+        else:
+            warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=2)
+        self.last_epoch = epoch
+        self.best, self.num_bad_epochs, self.cooldown_counter, reduce = plateau_decision(
+            HOST, self._rule(), current, self.best, self.num_bad_epochs, self.cooldown_counter)
+        if reduce:
+            self._reduce_lr(epoch)
+        self._last_lr = _param_groups_val_list(self.optimizer, "lr")
+
+    def _reduce_lr(self, epoch: Any) -> None:
+        if len(self.optimizer.param_groups) != len(self.min_lrs):
+            if self.default_min_lr is None:
+                raise RuntimeError(
+                    "The number of param groups in the `optimizer` "
+                    f"({len(self.optimizer.param_groups)}) differs "
+                    f"from when `ReduceLROnPlateau` was initialized "
+                    f"({len(self.min_lrs)}), usually due to a new "
+                    "param group being added to the optimizer. Please "
+                    "modify the `min_lrs` field to match the length "
+                    "of the `optimizer` param groups."
+                )
+            self.min_lrs = [self.default_min_lr] * len(self.optimizer.param_groups)
+        for i, group in enumerate(self.optimizer.param_groups):
+            old_lr = float(group["lr"])
+            new_lr = plateau_reduced(HOST, self._rule(), old_lr, self.min_lrs[i], True)
+            # plateau_reduced hands back old_lr itself when torch leaves the lr alone.
+            if new_lr is not old_lr:
+                group["lr"] = new_lr
+
+    @property
+    def in_cooldown(self) -> bool:
+        return self.cooldown_counter > 0
+
+    def _is_better(self, a: Any, best: Any) -> Any:
+        return plateau_is_better(self._rule(), a, best)
+
+    def _init_is_better(self, mode: str, threshold: float, threshold_mode: str) -> None:
+        check_plateau_modes(mode, threshold_mode)
+        self.mode_worse = inf if mode == "min" else -inf
+        self.mode = mode
+        self.threshold = threshold
+        self.threshold_mode = threshold_mode
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.__dict__.update(state_dict)
+        self._init_is_better(mode=self.mode, threshold=self.threshold,
+                             threshold_mode=self.threshold_mode)
