@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -139,7 +138,7 @@ def chained_scheduler(schedules: Sequence[TorchSchedule]) -> TorchSchedule:
 
     def recursion(m, t):
         if m is HOST:
-            lr: Any = base
+            lr = base
             for e in range(t + 1):
                 lr = apply(HOST, lr, e)
             return lr

@@ -21,6 +21,9 @@ class CyclicLR(LRScheduler):
     (and the momentum inversely) every step (:func:`optx.schedules.cyclic_lr`,
     :func:`optx.schedules.cyclic_momentum`)."""
 
+    cycle_momentum: bool
+    use_beta1: bool
+
     def __init__(self, optimizer: Any, base_lr: Any, max_lr: Any,
                  step_size_up: int = 2000, step_size_down: int | None = None,
                  mode: str = "triangular", gamma: float = 1.0,

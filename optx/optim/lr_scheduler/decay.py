@@ -7,8 +7,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from optx.optim.lr_scheduler.base import LRScheduler, _warn_get_lr_called_within_step
 import optx.schedules.decay as F
+from optx.optim.lr_scheduler.base import LRScheduler, _warn_get_lr_called_within_step
 from optx.schedules.torch_schedule import HOST
 
 

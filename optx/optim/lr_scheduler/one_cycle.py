@@ -21,6 +21,9 @@ class OneCycleLR(LRScheduler):
     ``max_lr``, ``min_lr`` and momenta (:func:`optx.schedules.one_cycle_lr`,
     :func:`optx.schedules.one_cycle_momentum`)."""
 
+    cycle_momentum: bool
+    use_beta1: bool
+
     def __init__(self, optimizer: Any, max_lr: Any, total_steps: int | None = None,
                  epochs: int | None = None, steps_per_epoch: int | None = None,
                  pct_start: float = 0.3, anneal_strategy: str = "cos",

@@ -7,6 +7,12 @@ import warnings
 from math import inf
 from typing import Any
 
+from optx.optim.lr_scheduler.base import (
+    EPOCH_DEPRECATION_WARNING,
+    LRScheduler,
+    _check_optimizer,
+    _param_groups_val_list,
+)
 from optx.reduce_lr_on_plateau import (
     PlateauRule,
     check_plateau_factor,
@@ -14,12 +20,6 @@ from optx.reduce_lr_on_plateau import (
     plateau_decision,
     plateau_is_better,
     plateau_reduced,
-)
-from optx.optim.lr_scheduler.base import (
-    EPOCH_DEPRECATION_WARNING,
-    LRScheduler,
-    _check_optimizer,
-    _param_groups_val_list,
 )
 from optx.schedules.torch_schedule import HOST
 
