@@ -131,7 +131,7 @@ def chained_scheduler(schedules: Sequence[TorchSchedule]) -> TorchSchedule:
     def apply(m, lr, e):
         for i, s in enumerate(schedules):
             if i > 0 and s.construction_reads_initial_lr:
-                lr = m.where(e == 0, base, s.get_lr(m, lr, e))
+                lr = m.cond(e == 0, lambda: base, lambda s=s, lr=lr: s.get_lr(m, lr, e))
             else:
                 lr = s.get_lr(m, lr, e)
         return lr

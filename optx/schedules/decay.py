@@ -25,7 +25,9 @@ def step_lr_closed_form(m: Any, base_lr: Any, e: Any, step_size: int, gamma: flo
 
 def step_lr_chainable(m: Any, lr: Any, e: Any, initial: Any, step_size: int,
                       gamma: float) -> Any:
-    return m.where((e == 0) | (e % step_size != 0), lr, lr * gamma)
+    # torch tests e == 0 first: e % step_size is not computed at construction.
+    return m.cond(e == 0, lambda: lr, lambda: m.cond(e % step_size != 0, lambda: lr,
+                                                     lambda: lr * gamma))
 
 
 def step_lr(lr: float, step_size: int, gamma: float = 0.1) -> TorchSchedule:
@@ -65,7 +67,7 @@ def multi_step_lr_closed_form(m: Any, base_lr: Any, e: Any, milestones: Sequence
 def multi_step_lr_chainable(m: Any, lr: Any, e: Any, initial: Any, milestones: Sequence[int],
                             gamma: float) -> Any:
     count = m.count_eq(milestones, e)
-    return m.where(count == 0, lr, lr * gamma ** count)
+    return m.cond(count == 0, lambda: lr, lambda: lr * gamma**count)
 
 
 def multi_step_lr(lr: float, milestones: Sequence[int], gamma: float = 0.1) -> TorchSchedule:
@@ -103,7 +105,7 @@ def exponential_lr_closed_form(m: Any, base_lr: Any, e: Any, gamma: float) -> An
 
 
 def exponential_lr_chainable(m: Any, lr: Any, e: Any, initial: Any, gamma: float) -> Any:
-    return m.where(initial, lr, lr * gamma)
+    return m.cond(initial, lambda: lr, lambda: lr * gamma)
 
 
 def exponential_lr(lr: float, gamma: float) -> TorchSchedule:

@@ -1,0 +1,184 @@
+"""Host-side scheduler values are torch's Python floats, bit for bit, with jax_enable_x64 OFF.
+
+torch does scheduler math on the host in Python floats; optx.optim.lr_scheduler runs the same
+formulas (from optx.schedules) in the same operation order on Python floats, so
+``get_last_lr()``, the lrs (and momenta) in ``param_groups`` and ReduceLROnPlateau's decisions
+are equal as Python floats (``==``) to torch's, whatever x64 is. The cast to the parameter dtype
+happens only inside the optimizer's update.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.optim.lr_scheduler as TL
+from torch.optim import swa_utils as TS
+
+import optx.optim as O
+from optx.optim import lr_scheduler as L
+from optx.optim import swa_utils as OS
+
+STEPS = 60
+
+
+def _optimizers(cls="SGD", **kw):
+    """The same two-group optimizer in optx (float32 params) and torch."""
+    kw = kw or {"lr": 0.1, "momentum": 0.9}
+    groups_o = [{"params": jnp.zeros(2, jnp.float32)},
+                {"params": jnp.zeros(1, jnp.float32), "lr": 0.03}]
+    groups_t = [{"params": [torch.zeros(2)]}, {"params": [torch.zeros(1)], "lr": 0.03}]
+    return getattr(O, cls)(groups_o, **kw), getattr(torch.optim, cls)(groups_t, **kw)
+
+
+def _lam(e):
+    return 0.93**e
+
+
+def _mult(e):
+    return 0.97 if e % 3 else 0.91
+
+
+# name -> (optimizer class, builder(M, S, opt) -> scheduler), M the lr_scheduler module and S
+# the swa_utils module of one side.
+CASES = {
+    "LambdaLR": ("SGD", lambda M, S, o: M.LambdaLR(o, _lam)),
+    "MultiplicativeLR": ("SGD", lambda M, S, o: M.MultiplicativeLR(o, _mult)),
+    "StepLR": ("SGD", lambda M, S, o: M.StepLR(o, step_size=4, gamma=0.7)),
+    "MultiStepLR": ("SGD", lambda M, S, o: M.MultiStepLR(o, [3, 10, 10, 30], gamma=0.7)),
+    "ConstantLR": ("SGD", lambda M, S, o: M.ConstantLR(o, factor=0.3, total_iters=7)),
+    "LinearLR": ("SGD", lambda M, S, o: M.LinearLR(o, 0.3, 0.9, total_iters=17)),
+    "ExponentialLR": ("SGD", lambda M, S, o: M.ExponentialLR(o, gamma=0.93)),
+    "PolynomialLR": ("SGD", lambda M, S, o: M.PolynomialLR(o, total_iters=40, power=1.7)),
+    "CosineAnnealingLR": ("SGD", lambda M, S, o: M.CosineAnnealingLR(o, T_max=13, eta_min=1e-3)),
+    "CosineAnnealingWarmRestarts": (
+        "SGD", lambda M, S, o: M.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=2, eta_min=1e-3)),
+    "CyclicLR": ("SGD", lambda M, S, o: M.CyclicLR(o, 0.01, 0.1, step_size_up=5,
+                                                     mode="triangular2")),
+    "CyclicLR-exp_range-adam": ("Adam", lambda M, S, o: M.CyclicLR(
+        o, 0.001, 0.01, step_size_up=4, step_size_down=7, mode="exp_range", gamma=0.97)),
+    "OneCycleLR": ("SGD", lambda M, S, o: M.OneCycleLR(o, max_lr=0.3, total_steps=STEPS + 1)),
+    "OneCycleLR-three_phase-adam": ("Adam", lambda M, S, o: M.OneCycleLR(
+        o, max_lr=0.01, total_steps=STEPS + 1, three_phase=True, anneal_strategy="linear")),
+    "SequentialLR": ("SGD", lambda M, S, o: M.SequentialLR(
+        o, [M.LinearLR(o, 0.1, total_iters=9), M.CosineAnnealingLR(o, T_max=30),
+            M.MultiplicativeLR(o, _mult)], milestones=[9, 40])),
+    "ChainedScheduler": ("SGD", lambda M, S, o: M.ChainedScheduler(
+        [M.CosineAnnealingLR(o, T_max=11), M.ExponentialLR(o, 0.97), M.StepLR(o, 5, 0.7)])),
+    "SWALR": ("SGD", lambda M, S, o: S.SWALR(o, swa_lr=0.02, anneal_epochs=23)),
+    "SWALR-linear": ("SGD", lambda M, S, o: S.SWALR(o, swa_lr=[0.02, 0.007], anneal_epochs=9,
+                                                     anneal_strategy="linear")),
+}
+
+
+def _groups(opt):
+    out = []
+    for g in opt.param_groups:
+        out.append((g["lr"], g.get("momentum"), g["betas"][0] if "betas" in g else None))
+    return out
+
+
+def _assert_same(o_opt, t_opt, o_s, t_s, where):
+    got, want = o_s.get_last_lr(), t_s.get_last_lr()
+    assert all(type(v) is float for v in got), (where, got)
+    assert got == want, (where, got, want)
+    assert _groups(o_opt) == _groups(t_opt), (where, _groups(o_opt), _groups(t_opt))
+
+
+def _run(o_opt, t_opt, o_s, t_s, step):
+    _assert_same(o_opt, t_opt, o_s, t_s, "construction")
+    for k in range(STEPS):
+        o_opt._step_called = True
+        t_opt._opt_called = True
+        step(o_s, k)
+        step(t_s, k)
+        _assert_same(o_opt, t_opt, o_s, t_s, k)
+
+
+@pytest.fixture(autouse=True)
+def _x64_off():
+    with jax.enable_x64(False), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert jnp.zeros(()).dtype == jnp.float32
+        yield
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_get_last_lr_is_torchs_python_float(name):
+    cls, build = CASES[name]
+    o_opt, t_opt = _optimizers(cls, lr=0.01) if cls == "Adam" else _optimizers()
+    o_s, t_s = build(L, OS, o_opt), build(TL, TS, t_opt)
+    _run(o_opt, t_opt, o_s, t_s, lambda s, k: s.step())
+
+
+def test_reduce_lr_on_plateau_decisions_are_torchs():
+    o_opt, t_opt = _optimizers()
+    kw = dict(mode="max", factor=0.7, patience=2, threshold=0.01, cooldown=1,
+              min_lr=[1e-3, 0.0])
+    o_s, t_s = L.ReduceLROnPlateau(o_opt, **kw), TL.ReduceLROnPlateau(t_opt, **kw)
+    metrics = np.float32(np.cos(np.arange(STEPS) * 0.7) + np.arange(STEPS) * 0.01)
+
+    def step(s, k):
+        s.step(metrics[k])
+
+    _run(o_opt, t_opt, o_s, t_s, step)
+    assert (o_s.best, o_s.num_bad_epochs, o_s.cooldown_counter) == (
+        t_s.best, t_s.num_bad_epochs, t_s.cooldown_counter)
+
+
+def test_warm_restarts_fractional_epochs_are_torchs():
+    o_opt, t_opt = _optimizers()
+    o_s = L.CosineAnnealingWarmRestarts(o_opt, T_0=4, T_mult=2, eta_min=1e-4)
+    t_s = TL.CosineAnnealingWarmRestarts(t_opt, T_0=4, T_mult=2, eta_min=1e-4)
+    iters = 7
+
+    def step(s, k):
+        if k % 10 == 9:
+            s.step()  # interleaved plain steps continue from the fractional position
+        else:
+            s.step(k // iters + (k % iters) / iters)
+
+    _run(o_opt, t_opt, o_s, t_s, step)
+
+
+@pytest.mark.parametrize("name", ["StepLR", "MultiStepLR", "ConstantLR", "LinearLR",
+                                  "ExponentialLR", "PolynomialLR", "CosineAnnealingLR"])
+def test_step_with_epoch_uses_torchs_closed_form(name):
+    _, build = CASES[name]
+    o_opt, t_opt = _optimizers()
+    o_s, t_s = build(L, OS, o_opt), build(TL, TS, t_opt)
+    _run(o_opt, t_opt, o_s, t_s, lambda s, k: s.step((k * 7) % 45))
+
+
+def test_update_casts_the_python_lr_to_float32_inside_the_step():
+    """SGD + StepLR in float32: params follow torch's float32 run exactly, the group lr stays a
+    Python float."""
+    params = np.linspace(-1, 1, 5).astype(np.float32)
+    opt = O.SGD(jnp.asarray(params), lr=0.1)
+    sched = L.StepLR(opt, step_size=2, gamma=0.7)
+    p = torch.tensor(params, requires_grad=True)
+    t_opt = torch.optim.SGD([p], lr=0.1)
+    t_sched = TL.StepLR(t_opt, step_size=2, gamma=0.7)
+    for _ in range(6):
+        opt.step(jnp.sin(3 * opt.params))
+        p.grad = torch.sin(3 * p.detach())
+        t_opt.step()
+        sched.step()
+        t_sched.step()
+        assert opt.param_groups[0]["lr"] == t_opt.param_groups[0]["lr"]
+        assert type(opt.param_groups[0]["lr"]) is float
+    assert opt.params.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(opt.params), p.detach().numpy())
+
+
+def test_same_floats_with_x64_on():
+    """The host arithmetic does not depend on x64: every case again with it on."""
+    with jax.enable_x64(True):
+        for name, (cls, build) in CASES.items():
+            o_opt, t_opt = _optimizers(cls, lr=0.01) if cls == "Adam" else _optimizers()
+            o_s, t_s = build(L, OS, o_opt), build(TL, TS, t_opt)
+            _run(o_opt, t_opt, o_s, t_s, lambda s, k: s.step())
