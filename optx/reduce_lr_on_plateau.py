@@ -126,6 +126,31 @@ def reduce_lr_on_plateau(
     ``min_scale`` plays the part of torch's ``min_lr`` (relative to the optimizer's lr), and
     ``eps`` applies to the scale. With ``axis_name`` the metric is averaged across devices
     (``pmap``/``shard_map``), so replicas make the same decision.
+
+    Args:
+      mode: ``"min"`` (the metric should decrease) or ``"max"``.
+      factor: the scale is multiplied by ``factor`` (< 1) at each reduction.
+      patience: the number of epochs without improvement tolerated before a reduction.
+      threshold: the improvement that counts, relative (``"rel"``) or absolute (``"abs"``).
+      threshold_mode: ``"rel"`` or ``"abs"``.
+      cooldown: the number of epochs after a reduction during which bad epochs are not counted.
+      min_scale: the lowest scale (torch's ``min_lr`` relative to the optimizer's lr).
+      eps: a reduction that changes the scale by at most ``eps`` is skipped.
+      steps_per_epoch: the number of updates whose mean metric makes one decision.
+      axis_name: the mapped axis to average the metric over, or ``None``.
+
+    Returns:
+      A :class:`~optx.GradientTransformation` whose ``update`` takes ``value=metric``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import optx
+      >>> tx = optx.reduce_lr_on_plateau(factor=0.5, patience=0)
+      >>> state = tx.init(jnp.zeros(1))
+      >>> for metric in [1.0, 2.0, 2.0]:
+      ...     updates, state = tx.update(jnp.ones(1), state, value=metric)
+      >>> float(state.scale)
+      0.25
     """
     check_plateau(factor, mode, threshold_mode)
     if steps_per_epoch < 1:
