@@ -178,7 +178,7 @@ def test_update_casts_the_python_lr_to_float32_inside_the_step():
 def test_same_floats_with_x64_on():
     """The host arithmetic does not depend on x64: every case again with it on."""
     with jax.enable_x64(True):
-        for name, (cls, build) in CASES.items():
+        for cls, build in CASES.values():
             o_opt, t_opt = _optimizers(cls, lr=0.01) if cls == "Adam" else _optimizers()
             o_s, t_s = build(L, OS, o_opt), build(TL, TS, t_opt)
             _run(o_opt, t_opt, o_s, t_s, lambda s, k: s.step())
