@@ -113,6 +113,16 @@ def test_get_last_lr_is_torchs_python_float(name):
     o_opt, t_opt = _optimizers(cls, lr=0.01) if cls == "Adam" else _optimizers()
     o_s, t_s = build(L, OS, o_opt), build(TL, TS, t_opt)
     _run(o_opt, t_opt, o_s, t_s, lambda s, k: s.step())
+    # torch's state_dict, key for key and value for value (callables aside).
+    assert _plain(o_s.state_dict()) == _plain(t_s.state_dict())
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items() if not callable(v)}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_plain(v) for v in x)
+    return x
 
 
 def test_reduce_lr_on_plateau_decisions_are_torchs():
@@ -128,6 +138,7 @@ def test_reduce_lr_on_plateau_decisions_are_torchs():
     _run(o_opt, t_opt, o_s, t_s, step)
     assert (o_s.best, o_s.num_bad_epochs, o_s.cooldown_counter) == (
         t_s.best, t_s.num_bad_epochs, t_s.cooldown_counter)
+    assert o_s.state_dict() == t_s.state_dict()
 
 
 def test_warm_restarts_fractional_epochs_are_torchs():

@@ -101,12 +101,12 @@ class SWALR(LRScheduler):
         for lr, group in zip(swa_lrs, optimizer.param_groups, strict=True):
             group["swa_lr"] = lr
         F.check_swalr(anneal_epochs, anneal_strategy)
-        self.anneal_strategy = anneal_strategy
+        self._anneal_strategy = anneal_strategy
         self.anneal_epochs = anneal_epochs
         super().__init__(optimizer, last_epoch)
 
     def anneal_func(self, t: Any) -> Any:
-        return F.swa_anneal(HOST, self.anneal_strategy, t)
+        return F.swa_anneal(HOST, self._anneal_strategy, t)
 
     def get_lr(self) -> list[Any]:
         _warn_get_lr_called_within_step(self)
@@ -114,7 +114,7 @@ class SWALR(LRScheduler):
         step = self._step_count - 1
         return [
             F.swalr_chainable(HOST, group["lr"], group["swa_lr"], step, self.anneal_epochs,
-                              self.anneal_strategy)
+                              self._anneal_strategy)
             for group in self.optimizer.param_groups
         ]
 

@@ -70,9 +70,8 @@ def sequential_lr(schedules: Sequence[TorchSchedule], milestones: Sequence[int])
         if s.rebase is None or starts[i] == 0:
             return s
         if i not in restarted:
-            # A static value even when first reached while tracing (inside jit).
-            with jax.ensure_compile_time_eval():
-                restarted[i] = s.rebase(s_value(starts[i] - 1))
+            # A host value (a Python int t), static even when first reached inside jit.
+            restarted[i] = s.rebase(s_value(starts[i] - 1))
         return restarted[i]
 
     def s_value(t: int) -> float:

@@ -250,14 +250,19 @@ def constant_lr(lr: float, factor: float = 1.0 / 3, total_iters: int = 5) -> Tor
 
 def polynomial_lr_closed_form(m: Any, base_lr: Any, e: Any, total_iters: int,
                               power: float) -> Any:
-    return base_lr * (1.0 - m.minimum(total_iters, m.num(e)) / total_iters) ** power
+    # max(0, .) changes nothing on the host (e <= T gives e / T <= 1 exactly); under jit XLA
+    # may divide by T as a multiplication by 1 / T, a hair above 1, and 0 ** power must not
+    # become a negative number's power (nan).
+    return base_lr * m.maximum(0.0, 1.0 - m.minimum(total_iters, m.num(e)) / total_iters) ** power
 
 
 def polynomial_lr_chainable(m: Any, lr: Any, e: Any, initial: Any, total_iters: int,
                             power: float) -> Any:
     def decayed():
         e_ = m.num(e)
-        return lr * ((1.0 - e_ / total_iters) / (1.0 - (e_ - 1) / total_iters)) ** power
+        # max(0, .): as in the closed form, a no-op on the host.
+        return lr * (m.maximum(0.0, 1.0 - e_ / total_iters)
+                     / (1.0 - (e_ - 1) / total_iters)) ** power
 
     return m.cond(initial | (e > total_iters), lambda: lr, decayed)
 
