@@ -63,6 +63,7 @@ CASES = {
     "LinearLR-end-2": (lambda M, W, o: M.LinearLR(o, end_factor=2.0),
                        lambda: S.linear_lr(0.1, end_factor=2.0)),
     "ExponentialLR-gamma-str": (lambda M, W, o: M.ExponentialLR(o, gamma="a"), None),
+    "PolynomialLR-total_iters-str": (lambda M, W, o: M.PolynomialLR(o, total_iters="x"), None),
     "CosineAnnealingLR-T_max-0": (lambda M, W, o: M.CosineAnnealingLR(o, T_max=0), None),
     "WarmRestarts-T_0-0": (lambda M, W, o: M.CosineAnnealingWarmRestarts(o, T_0=0),
                            lambda: S.cosine_annealing_warm_restarts(0.1, T_0=0)),
