@@ -4,7 +4,12 @@
 ``scheduler.step()`` on an optimizer built with the given lr (``t = 0``: right after
 construction). ``t`` may be a Python int or a traced integer array, so a schedule can be any
 hyperparameter of any optx optimizer: ``optx.adam(lr=optx.schedules.cosine_annealing_lr(1e-3,
-T_max=100))``.
+T_max=100))``. A Python-int ``t`` gives a Python float computed as torch computes it (whatever
+``jax_enable_x64`` is); a traced ``t`` gives an array of the default float dtype.
+
+Each module also holds the formulas and argument checks of its torch schedulers, written once
+over an arithmetic ``m`` (:mod:`optx.schedules.torch_schedule`) and shared with the
+``optx.optim.lr_scheduler`` classes.
 """
 
 from optx.schedules.composite import chained_scheduler, sequential_lr
