@@ -95,12 +95,11 @@ def one_cycle_value(m: Any, step: Any, phases: list[Phase], points: dict[str, An
     return from_phase(0, 0.0)
 
 
-def one_cycle_points(max_lr: float, div_factor: float, final_div_factor: float,
-                     base_momentum: float, max_momentum: float) -> dict[str, float]:
-    """The values torch writes into each group (``initial_lr``, ``max_lr``, ``min_lr``, ...)."""
+def one_cycle_lr_points(max_lr: Any, div_factor: float,
+                        final_div_factor: float) -> dict[str, Any]:
+    """The lrs torch writes into each group: ``initial_lr``, ``max_lr``, ``min_lr``."""
     initial_lr = max_lr / div_factor
-    return {"initial_lr": initial_lr, "max_lr": max_lr, "min_lr": initial_lr / final_div_factor,
-            "max_momentum": max_momentum, "base_momentum": base_momentum}
+    return {"initial_lr": initial_lr, "max_lr": max_lr, "min_lr": initial_lr / final_div_factor}
 
 
 def _one_cycle(momentum, max_lr, total_steps, epochs, steps_per_epoch, pct_start,
@@ -109,7 +108,8 @@ def _one_cycle(momentum, max_lr, total_steps, epochs, steps_per_epoch, pct_start
     total = one_cycle_total_steps(total_steps, epochs, steps_per_epoch)
     phases = one_cycle_phases(total, pct_start, three_phase)
     check_one_cycle(pct_start, anneal_strategy)
-    points = one_cycle_points(max_lr, div_factor, final_div_factor, base_momentum, max_momentum)
+    points = {**one_cycle_lr_points(max_lr, div_factor, final_div_factor),
+              "max_momentum": max_momentum, "base_momentum": base_momentum}
 
     def formula(m, t):
         return one_cycle_value(m, t, phases, points, anneal_strategy, momentum)

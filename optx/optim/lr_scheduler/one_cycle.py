@@ -41,10 +41,7 @@ class OneCycleLR(LRScheduler):
         max_lrs = _format_param("max_lr", optimizer, max_lr)
         if last_epoch == -1:
             for m, group in zip(max_lrs, optimizer.param_groups, strict=True):
-                points = F.one_cycle_points(m, div_factor, final_div_factor, 0.0, 0.0)
-                group["initial_lr"] = points["initial_lr"]
-                group["max_lr"] = points["max_lr"]
-                group["min_lr"] = points["min_lr"]
+                group.update(F.one_cycle_lr_points(m, div_factor, final_div_factor))
         setup_momentum(self, optimizer, cycle_momentum, base_momentum, max_momentum, last_epoch,
                        max_first=True)
         super().__init__(optimizer, last_epoch)
