@@ -193,3 +193,31 @@ def test_same_floats_with_x64_on():
             o_opt, t_opt = _optimizers(cls, lr=0.01) if cls == "Adam" else _optimizers()
             o_s, t_s = build(L, OS, o_opt), build(TL, TS, t_opt)
             _run(o_opt, t_opt, o_s, t_s, lambda s, k: s.step())
+
+
+RESUMED = {
+    "StepLR": lambda M, S, o: M.StepLR(o, 4, 0.7, last_epoch=5),
+    "MultiStepLR": lambda M, S, o: M.MultiStepLR(o, [3, 10, 10], 0.7, last_epoch=5),
+    "ConstantLR": lambda M, S, o: M.ConstantLR(o, 0.3, 7, last_epoch=5),
+    "LinearLR": lambda M, S, o: M.LinearLR(o, 0.3, 0.9, 17, last_epoch=5),
+    "ExponentialLR": lambda M, S, o: M.ExponentialLR(o, 0.93, last_epoch=5),
+    "PolynomialLR": lambda M, S, o: M.PolynomialLR(o, 40, 1.7, last_epoch=5),
+    "CosineAnnealingLR": lambda M, S, o: M.CosineAnnealingLR(o, 13, 1e-3, last_epoch=5),
+    "CosineAnnealingWarmRestarts": lambda M, S, o: M.CosineAnnealingWarmRestarts(
+        o, 3, 2, 1e-3, last_epoch=5),
+    "LambdaLR": lambda M, S, o: M.LambdaLR(o, _lam, last_epoch=5),
+    "MultiplicativeLR": lambda M, S, o: M.MultiplicativeLR(o, _mult, last_epoch=5),
+    "SWALR": lambda M, S, o: S.SWALR(o, 0.02, 23, last_epoch=5),
+}
+
+
+@pytest.mark.parametrize("name", list(RESUMED))
+def test_resume_with_last_epoch_is_torchs(name):
+    """A scheduler built with ``last_epoch >= 0`` on groups that already hold ``initial_lr``
+    (torch's chainable forms then take their resume branches)."""
+    o_opt, t_opt = _optimizers()
+    for opt in (o_opt, t_opt):
+        for g in opt.param_groups:
+            g["initial_lr"] = g["lr"] * 2
+    o_s, t_s = RESUMED[name](L, OS, o_opt), RESUMED[name](TL, TS, t_opt)
+    _run(o_opt, t_opt, o_s, t_s, lambda s, k: s.step())
