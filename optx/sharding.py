@@ -92,7 +92,7 @@ def zero_shardings(state: Any, mesh: Mesh, axis: AxisName = "data") -> Any:
         if isinstance(x, OptimizerState):
             rep = functools.partial(jax.tree_util.tree_map, lambda _: replicated)
             return OptimizerState(
-                count=replicated,
+                count=replicated,  # type: ignore[arg-type]  # a sharding tree, not a state
                 hyperparams=rep(x.hyperparams),
                 slots=jax.tree_util.tree_map(split, x.slots),
                 scalars=rep(x.scalars),

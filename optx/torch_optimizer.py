@@ -214,5 +214,5 @@ def torch_optimizer(
         )
         return treedef.unflatten(deltas), new_state
 
-    setattr(update, "elementwise", elementwise)  # read by optx.sharding.zero
+    update.elementwise = elementwise  # type: ignore[attr-defined]  # read by optx.sharding.zero
     return GradientTransformation(init, update)
