@@ -138,7 +138,8 @@ def zero(
     the params stay replicated and each replica holds 1/N of the state. ``init`` and ``update``
     must run inside ``pmap``/``shard_map`` over ``axis_name``; under ``shard_map`` the sliced
     state leaves are ``P(axis_name)`` (their global shape is the padded flat leaf) and the
-    scalars ``P()``.
+    scalars ``P()``, and the step needs ``check_vma=False`` (the gathered updates are the same
+    on every device, which ``shard_map`` cannot infer from ``all_gather``).
 
     Slicing is exact only for updates that treat every element on its own. Optimizers whose
     update reduces over a whole parameter (Adafactor's RMS and factored moments, Muon's
