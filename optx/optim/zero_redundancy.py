@@ -133,13 +133,16 @@ class ZeroRedundancyOptimizer(Optimizer):
     def _state_shardings(self) -> list[Any]:
         return [zero_shardings(s, self.mesh, self._axis) for s in self._states]
 
-    def _place(self) -> None:
-        """Params replicated, states split; a no-op for arrays already placed."""
-        self._params = [_put(p, jax.tree_util.tree_map(lambda _: self._replicated, p))
-                        for p in self._params]
-        self._states = [_put(s, sh) for s, sh in zip(self._states, self._state_shardings())]
+    def _replicate(self, tree: Any) -> Any:
+        return _put(tree, jax.tree_util.tree_map(lambda _: self._replicated, tree))
+
+    def _place(self, states: bool = True) -> None:
+        """Params replicated and (with ``states``) states split; a no-op where already so."""
+        self._params = [self._replicate(p) for p in self._params]
         for group, p in zip(self.param_groups, self._params):
             dict.__setitem__(group, "params", p)
+        if states:
+            self._states = [_put(s, sh) for s, sh in zip(self._states, self._state_shardings())]
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -156,9 +159,11 @@ class ZeroRedundancyOptimizer(Optimizer):
         return jax.jit(run, donate_argnums=(0, 1), out_shardings=out)
 
     def step(self, grads: Any = None, closure: Callable[[Any], Any] | None = None) -> Any:
-        self._place()  # params assigned through a param group land on one device
+        # Params assigned through a param group land on one device; the states only move in
+        # add_param_group, a rebuild and load_state_dict, which place them.
+        self._place(states=False)
         if grads is not None:
-            grads = jax.device_put(grads, self._replicated)
+            grads = self._replicate(grads)
         return super().step(grads, closure)
 
     # ------------------------------------------------------------------ torch surface
