@@ -94,9 +94,13 @@ class ZeroRedundancyOptimizer(Optimizer):
     ``param_groups`` and lr schedulers work as with any ``optx.optim`` optimizer.
     """
 
-    def __new__(cls, params: Any, optimizer_class: Any, *args: Any, **kwargs: Any) -> Any:
-        del params, args, kwargs
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        # ZeroRedundancyOptimizer(params, Adam, ...) is an instance of a subclass of both;
+        # copy/pickle call __new__ on that subclass without arguments.
         if cls is ZeroRedundancyOptimizer:
+            if len(args) < 2 and "optimizer_class" not in kwargs:
+                raise TypeError("ZeroRedundancyOptimizer() missing argument 'optimizer_class'")
+            optimizer_class = args[1] if len(args) > 1 else kwargs["optimizer_class"]
             cls = _zero_class(_optx_class(optimizer_class))
         return object.__new__(cls)
 
