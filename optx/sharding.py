@@ -1,11 +1,26 @@
-"""Helpers for data-parallel training across devices."""
+"""Helpers for data-parallel training across devices.
+
+* :func:`mean_across`: a loss averaged, with its gradient, over a ``pmap``/``shard_map`` axis.
+* ZeRO-1 (optimizer state sharded, params replicated), as torch's ``ZeroRedundancyOptimizer``:
+  :func:`zero_shardings` / :func:`zero_place` for a jitted step on a mesh, :func:`zero` under
+  ``pmap``/``shard_map``, and ``optx.optim.ZeroRedundancyOptimizer`` in the adapter.
+"""
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, NamedTuple, Union
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from optx.torch_optimizer import OptimizerState
+from optx.transformation import GradientTransformation
 
 
 def mean_across(fn: Callable[[Any], jax.Array], axis_name: Hashable) -> Callable[[Any], jax.Array]:
@@ -33,3 +48,137 @@ def mean_across(fn: Callable[[Any], jax.Array], axis_name: Hashable) -> Callable
 
     mean_fn.defvjp(fwd, bwd)
     return mean_fn
+
+
+# ---------------------------------------------------------------------------------------------
+# ZeRO-1: optimizer state sharded across data-parallel devices, params replicated.
+
+AxisName = Union[str, tuple[str, ...]]
+
+
+def _axis_size(mesh: Mesh, axis: AxisName) -> int:
+    names = axis if isinstance(axis, tuple) else (axis,)
+    return math.prod(mesh.shape[a] for a in names)
+
+
+def zero_shardings(state: Any, mesh: Mesh, axis: AxisName = "data") -> Any:
+    """``NamedSharding`` s that split an optimizer state across ``axis`` of ``mesh`` (ZeRO-1).
+
+    Each per-parameter slot (``exp_avg``, ``momentum_buffer``, Adafactor's ``row_var``, ...) is
+    split along its largest dimension divisible by the axis size; the step count, the
+    hyperparameters, shared scalars and slots with no such dimension are replicated. States
+    that are not :class:`optx.OptimizerState` (LBFGS's, optax's) get the same rule leaf by leaf.
+
+    Used as the state's ``in_shardings``/``out_shardings`` of a jitted train step whose params
+    are replicated, XLA partitions the update: each device updates its slice of the state and
+    the new params are all-gathered. The result equals the unsharded step (sharding never
+    changes what jit computes). ``axis`` may be a tuple of mesh axes (split over all of them).
+
+    Returns:
+      A pytree like ``state`` with a ``NamedSharding`` at every array leaf.
+    """
+    n = _axis_size(mesh, axis)
+    replicated = NamedSharding(mesh, P())
+
+    def split(x: Any) -> NamedSharding:
+        shape = np.shape(x)
+        dims = [d for d, size in enumerate(shape) if size >= n and size % n == 0]
+        if n == 1 or not dims:
+            return replicated
+        d = max(dims, key=lambda d: shape[d])  # the largest; the first of equals
+        return NamedSharding(mesh, P(*[axis if i == d else None for i in range(len(shape))]))
+
+    def node(x: Any) -> Any:
+        if isinstance(x, OptimizerState):
+            rep = functools.partial(jax.tree_util.tree_map, lambda _: replicated)
+            return OptimizerState(
+                count=replicated,  # type: ignore[arg-type]  # a sharding tree, not a state
+                hyperparams=rep(x.hyperparams),
+                slots=jax.tree_util.tree_map(split, x.slots),
+                scalars=rep(x.scalars),
+            )
+        return split(x)
+
+    return jax.tree_util.tree_map(node, state, is_leaf=lambda x: isinstance(x, OptimizerState))
+
+
+def zero_place(state: Any, mesh: Mesh, axis: AxisName = "data") -> Any:
+    """``state`` moved onto ``mesh`` with :func:`zero_shardings` (each device keeps its slices)."""
+    return jax.device_put(state, zero_shardings(state, mesh, axis))
+
+
+class ZeroState(NamedTuple):
+    """State of :func:`zero`: the wrapped transformation's state, for this replica's slice of
+    every parameter (or for the whole parameters when its update is not elementwise)."""
+
+    inner_state: Any
+
+
+def _is_elementwise(tx: GradientTransformation) -> bool:
+    return bool(getattr(tx.update, "elementwise", False))
+
+
+def _slice(x: jax.Array, n: int, index: jax.Array) -> jax.Array:
+    """This replica's 1/n of ``x``, flattened and zero-padded to a multiple of ``n``."""
+    flat = jnp.ravel(x)
+    k = -(-flat.size // n)
+    flat = jnp.pad(flat, (0, n * k - flat.size))
+    return jax.lax.dynamic_slice_in_dim(flat, index * k, k)
+
+
+def zero(
+    tx: GradientTransformation, axis_name: Hashable, *, elementwise: bool | None = None
+) -> GradientTransformation:
+    """ZeRO-1 under ``pmap``/``shard_map``: each replica keeps ``tx``'s state for 1/N of every
+    parameter and updates only that slice.
+
+    Every leaf is flattened, zero-padded to a multiple of N (the size of ``axis_name``) and
+    replica ``i`` keeps slice ``i``; ``update`` runs ``tx`` on the slices of the (already
+    averaged) gradients and params, then ``all_gather`` s the sliced updates into full ones, so
+    the params stay replicated and each replica holds 1/N of the state. ``init`` and ``update``
+    must run inside ``pmap``/``shard_map`` over ``axis_name``; under ``shard_map`` the sliced
+    state leaves are ``P(axis_name)`` (their global shape is the padded flat leaf) and the
+    scalars ``P()``, and the step needs ``check_vma=False`` (the gathered updates are the same
+    on every device, which ``shard_map`` cannot infer from ``all_gather``).
+
+    Slicing is exact only for updates that treat every element on its own. Optimizers whose
+    update reduces over a whole parameter (Adafactor's RMS and factored moments, Muon's
+    orthogonalisation, LBFGS's global history) and transformations not known to be elementwise
+    (``chain``, clipping by the total norm, optax transformations) are run on the whole
+    parameters on every replica instead: exact, but with the state replicated. Pass
+    ``elementwise=True`` to slice a transformation you know is elementwise, ``False`` to never
+    slice.
+
+    :func:`optx.get_hyperparams` and :func:`optx.set_hyperparams` see through the wrapper.
+    """
+    sliced = _is_elementwise(tx) if elementwise is None else elementwise
+
+    def init(params: Any) -> ZeroState:
+        if not sliced:
+            return ZeroState(tx.init(params))
+        n, index = jax.lax.axis_size(axis_name), jax.lax.axis_index(axis_name)
+        return ZeroState(tx.init(jax.tree_util.tree_map(lambda p: _slice(p, n, index), params)))
+
+    def update(updates: Any, state: ZeroState, params: Any = None, **extra_args: Any):
+        if not isinstance(state, ZeroState):
+            raise TypeError(f"optx.sharding.zero: expected a ZeroState, got {type(state).__name__}")
+        if not sliced:
+            updates, inner = tx.update(updates, state.inner_state, params, **extra_args)
+            return updates, ZeroState(inner)
+        n, index = jax.lax.axis_size(axis_name), jax.lax.axis_index(axis_name)
+
+        def local(tree: Any) -> Any:
+            return jax.tree_util.tree_map(lambda x: _slice(x, n, index), tree)
+
+        local_params = None if params is None else local(params)
+        local_updates, inner = tx.update(
+            local(updates), state.inner_state, local_params, **extra_args
+        )
+
+        def gather(u: jax.Array, like: Any) -> jax.Array:
+            full = jax.lax.all_gather(u, axis_name, tiled=True)
+            return full[: np.size(like)].reshape(np.shape(like))
+
+        return jax.tree_util.tree_map(gather, local_updates, updates), ZeroState(inner)
+
+    return GradientTransformation(init, update)

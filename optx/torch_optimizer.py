@@ -140,6 +140,7 @@ def torch_optimizer(
     coefficients: Callable[[dict[str, Any], Array, dict[str, Array]], tuple[Coefficients, dict]],
     update_leaf: Callable[[Array, Array, Slots, Coefficients], tuple[Array, Slots]],
     init_scalars: Callable[[dict[str, Any]], dict[str, Array]] | None = None,
+    elementwise: bool = True,
 ) -> GradientTransformation:
     """Builds a :class:`GradientTransformation` from an optimizer's per-parameter algorithm.
 
@@ -151,6 +152,10 @@ def torch_optimizer(
       coefficients: the scalar part of one step (see the module docstring).
       update_leaf: one parameter's update (see the module docstring).
       init_scalars: the initial shared scalar state, from the initial hyperparameters.
+      elementwise: whether ``update_leaf`` treats every element on its own (given the shared
+        coefficients). False when it reduces over the whole parameter (Adafactor's RMS and
+        factored moments, Muon's orthogonalisation): :func:`optx.sharding.zero` then updates
+        whole leaves instead of slices. Recorded as ``update.elementwise``.
     """
     spec = dict(hyperparams)
 
@@ -209,4 +214,5 @@ def torch_optimizer(
         )
         return treedef.unflatten(deltas), new_state
 
+    update.elementwise = elementwise  # type: ignore[attr-defined]  # read by optx.sharding.zero
     return GradientTransformation(init, update)

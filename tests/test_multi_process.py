@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 WORKER = Path(__file__).with_name("multi_process_worker.py")
+ZERO_WORKER = Path(__file__).with_name("multi_process_zero_worker.py")
 TIMEOUT = 120
 
 
@@ -31,12 +32,12 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(num_processes: int, tmp_path: Path) -> list[dict[str, np.ndarray]]:
+def _run(num_processes: int, tmp_path: Path, worker: Path = WORKER) -> list[dict[str, np.ndarray]]:
     port = str(_free_port())
-    outs = [tmp_path / f"p{num_processes}_{i}.npz" for i in range(num_processes)]
+    outs = [tmp_path / f"{worker.stem}_p{num_processes}_{i}.npz" for i in range(num_processes)]
     procs = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), str(i), str(num_processes), port, str(outs[i])],
+            [sys.executable, str(worker), str(i), str(num_processes), port, str(outs[i])],
             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         for i in range(num_processes)
@@ -67,5 +68,20 @@ def test_two_processes_equal_one_process(tmp_path):
         # ...equal to the single-process run on the full batch.
         np.testing.assert_allclose(first[k], v, rtol=1e-5, atol=1e-5)
     # Training moved the params, so the comparison is not vacuous.
+    for k in ("w1", "b1", "w2"):
+        assert np.abs(single[k] - single[f"init_{k}"]).max() > 1e-3
+
+
+def test_zero_adapter_two_processes_equal_one_process(tmp_path):
+    """ZeroRedundancyOptimizer over a 2-process mesh: each process keeps half of the state,
+    and the params and the gathered state_dict equal the single-process run's."""
+    (single,) = _run(1, tmp_path, ZERO_WORKER)
+    first, second = _run(2, tmp_path, ZERO_WORKER)
+    assert any(k.startswith("state_") for k in single)
+    for k, v in single.items():
+        if k.startswith("init_"):
+            continue
+        np.testing.assert_array_equal(first[k], second[k])
+        np.testing.assert_allclose(first[k], v, rtol=1e-5, atol=1e-6)
     for k in ("w1", "b1", "w2"):
         assert np.abs(single[k] - single[f"init_{k}"]).max() > 1e-3

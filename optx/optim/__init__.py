@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import optx as _optx
 from optx.optim import lr_scheduler, swa_utils
-from optx.optim.checkpoint import load, save
+from optx.optim.checkpoint import CheckpointError, load, save
 from optx.optim.grad_utils import clip_grad_norm_, clip_grad_value_, get_total_norm
 from optx.optim.optimizer import Optimizer
+from optx.optim.zero_redundancy import ZeroRedundancyOptimizer
 
 # Each class is a name plus its functional constructor; written out so type checkers and IDEs
 # see them.
@@ -107,6 +108,7 @@ class LBFGS(Optimizer):
 
 
 __all__ = [
+    "CheckpointError",
     "Optimizer",
     "clip_grad_norm_",
     "clip_grad_value_",
@@ -130,4 +132,5 @@ __all__ = [
     "Adafactor",
     "Muon",
     "LBFGS",
+    "ZeroRedundancyOptimizer",
 ]

@@ -200,9 +200,14 @@ class Optimizer:
                 new_states.append(s)
             return new_params, new_states
 
-        fn = jax.jit(run, donate_argnums=(0, 1))
+        fn = self._jit(run)
         self._jitted[key] = fn
         return fn
+
+    def _jit(self, run: Callable[..., Any]) -> Callable[..., Any]:
+        """Compiles ``run(params, states, grads, hyperparams, value) -> (params, states)``;
+        ZeroRedundancyOptimizer overrides it to fix the output shardings."""
+        return jax.jit(run, donate_argnums=(0, 1))
 
     def step(self, grads: Any = None, closure: Callable[[Any], Any] | None = None) -> Any:
         """One update. ``step(grads)`` with gradients shaped like :attr:`params`, or

@@ -124,4 +124,5 @@ def muon(
         init_slots=init_slots,
         coefficients=coefficients,
         update_leaf=update_leaf,
+        elementwise=False,
     )

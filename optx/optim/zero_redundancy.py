@@ -1,0 +1,190 @@
+"""``torch.distributed.optim.ZeroRedundancyOptimizer``: any ``optx.optim`` optimizer with its
+state sharded across the devices of a mesh (ZeRO-1) and its params replicated.
+
+The class is the generic :class:`optx.optim.Optimizer` with its arrays placed: params on every
+device, state split by :func:`optx.sharding.zero_shardings`, and the jitted step told to keep
+those shardings, so XLA updates each device's slice of the state and all-gathers the new params.
+The math is the wrapped optimizer's, unchanged: the trajectory equals the unsharded one.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from optx.optim.optimizer import Optimizer
+from optx.sharding import zero_shardings
+
+
+def _optx_class(optimizer_class: Any) -> type[Optimizer]:
+    """``optimizer_class`` as an optx.optim class; torch's classes map to theirs by name."""
+    if isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer):
+        if not hasattr(optimizer_class, "_constructor"):
+            raise TypeError("optimizer_class must be a concrete optx.optim optimizer class")
+        return optimizer_class
+    module = getattr(optimizer_class, "__module__", "") or ""
+    if isinstance(optimizer_class, type) and module.startswith("torch.optim"):
+        import optx.optim
+
+        found = getattr(optx.optim, optimizer_class.__name__, None)
+        if isinstance(found, type) and issubclass(found, Optimizer):
+            return found
+    raise TypeError(
+        f"optimizer_class must be an optx.optim optimizer class (e.g. optx.optim.AdamW), "
+        f"got {optimizer_class!r}"
+    )
+
+
+_CLASSES: dict[type[Optimizer], type[ZeroRedundancyOptimizer]] = {}
+
+
+def _zero_class(optimizer_class: type[Optimizer]) -> type[ZeroRedundancyOptimizer]:
+    # A subclass of both: the wrapped class supplies the constructor (and LBFGS's closure
+    # handling), this one the placement; isinstance(opt, optimizer_class) holds.
+    if optimizer_class not in _CLASSES:
+        _CLASSES[optimizer_class] = type(
+            "ZeroRedundancyOptimizer",
+            (ZeroRedundancyOptimizer, optimizer_class),
+            {"__module__": __name__, "__qualname__": "ZeroRedundancyOptimizer"},
+        )
+    return _CLASSES[optimizer_class]
+
+
+@functools.cache
+def _replicator(sharding: NamedSharding) -> Callable[[Any], Any]:
+    # A jitted identity: gathers sharded arrays, also across processes.
+    return jax.jit(lambda tree: tree, out_shardings=sharding)
+
+
+def _put(tree: Any, shardings: Any) -> Any:
+    """``tree`` on ``shardings``, leaving leaves already there untouched (no copy, no call)."""
+
+    def put(x: Any, s: NamedSharding) -> Any:
+        if isinstance(x, jax.Array) and x.sharding == s:
+            return x
+        return jax.device_put(x, s)
+
+    return jax.tree_util.tree_map(put, tree, shardings)
+
+
+class ZeroRedundancyOptimizer(Optimizer):
+    """``torch.distributed.optim.ZeroRedundancyOptimizer`` over any ``optx.optim`` optimizer.
+
+    Args:
+      params: parameters or param groups, as for ``optimizer_class``.
+      optimizer_class: the optimizer, e.g. ``optx.optim.AdamW`` (``torch.optim.AdamW`` is
+        accepted and mapped to it).
+      mesh: the devices: params are replicated on all of them and the state is split across
+        all of its axes. ``None`` means every device (``jax.devices()``, every process's).
+      process_group, parameters_as_bucket_view, overlap_with_ddp: torch's arguments. The mesh
+        plays the process group's part, so ``process_group`` must be None; bucket views are a
+        torch memory layout (ignored); ``overlap_with_ddp=True`` is refused.
+      **defaults: the optimizer's hyperparameters.
+
+    Each device keeps about 1/N of the state (a slot is split along its largest dimension
+    divisible by N; one without such a dimension stays whole on every device), the step updates
+    each slice where it lives and all-gathers the new params. The trajectory is exactly the
+    unsharded optimizer's. ``state_dict()`` is the full state in torch's layout on every process
+    (``consolidate_state_dict()`` is accepted and not needed); ``load_state_dict`` re-shards it.
+    ``param_groups`` and lr schedulers work as with any ``optx.optim`` optimizer.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        # ZeroRedundancyOptimizer(params, Adam, ...) is an instance of a subclass of both;
+        # copy/pickle call __new__ on that subclass without arguments.
+        if cls is ZeroRedundancyOptimizer:
+            if len(args) < 2 and "optimizer_class" not in kwargs:
+                raise TypeError("ZeroRedundancyOptimizer() missing argument 'optimizer_class'")
+            optimizer_class = args[1] if len(args) > 1 else kwargs["optimizer_class"]
+            cls = _zero_class(_optx_class(optimizer_class))
+        return object.__new__(cls)
+
+    def __init__(
+        self,
+        params: Any,
+        optimizer_class: Any,
+        mesh: Mesh | None = None,
+        *,
+        process_group: Any = None,
+        parameters_as_bucket_view: bool = False,
+        overlap_with_ddp: bool = False,
+        **defaults: Any,
+    ) -> None:
+        del parameters_as_bucket_view
+        if process_group is not None:
+            raise ValueError(
+                "ZeroRedundancyOptimizer: pass the devices as a jax.sharding.Mesh (mesh=...); "
+                "process_group is torch's"
+            )
+        if overlap_with_ddp:
+            raise ValueError("ZeroRedundancyOptimizer: overlap_with_ddp=True is not supported")
+        if mesh is None:
+            mesh = Mesh(np.array(jax.devices()), ("data",))
+        if not isinstance(mesh, Mesh):
+            raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+        self.optimizer_class = _optx_class(optimizer_class)
+        self.mesh = mesh
+        self._axis = tuple(mesh.axis_names)
+        self._replicated = NamedSharding(mesh, P())
+        super().__init__(params, **defaults)
+
+    # ------------------------------------------------------------------ placement
+    def _state_shardings(self) -> list[Any]:
+        return [zero_shardings(s, self.mesh, self._axis) for s in self._states]
+
+    def _replicate(self, tree: Any) -> Any:
+        return _put(tree, jax.tree_util.tree_map(lambda _: self._replicated, tree))
+
+    def _place(self, states: bool = True) -> None:
+        """Params replicated and (with ``states``) states split; a no-op where already so."""
+        self._params = [self._replicate(p) for p in self._params]
+        for group, p in zip(self.param_groups, self._params):
+            dict.__setitem__(group, "params", p)
+        if states:
+            self._states = [_put(s, sh) for s, sh in zip(self._states, self._state_shardings())]
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        self._place()
+
+    def _rebuild_if_needed(self, i: int) -> None:
+        tx = self._txs[i]
+        super()._rebuild_if_needed(i)
+        if self._txs[i] is not tx:  # a new state, built on one device
+            self._place()
+
+    def _jit(self, run: Callable[..., Any]) -> Callable[..., Any]:
+        out = ([self._replicated] * len(self._params), self._state_shardings())
+        return jax.jit(run, donate_argnums=(0, 1), out_shardings=out)
+
+    def step(self, grads: Any = None, closure: Callable[[Any], Any] | None = None) -> Any:
+        # Params assigned through a param group land on one device; the states only move in
+        # add_param_group, a rebuild and load_state_dict, which place them.
+        self._place(states=False)
+        if grads is not None:
+            grads = self._replicate(grads)
+        return super().step(grads, closure)
+
+    # ------------------------------------------------------------------ torch surface
+    def consolidate_state_dict(self, to: int = 0) -> None:
+        """Accepted for torch's call sequence: :meth:`state_dict` always gathers the full state."""
+        if not 0 <= int(to) < jax.process_count():
+            raise ValueError(f"to={to} is not a process index (0..{jax.process_count() - 1})")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The full, unsharded state in torch's layout (the same on every process)."""
+        sharded = self._states
+        self._states = list(_replicator(self._replicated)(sharded))
+        try:
+            return super().state_dict()
+        finally:
+            self._states = sharded
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._place()
