@@ -75,13 +75,13 @@ def train(args, model, train_set, optimizer, epoch, history):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="PyTorch MNIST-style Example")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--train-size", type=int, default=64)
-    parser.add_argument("--test-size", type=int, default=64)
+    parser.add_argument("--train-size", type=int, default=32)
+    parser.add_argument("--test-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=1.0)
     parser.add_argument("--gamma", type=float, default=0.7)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--log-interval", type=int, default=2)
+    parser.add_argument("--log-interval", type=int, default=1)
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)

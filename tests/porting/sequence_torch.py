@@ -59,7 +59,7 @@ def sine_waves(n, length, period, seed):
 
 def main(argv=None):
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=3, help="steps to run")
+    parser.add_argument("--steps", type=int, default=2, help="steps to run")
     parser.add_argument("--waves", type=int, default=8)
     parser.add_argument("--length", type=int, default=32)
     parser.add_argument("--period", type=int, default=4)
