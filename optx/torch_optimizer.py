@@ -152,7 +152,7 @@ def torch_optimizer(
       update_leaf: one parameter's update (see the module docstring).
       init_scalars: the initial shared scalar state, from the initial hyperparameters.
     """
-    spec = dict(hyperparams)
+    spec = validation.scalar_hyperparams(hyperparams)
 
     def init(params):
         validation.check_params(params, who=name)
