@@ -114,7 +114,7 @@ class Optimizer(HooksMixin):
         for k, v in self.defaults.items():
             group.setdefault(k, v)
         raw, names, explicit = param_names.split_named(
-            param_names.materialize(param_group["params"]))
+            param_names.materialize(param_group["params"], group=True))
         given = param_group.get("param_names")
         if names is None and given is not None:  # a group rebuilt from a state_dict's groups
             if len(given) != len(jax.tree_util.tree_leaves(raw)):
@@ -418,7 +418,7 @@ class _Group(dict):
 
     def __setitem__(self, key: str, value: Any) -> None:
         if key == "params":
-            value, names, _ = param_names.split_named(param_names.materialize(value))
+            value, names, _ = param_names.split_named(param_names.materialize(value, group=True))
             value = _copy_tree(value)
             self._owner._params[self._index] = value
             self._owner._param_names[self._index] = names
@@ -426,4 +426,6 @@ class _Group(dict):
                 super().__setitem__("param_names", list(names))
             else:
                 self.pop("param_names", None)
+        elif key in self._owner.defaults:  # torch's _to_scalar of a 1-element tensor
+            value = validation.scalar_hyperparams({key: value})[key]
         super().__setitem__(key, value)

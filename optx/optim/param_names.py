@@ -24,16 +24,17 @@ import jax
 MIXED = "all optimizer params should be with/without names. Some param names are missing"
 
 
-def materialize(params: Any) -> Any:
+def materialize(params: Any, group: bool = False) -> Any:
     """A one-shot iterable of params (``model.parameters()``-style generator, ``map``,
-    ``dict.values()``) as a list, as torch's ``list(params)``; pytrees are returned as given."""
-    if isinstance(params, (set, frozenset)):
+    ``dict.values()``) as a list, as torch's ``list(params)``; pytrees are returned as given.
+    torch refuses a set as a group's params (not as the list of groups)."""
+    if group and isinstance(params, (set, frozenset)):
         raise TypeError(
             "optimizer parameters need to be organized in ordered collections, but the ordering "
             "of tensors in sets will change between runs. Please use a list instead."
         )
     if isinstance(params, (collections.abc.Iterator, collections.abc.ValuesView,
-                           collections.abc.ItemsView)):
+                           collections.abc.ItemsView, set, frozenset)):
         return list(params)
     return params
 
