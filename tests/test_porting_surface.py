@@ -219,7 +219,8 @@ def test_tensor_hyperparameters_match_torch_trajectory(cls, kw):
     """15.9: tensor lr/momentum/weight_decay, float32 tensors as torch users write them: the
     same float64 trajectory as torch, which reads the tensors' float32 values. (Where torch
     keeps a tensor lr or betas in its own float32 tensor arithmetic, as Adam's
-    ``lr / bias_correction1`` or Adafactor's ``min(lr, 1/sqrt(t))``, optx does the scalar math in float64 as for a Python float.)"""
+    ``lr / bias_correction1`` or Adafactor's ``min(lr, 1/sqrt(t))``, optx does the scalar math
+    in float64 as for a Python float.)"""
     tkw = {k: torch.tensor(np.asarray(v, np.float32)) for k, v in kw.items()}
     w0 = np.array([[0.3, -0.2], [0.1, 0.4]])
     w = torch.tensor(w0, requires_grad=True)
