@@ -251,3 +251,40 @@ def test_multi_element_other_hyperparameters_are_named():
     opt.param_groups[0]["lr"] = jnp.asarray([0.5])  # as a scheduler-free torch user might
     opt.step([jnp.ones(2)])
     np.testing.assert_allclose(np.asarray(opt.params[0]), [-0.5, -0.5])
+
+
+_INT_ARGS = {"max_iter", "max_eval", "history_size", "ns_steps"}
+
+
+def _as_one_element(v):
+    if isinstance(v, tuple):
+        return tuple(None if x is None else np.asarray([x], np.float64) for x in v)
+    return jnp.asarray([v], jnp.float64)
+
+
+@pytest.mark.parametrize("cls", OPTIMIZERS)
+def test_every_float_hyperparameter_accepts_one_element_arrays(cls):
+    """15.9: every float hyperparameter (and each float in a tuple such as betas) given as a
+    shape-(1,) array acts as the float, in the functional constructor and the adapter."""
+    ctor = getattr(optx, _FUNCTIONAL[cls])
+    floats = {k: p.default for k, p in inspect.signature(ctor).parameters.items()
+              if k not in _INT_ARGS and (
+                  (isinstance(p.default, (int, float)) and not isinstance(p.default, bool))
+                  or (isinstance(p.default, tuple) and p.default
+                      and all(isinstance(x, float) or x is None for x in p.default)))}
+    assert "lr" in floats
+    arrays = {k: _as_one_element(v) for k, v in floats.items()}
+    params = [jnp.asarray([[0.3, -0.2], [0.1, 0.4]])]
+    grads = [jnp.asarray([[0.5, 0.25], [-1.0, 2.0]])]
+    a, b = ctor(**floats), ctor(**arrays)
+    sa, sb = a.init(params), b.init(params)
+    for x, y in zip(jax.tree_util.tree_leaves(sa.hyperparams),
+                    jax.tree_util.tree_leaves(sb.hyperparams)):
+        assert x.shape == y.shape == () and float(x) == float(y)
+    if cls != "LBFGS":
+        ua, _ = a.update(grads, sa, params)
+        ub, _ = b.update(grads, sb, params)
+        np.testing.assert_array_equal(np.asarray(ua[0]), np.asarray(ub[0]))
+    opt = getattr(O, cls)(params, **arrays)
+    for k, v in floats.items():
+        assert opt.param_groups[0][k] == v
