@@ -264,12 +264,12 @@ class Optimizer(HooksMixin):
         with several groups). ``closure(params) -> loss`` is a pure function of the params,
         given positionally (``opt.step(closure)``, torch's call) or as ``closure=``: optx takes
         its gradients itself (no ``zero_grad``/``backward``), returns the loss at the params
-        before the update, and for LBFGS evaluates it again in the line search::
+        before the update, and for LBFGS evaluates it again in its iterations::
 
             loss = opt.step(lambda params: loss_fn(params, x, y))
 
         The closure is traced, not run eagerly: a ``print`` in it prints tracers, once per
-        trace (twice for a new LBFGS closure, traced again for the line search), and nothing on
+        trace (twice for a new LBFGS closure, traced again inside the update), and nothing on
         later steps. To print values at every evaluation, use ``jax.debug.print``::
 
             def closure(params):
@@ -380,7 +380,8 @@ def _interrupts_deferred() -> Iterator[None]:
 
     Only the main thread receives signals, and only it may install a handler.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is None):  # a handler Python cannot restore
         yield
         return
     received: list[Any] = []
