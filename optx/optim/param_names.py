@@ -20,6 +20,7 @@ import collections.abc
 from typing import Any
 
 import jax
+import numpy as np
 
 MIXED = "all optimizer params should be with/without names. Some param names are missing"
 
@@ -83,6 +84,44 @@ def _index(names: list[str], what: str) -> dict[str, int]:
     return pos
 
 
+# LBFGS's state: flat vectors over all parameters, concatenated in parameter order.
+_FLAT_VECTORS = ("d", "prev_flat_grad")
+_FLAT_LISTS = ("old_dirs", "old_stps")
+
+
+def _is_lbfgs(opt: Any) -> bool:
+    return bool(getattr(type(opt), "_needs_value_fn", False))
+
+
+def _sizes(opt: Any, gi: int) -> dict[str, int]:
+    leaves = jax.tree_util.tree_leaves(opt._params[gi])
+    return {n: int(np.size(x)) for n, x in zip(opt._param_names[gi], leaves)}
+
+
+def _permute_flat(entry: Any, sizes: dict[str, int], src: list[str], dst: list[str]) -> Any:
+    """An LBFGS state entry with its flat vectors rearranged from ``src`` to ``dst`` order."""
+    if not isinstance(entry, dict):
+        return entry
+    starts, offset = {}, 0
+    for n in src:
+        starts[n], offset = offset, offset + sizes[n]
+
+    def permute(v: Any) -> Any:
+        v = np.asarray(v)
+        if v.shape != (offset,):
+            return v  # the import reports the shape
+        return np.concatenate([v[starts[n]:starts[n] + sizes[n]] for n in dst])
+
+    out = dict(entry)
+    for k in _FLAT_VECTORS:
+        if k in out:
+            out[k] = permute(out[k])
+    for k in _FLAT_LISTS:
+        if k in out:
+            out[k] = [permute(v) for v in out[k]]
+    return out
+
+
 def to_leaf_order(opt: Any, state_dict: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
     """``state_dict`` with every named group's ``params`` ids put in the optimizer's leaf order
     by name (``param_names`` removed), and the ``param_names`` each group keeps after loading
@@ -117,11 +156,10 @@ def to_leaf_order(opt: Any, state_dict: dict[str, Any]) -> tuple[dict[str, Any],
                     f"loaded state dict's param group {gi} does not name the optimizer's "
                     f"parameters: missing {missing}, unexpected {extra}"
                 )
-            if saved_names != leaf_names and getattr(type(opt), "_needs_value_fn", False):
-                raise NotImplementedError(
-                    "LBFGS keeps flat vectors in parameter order; load a state dict whose "
-                    "param_names follow the optimizer's parameter order"
-                )
+            if saved_names != leaf_names and _is_lbfgs(opt):
+                state_dict = {**state_dict, "state": {
+                    k: _permute_flat(v, _sizes(opt, gi), saved_names, leaf_names)
+                    for k, v in state_dict.get("state", {}).items()}}
             saved["params"] = [ids[pos[n]] for n in leaf_names]
         groups.append(saved)
     return {**state_dict, "param_groups": groups}, keep
@@ -137,6 +175,10 @@ def to_export_order(opt: Any, state_dict: dict[str, Any]) -> dict[str, Any]:
             continue
         pos = _index(list(leaf_names), f"param group {gi}")
         ids = group["params"]
+        if _is_lbfgs(opt):  # one state, under the first parameter, of flat vectors
+            state = {k: _permute_flat(v, _sizes(opt, gi), list(leaf_names), list(names))
+                     for k, v in state.items()}
+            continue
         old = {i: state.pop(i) for i in ids if i in state}
         for k, name in enumerate(names):
             entry = old.get(ids[pos[name]])
