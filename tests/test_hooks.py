@@ -14,6 +14,8 @@ import optx.optim as O
 import optx.optim.optimizer as optx_optimizer_module
 
 torch.set_default_dtype(torch.float64)
+# torch losses are read with float(), as torch code does.
+pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 
 W0 = np.array([0.5, -1.5])
 

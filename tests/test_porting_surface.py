@@ -17,6 +17,8 @@ import optx
 import optx.optim as O
 
 torch.set_default_dtype(torch.float64)
+# torch losses are read with float(), as torch code does.
+pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 
 X = np.linspace(-1.0, 1.0, 6).reshape(3, 2)
 Y = np.array([0.5, -1.0, 2.0])
