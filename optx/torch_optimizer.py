@@ -157,7 +157,7 @@ def torch_optimizer(
         factored moments, Muon's orthogonalisation): :func:`optx.sharding.zero` then updates
         whole leaves instead of slices. Recorded as ``update.elementwise``.
     """
-    spec = dict(hyperparams)
+    spec = validation.scalar_hyperparams(hyperparams)
 
     def init(params):
         validation.check_params(params, who=name)

@@ -2,29 +2,59 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from optx.hyperparams import is_schedule
+
+
+def _is_array(value: Any) -> bool:
+    return (hasattr(value, "shape") and not is_schedule(value)
+            and not isinstance(value, (bool, int, float, complex)))
+
+
+def scalar_hyperparams(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Hyperparameter values with each 1-element array (``jnp.asarray(1e-3)``,
+    ``np.float32(0.9)``, shape ``()`` or ``(1,)``) as a Python scalar, as torch's ``_to_scalar``
+    squeezes a 1-element tensor. A multi-element array raises torch's ``ValueError("Tensor lr
+    must be 1-element")``, named as torch names it (``betas[0]`` inside a tuple)."""
+
+    def scalar(name: str, v: Any) -> Any:
+        if isinstance(v, (tuple, list)) and not hasattr(v, "_fields"):
+            return type(v)(scalar(f"{name}[{i}]", x) for i, x in enumerate(v))
+        if not _is_array(v):
+            return v
+        if jnp.size(v) != 1:
+            raise ValueError(f"Tensor {name} must be 1-element")
+        if isinstance(v, jax.core.Tracer):
+            return jnp.reshape(v, ())
+        return np.asarray(v).reshape(()).item()
+
+    return {k: scalar(k, v) for k, v in values.items()}
 
 
 def check(value: Any, ok: Callable[[float], bool], message: str) -> None:
     """Raises ``ValueError(message)`` when a constant hyperparameter fails ``ok``.
 
     Schedules cannot be checked before they run, so they pass; torch has no schedules here.
+    A multi-element array passes too: :func:`scalar_hyperparams` refuses it with its name.
     """
     if value is None or is_schedule(value):
         return
+    if _is_array(value):
+        if jnp.size(value) != 1:
+            return
+        value = jnp.reshape(value, ())
     if not ok(float(value)):
         raise ValueError(message)
 
 
 def check_lr(lr: Any) -> None:
-    # torch accepts a tensor lr of one element only; an array lr here likewise.
-    if hasattr(lr, "shape") and not is_schedule(lr) and jnp.size(lr) != 1:
-        raise ValueError("Tensor lr must be 1-element")
+    # torch checks the tensor lr's size before its value.
+    scalar_hyperparams({"lr": lr})
     check(lr, lambda v: 0.0 <= v, f"Invalid learning rate: {lr}")
 
 

@@ -9,14 +9,33 @@ stored dtype, so editing ``group['lr']`` never recompiles). A structural flag (`
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from typing import Any, Callable
+import signal
+import threading
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optx import validation
+from optx.optim import param_names
+from optx.optim.hooks import (
+    HooksMixin,
+    RemovableHandle,
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+    with_step_hooks,
+)
 from optx.transformation import apply_updates
+
+__all__ = [
+    "Optimizer",
+    "RemovableHandle",
+    "register_optimizer_step_post_hook",
+    "register_optimizer_step_pre_hook",
+]
 
 # Constructor arguments that are torch implementation switches; kept in the groups for torch's
 # layout and ignored by the math.
@@ -40,26 +59,38 @@ def _signature_defaults(constructor: Callable[..., Any]) -> dict[str, Any]:
     }
 
 
-class Optimizer:
+class Optimizer(HooksMixin):
     """torch.optim.Optimizer's surface over an optx functional constructor."""
 
     _constructor: Callable[..., Any]
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # torch runs the step hooks around the step of the instance's class; a subclass that
+        # overrides ``step`` (and calls ``super().step``) gets them around its own.
+        super().__init_subclass__(**kwargs)
+        step = cls.__dict__.get("step")
+        if step is not None and not getattr(step, "hooked", False):
+            cls.step = with_step_hooks(step)  # type: ignore[method-assign]
+
     def __init__(self, params: Any, **kwargs: Any) -> None:
+        self._init_hooks()
         defaults = _signature_defaults(type(self)._constructor)
         unknown = set(kwargs) - set(defaults)
         if unknown:
             raise TypeError(
                 f"{type(self).__name__}() got unexpected keyword argument(s) {sorted(unknown)}"
             )
-        defaults.update(kwargs)
+        defaults.update(validation.scalar_hyperparams(kwargs))
         self.defaults: dict[str, Any] = defaults
+        params = param_names.materialize(params)
         self._single = not _is_group_list(params)
         self.param_groups: list[dict[str, Any]] = []
         self._txs: list[Any] = []
         self._states: list[Any] = []
         self._built: list[Any] = []
         self._params: list[Any] = []
+        self._param_names: list[list[str] | None] = []  # per group, in leaf order
+        self._name_kinds: list[str | None] = []
         self._jitted: dict[Any, Callable[..., Any]] = {}
         self._step_called = False
         self.trace_count = 0
@@ -76,19 +107,40 @@ class Optimizer:
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if not isinstance(param_group, dict) or "params" not in param_group:
             raise TypeError("param_group must be a dict with a 'params' entry")
-        group = {k: v for k, v in param_group.items() if k != "params"}
-        unknown = set(group) - set(self.defaults)
         # torch keeps unknown keys (e.g. 'initial_lr', user tags); they are simply not passed on.
-        del unknown
+        group = {k: v for k, v in param_group.items() if k not in ("params", "param_names")}
+        group.update(validation.scalar_hyperparams(
+            {k: v for k, v in group.items() if k in self.defaults}))
         for k, v in self.defaults.items():
             group.setdefault(k, v)
+        raw, names, explicit = param_names.split_named(
+            param_names.materialize(param_group["params"], group=True))
+        given = param_group.get("param_names")
+        if names is None and given is not None:  # a group rebuilt from a state_dict's groups
+            if len(given) != len(jax.tree_util.tree_leaves(raw)):
+                raise ValueError(param_names.MIXED)
+            names, explicit = list(given), True
+        # torch's rule for its own inputs: all groups given as (name, tensor) pairs or none
+        # (a pytree's key-path names are JAX's addition and mix with either).
+        kind = "pairs" if explicit else ("tree" if names is not None else None)
+        kinds = set(self._name_kinds)
+        if (kind == "pairs" and None in kinds) or (kind is None and "pairs" in kinds):
+            raise ValueError(
+                "all optimizer param groups should be with/without names. cannot add param "
+                f"group {'with' if kind else 'without'} names to the optimizer"
+            )
+        if names is not None:
+            group["param_names"] = list(names)
         # Own copies: the step donates params and state, which must not delete the caller's
         # arrays, and no two donated leaves may share a buffer.
-        params = _copy_tree(param_group["params"])
+        params = _copy_tree(raw)
         tx = self._make_tx(group)
+        state = _copy_tree(tx.init(params))
         self._params.append(params)
+        self._param_names.append(names)
+        self._name_kinds.append(kind)
         self._txs.append(tx)
-        self._states.append(_copy_tree(tx.init(params)))
+        self._states.append(state)
         self._built.append(self._structure(group))
         full = {"params": params, **dict(sorted(group.items()))}
         self.param_groups.append(_Group(self, len(self.param_groups), full))
@@ -209,12 +261,36 @@ class Optimizer:
         ZeroRedundancyOptimizer overrides it to fix the output shardings."""
         return jax.jit(run, donate_argnums=(0, 1))
 
+    @with_step_hooks
     def step(self, grads: Any = None, closure: Callable[[Any], Any] | None = None) -> Any:
-        """One update. ``step(grads)`` with gradients shaped like :attr:`params`, or
-        ``step(closure=fn)`` with ``fn(params) -> loss``: gradients are taken for you and the
-        loss (at the params before the update) is returned."""
+        """One update: ``opt.step(grads)``, or ``opt.step(closure)`` as in torch.
+
+        ``grads`` is a pytree shaped like :attr:`params` (a list of them, one per param group,
+        with several groups). ``closure(params) -> loss`` is a pure function of the params,
+        given positionally (``opt.step(closure)``, torch's call) or as ``closure=``: optx takes
+        its gradients itself (no ``zero_grad``/``backward``), returns the loss at the params
+        before the update, and for LBFGS evaluates it again in its iterations::
+
+            loss = opt.step(lambda params: loss_fn(params, x, y))
+
+        The closure is traced, not run eagerly: a ``print`` in it prints tracers, once per
+        trace (twice for a new LBFGS closure, traced again inside the update), and nothing on
+        later steps. To print values at every evaluation, use ``jax.debug.print``::
+
+            def closure(params):
+                loss = loss_fn(params, x, y)
+                jax.debug.print("loss {loss}", loss=loss)
+                return loss
+
+        Step hooks (:meth:`register_step_pre_hook`, ...) run around it as in torch. An
+        exception or ``KeyboardInterrupt`` at any point (a hook, the closure, tracing, or a
+        Ctrl-C as the step finishes) leaves :attr:`params` and :attr:`state` usable: the values
+        from before the step, or after it.
+        """
+        if closure is None and callable(grads):
+            grads, closure = None, grads  # torch's opt.step(closure)
         if grads is None and closure is None:
-            raise ValueError("step needs grads or closure=fn")
+            raise ValueError("step needs grads or a closure: opt.step(grads) or opt.step(closure)")
         for i in range(len(self.param_groups)):
             self._rebuild_if_needed(i)
         loss = None
@@ -223,6 +299,7 @@ class Optimizer:
         if closure is not None:
             # Jitted once per closure object (a loop that reuses one function compiles once).
             if closure not in self._value_and_grad:
+                _check_closure(closure)
                 if len(self._value_and_grad) >= 8:
                     self._value_and_grad.clear()
                 self._value_and_grad[closure] = jax.jit(jax.value_and_grad(closure))
@@ -236,26 +313,43 @@ class Optimizer:
                 f"expected gradients for {len(self._params)} param groups, got {len(grads_list)}"
             )
         fn = self._compiled(value_fn)
-        new_params, new_states = fn(
-            list(self._params), list(self._states), grads_list, self._hyperparam_args(), value
-        )
-        self._params = list(new_params)
-        self._states = list(new_states)
-        for g, p in zip(self.param_groups, self._params):
-            dict.__setitem__(g, "params", p)
-        self._step_called = True
+        hps = self._hyperparam_args()
+        # The call donates (deletes) the old params and state: from its start until the new
+        # ones are stored, a Ctrl-C is held back, so they are never lost in between.
+        with _interrupts_deferred():
+            new_params, new_states = fn(
+                list(self._params), list(self._states), grads_list, hps, value
+            )
+            self._params = list(new_params)
+            self._states = list(new_states)
+            for g, p in zip(self.param_groups, self._params):
+                dict.__setitem__(g, "params", p)
+            self._step_called = True
         return loss
 
     # ------------------------------------------------------------------ torch surface
     def state_dict(self) -> dict[str, Any]:
+        """torch's layout (see :mod:`optx.optim.state_dict`), with ``param_names`` in named
+        groups (see :mod:`optx.optim.param_names`); state_dict hooks run around it."""
         from optx.optim.state_dict import export_state_dict
 
-        return export_state_dict(self)
+        return self._state_dict_with_hooks(
+            lambda: param_names.to_export_order(self, export_state_dict(self))
+        )
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Loads torch's layout; a state_dict with ``param_names`` loads into named groups by
+        name, not position. On any error nothing changes. load_state_dict hooks run around it."""
         from optx.optim.state_dict import import_state_dict
 
-        import_state_dict(self, state_dict)
+        def load(sd: dict[str, Any]) -> None:
+            by_name, names = param_names.to_leaf_order(self, sd)
+            import_state_dict(self, by_name)
+            for group, kept in zip(self.param_groups, names):
+                if kept is not None:
+                    dict.__setitem__(group, "param_names", list(kept))
+
+        self._load_state_dict_with_hooks(state_dict, load)
 
     def __repr__(self) -> str:
         lines = [type(self).__name__ + " ("]
@@ -268,6 +362,44 @@ class Optimizer:
                     lines.append(f"    {key}: {group[key]}")
         lines.append(")")
         return "\n".join(lines)
+
+
+def _check_closure(closure: Callable[..., Any]) -> None:
+    try:
+        signature = inspect.signature(closure)
+    except (TypeError, ValueError):  # a builtin or C callable: let the call tell
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise TypeError(
+            "step(closure): the closure must take the params. Write closure(params) -> loss, a "
+            "pure function of the params (no zero_grad or backward: optx takes the gradients), "
+            "e.g. opt.step(lambda params: loss_fn(params, x, y))"
+        ) from None
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Holds back SIGINT (Ctrl-C) for the block, then delivers it to the previous handler.
+
+    Only the main thread receives signals, and only it may install a handler.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is None):  # a handler Python cannot restore
+        yield
+        return
+    received: list[Any] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            if callable(previous):
+                previous(signal.SIGINT, received[0])
+            elif previous != signal.SIG_IGN:
+                raise KeyboardInterrupt
 
 
 def _copy_tree(tree: Any) -> Any:
@@ -292,6 +424,14 @@ class _Group(dict):
 
     def __setitem__(self, key: str, value: Any) -> None:
         if key == "params":
+            value, names, _ = param_names.split_named(param_names.materialize(value, group=True))
             value = _copy_tree(value)
             self._owner._params[self._index] = value
+            self._owner._param_names[self._index] = names
+            if names is not None:
+                super().__setitem__("param_names", list(names))
+            else:
+                self.pop("param_names", None)
+        elif key in self._owner.defaults:  # torch's _to_scalar of a 1-element tensor
+            value = validation.scalar_hyperparams({key: value})[key]
         super().__setitem__(key, value)

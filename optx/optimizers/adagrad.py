@@ -54,6 +54,8 @@ def adagrad(
         f"Invalid initial_accumulator_value value: {initial_accumulator_value}",
     )
     validation.check_eps(eps)
+    initial_accumulator_value = validation.scalar_hyperparams(
+        {"initial_accumulator_value": initial_accumulator_value})["initial_accumulator_value"]
     # torch reads it once, when it creates the state; a schedule is read at count 0.
     init_value = float(
         initial_accumulator_value(0)

@@ -313,7 +313,7 @@ def lbfgs(
     if line_search_fn not in (None, "strong_wolfe"):
         # torch raises this lazily, at the first step; raising at construction is kinder.
         raise RuntimeError("only 'strong_wolfe' is supported")
-    spec = {"lr": lr}
+    spec = validation.scalar_hyperparams({"lr": lr})
 
     def init(params: Any) -> LbfgsState:
         validation.check_params(params, who="optx.lbfgs")

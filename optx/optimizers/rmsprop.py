@@ -58,6 +58,7 @@ def rmsprop(
     validation.check(momentum, lambda v: v >= 0.0, f"Invalid momentum value: {momentum}")
     validation.check_weight_decay(weight_decay)
     validation.check(alpha, lambda v: v >= 0.0, f"Invalid alpha value: {alpha}")
+    momentum = validation.scalar_hyperparams({"momentum": momentum})["momentum"]
     has_buffer = is_schedule(momentum) or float(momentum) != 0  # type: ignore[arg-type]
 
     def init_slots(p):

@@ -49,7 +49,7 @@ def rprop(
     """
     del capturable, foreach, differentiable
     validation.check_lr(lr)
-    etaminus, etaplus = etas
+    etaminus, etaplus = validation.scalar_hyperparams({"etas": etas})["etas"]
     # Schedules cannot be checked before they run; torch has none.
     if not callable(etaminus) and not callable(etaplus) and not (
         0.0 < float(etaminus) < 1.0 < float(etaplus)

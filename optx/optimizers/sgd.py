@@ -53,6 +53,8 @@ def sgd(
     validation.check_lr(lr)
     validation.check(momentum, lambda v: v >= 0.0, f"Invalid momentum value: {momentum}")
     validation.check_weight_decay(weight_decay)
+    momentum, dampening = validation.scalar_hyperparams(
+        {"momentum": momentum, "dampening": dampening}).values()
     if (
         nesterov
         and not is_schedule(momentum)
