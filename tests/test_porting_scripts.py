@@ -40,20 +40,6 @@ def torch_float64():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture
-def positional_closure(monkeypatch):
-    # TODO(lead): remove once positional closure lands (helper B, issue 15 point 1): then the
-    # ports' ``optimizer.step(closure)`` works as written.
-    step = optx.optim.Optimizer.step
-
-    def shim(self, grads=None, closure=None):
-        if callable(grads) and closure is None:
-            return step(self, closure=grads)
-        return step(self, grads, closure=closure)
-
-    monkeypatch.setattr(optx.optim.Optimizer, "step", shim)
-
-
 def _run(module_name: str) -> np.ndarray:
     module = importlib.import_module(f"porting.{module_name}")
     with contextlib.redirect_stdout(io.StringIO()):
@@ -61,7 +47,7 @@ def _run(module_name: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
-def test_port_matches_torch_float64(name, torch_float64, positional_closure):
+def test_port_matches_torch_float64(name, torch_float64):
     expected = _run(f"{name}_torch")
     got = _run(f"{name}_optx")
     assert got.shape == expected.shape
