@@ -19,8 +19,6 @@ import pytest
 import torch
 from porting import renames
 
-import optx.optim
-
 PORTING = Path(__file__).resolve().parent / "porting"
 SCRIPTS = ("mnist", "sequence")
 
