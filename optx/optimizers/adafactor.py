@@ -8,8 +8,12 @@ import jax.numpy as jnp
 
 from optx import torch_ops, validation
 from optx.hyperparams import Hyperparam
+from optx.layout import TorchLayout
 from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
+
+# What the optx.optim adapter needs of the torch class (see optx.layout).
+TORCH_LAYOUT = TorchLayout("Adafactor")
 
 
 def adafactor(
@@ -124,4 +128,5 @@ def adafactor(
         init_slots=init_slots,
         coefficients=coefficients,
         update_leaf=update_leaf,
+        layout=TORCH_LAYOUT,
     )

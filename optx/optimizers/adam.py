@@ -8,8 +8,12 @@ import jax.numpy as jnp
 
 from optx import torch_ops, validation
 from optx.hyperparams import Hyperparam
+from optx.layout import TorchLayout
 from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
+
+# What the optx.optim adapter needs of the torch class (see optx.layout).
+TORCH_LAYOUT = TorchLayout("Adam")
 
 
 def adam(
@@ -61,11 +65,12 @@ def adam(
     validation.check_betas(betas)
     validation.check_weight_decay(weight_decay)
     return _adam(
-        "optx.adam", lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay
+        "optx.adam", TORCH_LAYOUT, lr, betas, eps, weight_decay, amsgrad, maximize,
+        decoupled_weight_decay,
     )
 
 
-def _adam(name, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay):
+def _adam(name, layout, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay):
     def init_slots(p):
         slots = {"exp_avg": jnp.zeros_like(p), "exp_avg_sq": jnp.zeros_like(p)}
         if amsgrad:
@@ -111,4 +116,5 @@ def _adam(name, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weigh
         init_slots=init_slots,
         coefficients=coefficients,
         update_leaf=update_leaf,
+        layout=layout,
     )

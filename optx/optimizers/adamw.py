@@ -6,8 +6,12 @@ from typing import Any
 
 from optx import validation
 from optx.hyperparams import Hyperparam
+from optx.layout import TorchLayout
 from optx.optimizers.adam import _adam
 from optx.transformation import GradientTransformation
+
+# What the optx.optim adapter needs of the torch class (see optx.layout).
+TORCH_LAYOUT = TorchLayout("AdamW")
 
 
 def adamw(
@@ -40,4 +44,4 @@ def adamw(
     validation.check_eps(eps)
     validation.check_betas(betas)
     validation.check_weight_decay(weight_decay)
-    return _adam("optx.adamw", lr, betas, eps, weight_decay, amsgrad, maximize, True)
+    return _adam("optx.adamw", TORCH_LAYOUT, lr, betas, eps, weight_decay, amsgrad, maximize, True)

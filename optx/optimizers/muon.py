@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from optx import torch_ops, validation
 from optx.hyperparams import Hyperparam
+from optx.layout import TorchLayout
 from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
 
@@ -32,6 +33,10 @@ def _adjust_ratio(adjust_lr_fn: str | None, shape: tuple[int, ...]) -> float:
     if adjust_lr_fn is None or adjust_lr_fn == "original":
         return math.sqrt(max(1, rows / cols))
     return 0.2 * math.sqrt(max(rows, cols))  # "match_rms_adamw"
+
+
+# torch.optim.Muon keeps no per-parameter ``step``.
+TORCH_LAYOUT = TorchLayout("Muon", has_step=False)
 
 
 def muon(
@@ -124,4 +129,5 @@ def muon(
         init_slots=init_slots,
         coefficients=coefficients,
         update_leaf=update_leaf,
+        layout=TORCH_LAYOUT,
     )

@@ -8,8 +8,12 @@ import jax.numpy as jnp
 
 from optx import torch_ops, validation
 from optx.hyperparams import Hyperparam, is_schedule
+from optx.layout import TorchLayout
 from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
+
+# torch.optim.RMSprop allocates ``momentum_buffer`` only for a nonzero momentum.
+TORCH_LAYOUT = TorchLayout("RMSprop", structural_zeros=frozenset({"momentum"}))
 
 
 def rmsprop(
@@ -106,4 +110,5 @@ def rmsprop(
         init_slots=init_slots,
         coefficients=coefficients,
         update_leaf=update_leaf,
+        layout=TORCH_LAYOUT,
     )

@@ -8,8 +8,18 @@ import jax.numpy as jnp
 
 from optx import torch_ops, validation
 from optx.hyperparams import Hyperparam, is_schedule
+from optx.layout import TorchLayout
 from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
+
+# torch.optim.SGD keeps no ``step`` and allocates ``momentum_buffer`` at the first step with a
+# nonzero momentum (the flag says whether it has); a zero momentum allocates none.
+TORCH_LAYOUT = TorchLayout(
+    "SGD",
+    has_step=False,
+    slot_flags=(("momentum_buffer", "momentum_buffer_initialized"),),
+    structural_zeros=frozenset({"momentum"}),
+)
 
 
 def sgd(
@@ -113,5 +123,6 @@ def sgd(
         init_slots=init_slots,
         coefficients=coefficients,
         update_leaf=update_leaf,
+        layout=TORCH_LAYOUT,
         init_scalars=init_scalars,
     )

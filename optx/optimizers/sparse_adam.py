@@ -6,8 +6,12 @@ import jax.numpy as jnp
 
 from optx import validation
 from optx.hyperparams import Hyperparam
+from optx.layout import TorchLayout
 from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
+
+# What the optx.optim adapter needs of the torch class (see optx.layout).
+TORCH_LAYOUT = TorchLayout("SparseAdam")
 
 
 def sparse_adam(
@@ -73,4 +77,5 @@ def sparse_adam(
         init_slots=init_slots,
         coefficients=coefficients,
         update_leaf=update_leaf,
+        layout=TORCH_LAYOUT,
     )
