@@ -76,7 +76,8 @@ def _optimizer_names_compared_outside_their_module() -> list[str]:
     found = []
     for path in sorted(ROOT.rglob("*.py")):
         tree = ast.parse(path.read_text())
-        own = {n for n in NAMES if path.parent.name == "optimizers" and path.stem.startswith(n)}
+        own = {n for n in NAMES if path.parent.name == "optimizers"
+               and (path.stem == n or path.stem.startswith(n + "_"))}
         for node in ast.walk(tree):
             if isinstance(node, ast.Compare):
                 operands = [node.left, *node.comparators]
