@@ -37,6 +37,24 @@ def sparse_adam(
        \end{aligned}
 
     State: ``exp_avg``, ``exp_avg_sq``. Complex parameters are refused, as torch refuses them.
+
+    Args:
+      lr: learning rate; a constant or a schedule ``count -> value``, as every float argument.
+      betas: coefficients of the running averages of the gradient and of its square.
+      eps: term added to the denominator, for numerical stability.
+      maximize: maximize the objective: step along the gradient instead of against it.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import optx
+      >>> params = {"w": jnp.array([1.0, -2.0])}
+      >>> tx = optx.sparse_adam(lr=0.1)
+      >>> state = tx.init(params)
+      >>> grads = {"w": jnp.array([0.5, -0.5])}
+      >>> updates, state = tx.update(grads, state, params)
+      >>> params = optx.apply_updates(params, updates)
+      >>> print(jnp.array_str(params["w"], precision=4))
+      [ 0.9 -1.9]
     """
     validation.check_lr(lr)
     validation.check_eps(eps)
