@@ -2,7 +2,9 @@
 as pure JAX gradient transformations (optax's protocol), plus a ``torch.optim``-style adapter.
 """
 
+from optx import optim as optim  # `optx.optim.AdamW` right after `import optx`
 from optx import schedules
+from optx import sharding as sharding  # `optx.sharding.mean_across`, as LBFGS's docstring says
 from optx.clipping import clip_by_total_norm, clip_grad_norm, clip_grad_value, total_norm
 from optx.hyperparams import Schedule, get_hyperparams, set_hyperparams
 from optx.optimizers.adadelta import adadelta
@@ -21,7 +23,7 @@ from optx.optimizers.rprop import rprop
 from optx.optimizers.sgd import sgd
 from optx.optimizers.sparse_adam import sparse_adam
 from optx.reduce_lr_on_plateau import ReduceLROnPlateauState, reduce_lr_on_plateau
-from optx.torch_optimizer import OptimizerState
+from optx.state import OptimizerState
 from optx.transformation import (
     EmptyState,
     GradientTransformation,
@@ -69,7 +71,3 @@ __all__ = [
     "sparse_adam",
     "total_norm",
 ]
-
-# The torch.optim adapter builds on the names above, so it is imported last; this makes
-# `optx.optim.AdamW` work right after `import optx`.
-from optx import optim as optim  # noqa: E402

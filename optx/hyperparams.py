@@ -13,6 +13,8 @@ from typing import Any, Callable, Mapping, Union
 import jax
 import jax.numpy as jnp
 
+from optx.state import is_optimizer_state
+
 Schedule = Callable[[Any], Any]
 """A callable ``count -> value``; ``count`` is a Python int or a traced integer array."""
 
@@ -64,16 +66,14 @@ def advance(spec: Mapping[str, Any], current: dict[str, Any], count: Any) -> dic
 
 
 def _find_states(state: Any) -> list[Any]:
-    from optx.torch_optimizer import OptimizerState
-
     found: list[Any] = []
 
     def visit(x):
-        if isinstance(x, OptimizerState):
+        if is_optimizer_state(x):
             found.append(x)
         return x
 
-    jax.tree_util.tree_map(visit, state, is_leaf=lambda x: isinstance(x, OptimizerState))
+    jax.tree_util.tree_map(visit, state, is_leaf=is_optimizer_state)
     return found
 
 
@@ -99,8 +99,6 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
     Values keep the stored dtype and shape, so a jitted update does not recompile. A scheduled
     hyperparameter takes the new value for the next update only; its schedule then resumes.
     """
-    from optx.torch_optimizer import OptimizerState
-
     found = _find_states(state)
     if len(found) != 1:
         raise ValueError(
@@ -130,8 +128,6 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
         )
 
     def replace(x):
-        if isinstance(x, OptimizerState):
-            return x._replace(hyperparams=hp)
-        return x
+        return x._replace(hyperparams=hp) if is_optimizer_state(x) else x
 
-    return jax.tree_util.tree_map(replace, state, is_leaf=lambda x: isinstance(x, OptimizerState))
+    return jax.tree_util.tree_map(replace, state, is_leaf=is_optimizer_state)

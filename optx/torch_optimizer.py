@@ -21,37 +21,19 @@ torch's in-place parameter update into an optax-style delta.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 
 from optx import hyperparams as hp_lib
 from optx import torch_ops, validation
-from optx.transformation import GradientTransformation
+from optx.layout import TorchLayout, TorchTransformation
+from optx.state import OptimizerState
 
 Array = jax.Array
 Slots = dict[str, Array]
 Coefficients = dict[str, Any]
-
-
-class OptimizerState(NamedTuple):
-    """State of an optx optimizer.
-
-    Attributes:
-      count: number of updates applied so far (int32 scalar). torch's per-parameter ``step``.
-      hyperparams: the hyperparameters the next update uses, as arrays, keyed by torch's
-        param-group keys (``betas`` is a pair). Read with :func:`optx.get_hyperparams`, replace
-        with :func:`optx.set_hyperparams`.
-      slots: per-parameter buffers keyed by torch's state names; each is a tree like the params.
-      scalars: torch state that is a scalar per parameter and equal for all of them
-        (NAdam's ``mu_product``, ASGD's ``eta`` and ``mu``, SGD's buffer-initialized flag).
-    """
-
-    count: Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
-    hyperparams: dict[str, Any]
-    slots: dict[str, Any]
-    scalars: dict[str, Array]
 
 
 def _to_real(x: Array) -> Array:
@@ -141,7 +123,8 @@ def torch_optimizer(
     update_leaf: Callable[[Array, Array, Slots, Coefficients], tuple[Array, Slots]],
     init_scalars: Callable[[dict[str, Any]], dict[str, Array]] | None = None,
     elementwise: bool = True,
-) -> GradientTransformation:
+    layout: TorchLayout,
+) -> TorchTransformation:
     """Builds a :class:`GradientTransformation` from an optimizer's per-parameter algorithm.
 
     Args:
@@ -156,6 +139,9 @@ def torch_optimizer(
         coefficients). False when it reduces over the whole parameter (Adafactor's RMS and
         factored moments, Muon's orthogonalisation): :func:`optx.sharding.zero` then updates
         whole leaves instead of slices. Recorded as ``update.elementwise``.
+      layout: what the ``optx.optim`` adapter needs to know of the torch class (its name, whether
+        it counts a per-parameter ``step``, ...); the returned transformation carries it as
+        ``.layout``.
     """
     spec = validation.scalar_hyperparams(hyperparams)
 
@@ -215,4 +201,4 @@ def torch_optimizer(
         return treedef.unflatten(deltas), new_state
 
     update.elementwise = elementwise  # type: ignore[attr-defined]  # read by optx.sharding.zero
-    return GradientTransformation(init, update)
+    return TorchTransformation(init, update, layout)

@@ -212,6 +212,13 @@ def test_optim_reachable_after_import_optx():
     assert isinstance(optx.schedules, types.ModuleType)
 
 
+def test_sharding_reachable_after_import_optx():
+    # LBFGS's docstring tells users to write optx.sharding.mean_across after `import optx`.
+    code = "import optx; optx.sharding.mean_across"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_all_is_stable():
     assert len(optx.__all__) == len(set(optx.__all__))
     assert sorted(optx.__all__) == ALL_SNAPSHOT

@@ -144,3 +144,24 @@ def test_errors():
         optx.set_hyperparams(two, lr=0.1)
     with pytest.raises(ValueError, match="exactly one"):
         optx.get_hyperparams(optax.adam(1e-3).init(make_params()))
+
+
+def test_lbfgs_state_is_found_like_the_others():
+    # LbfgsState is another class than OptimizerState; the helpers find it by its hyperparams.
+    tx = optx.lbfgs(lr=0.5)
+    state = tx.init(make_params())
+    assert float(optx.get_hyperparams(state)["lr"]) == 0.5
+    state = optx.set_hyperparams(state, lr=0.25)
+    assert type(state) is optx.LbfgsState
+    assert float(optx.get_hyperparams(state)["lr"]) == 0.25
+    chained = (optx.EmptyState(), state)
+    assert float(optx.get_hyperparams(optx.set_hyperparams(chained, lr=0.125))["lr"]) == 0.125
+
+
+def test_optax_inject_hyperparams_state_is_not_an_optx_state():
+    # optax's state has a hyperparams field too; only optx's states count, so a chain of both
+    # still holds exactly one.
+    params = make_params()
+    state = optax.chain(optax.inject_hyperparams(optax.sgd)(learning_rate=0.1),
+                        optx.adam(lr=0.01)).init(params)
+    assert float(optx.get_hyperparams(state)["lr"]) == 0.01

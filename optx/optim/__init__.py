@@ -5,12 +5,28 @@ Every class is a name plus an optx functional constructor; see :class:`Optimizer
 
 from __future__ import annotations
 
-import optx as _optx
 from optx.optim import lr_scheduler, swa_utils
 from optx.optim.checkpoint import CheckpointError, load, save
 from optx.optim.grad_utils import clip_grad_norm_, clip_grad_value_, get_total_norm
 from optx.optim.optimizer import Optimizer
 from optx.optim.zero_redundancy import ZeroRedundancyOptimizer
+
+# The constructors come from their modules, not from `optx`, whose __init__ imports this package.
+from optx.optimizers.adadelta import adadelta as _adadelta
+from optx.optimizers.adafactor import adafactor as _adafactor
+from optx.optimizers.adagrad import adagrad as _adagrad
+from optx.optimizers.adam import adam as _adam
+from optx.optimizers.adamax import adamax as _adamax
+from optx.optimizers.adamw import adamw as _adamw
+from optx.optimizers.asgd import asgd as _asgd
+from optx.optimizers.lbfgs import lbfgs as _lbfgs
+from optx.optimizers.muon import muon as _muon
+from optx.optimizers.nadam import nadam as _nadam
+from optx.optimizers.radam import radam as _radam
+from optx.optimizers.rmsprop import rmsprop as _rmsprop
+from optx.optimizers.rprop import rprop as _rprop
+from optx.optimizers.sgd import sgd as _sgd
+from optx.optimizers.sparse_adam import sparse_adam as _sparse_adam
 
 # Each class is a name plus its functional constructor; written out so type checkers and IDEs
 # see them.
@@ -19,91 +35,91 @@ from optx.optim.zero_redundancy import ZeroRedundancyOptimizer
 class SGD(Optimizer):
     """``torch.optim.SGD`` over :func:`optx.sgd`."""
 
-    _constructor = staticmethod(_optx.sgd)
+    _constructor = staticmethod(_sgd)
 
 
 class Adam(Optimizer):
     """``torch.optim.Adam`` over :func:`optx.adam`."""
 
-    _constructor = staticmethod(_optx.adam)
+    _constructor = staticmethod(_adam)
 
 
 class AdamW(Optimizer):
     """``torch.optim.AdamW`` over :func:`optx.adamw`."""
 
-    _constructor = staticmethod(_optx.adamw)
+    _constructor = staticmethod(_adamw)
 
 
 class RMSprop(Optimizer):
     """``torch.optim.RMSprop`` over :func:`optx.rmsprop`."""
 
-    _constructor = staticmethod(_optx.rmsprop)
+    _constructor = staticmethod(_rmsprop)
 
 
 class Adagrad(Optimizer):
     """``torch.optim.Adagrad`` over :func:`optx.adagrad`."""
 
-    _constructor = staticmethod(_optx.adagrad)
+    _constructor = staticmethod(_adagrad)
 
 
 class Adadelta(Optimizer):
     """``torch.optim.Adadelta`` over :func:`optx.adadelta`."""
 
-    _constructor = staticmethod(_optx.adadelta)
+    _constructor = staticmethod(_adadelta)
 
 
 class NAdam(Optimizer):
     """``torch.optim.NAdam`` over :func:`optx.nadam`."""
 
-    _constructor = staticmethod(_optx.nadam)
+    _constructor = staticmethod(_nadam)
 
 
 class Rprop(Optimizer):
     """``torch.optim.Rprop`` over :func:`optx.rprop`."""
 
-    _constructor = staticmethod(_optx.rprop)
+    _constructor = staticmethod(_rprop)
 
 
 class Adamax(Optimizer):
     """``torch.optim.Adamax`` over :func:`optx.adamax`."""
 
-    _constructor = staticmethod(_optx.adamax)
+    _constructor = staticmethod(_adamax)
 
 
 class ASGD(Optimizer):
     """``torch.optim.ASGD`` over :func:`optx.asgd`."""
 
-    _constructor = staticmethod(_optx.asgd)
+    _constructor = staticmethod(_asgd)
 
 
 class RAdam(Optimizer):
     """``torch.optim.RAdam`` over :func:`optx.radam`."""
 
-    _constructor = staticmethod(_optx.radam)
+    _constructor = staticmethod(_radam)
 
 
 class SparseAdam(Optimizer):
     """``torch.optim.SparseAdam`` over :func:`optx.sparse_adam`."""
 
-    _constructor = staticmethod(_optx.sparse_adam)
+    _constructor = staticmethod(_sparse_adam)
 
 
 class Adafactor(Optimizer):
     """``torch.optim.Adafactor`` over :func:`optx.adafactor`."""
 
-    _constructor = staticmethod(_optx.adafactor)
+    _constructor = staticmethod(_adafactor)
 
 
 class Muon(Optimizer):
     """``torch.optim.Muon`` over :func:`optx.muon`."""
 
-    _constructor = staticmethod(_optx.muon)
+    _constructor = staticmethod(_muon)
 
 
 class LBFGS(Optimizer):
     """``torch.optim.LBFGS`` over :func:`optx.lbfgs`."""
 
-    _constructor = staticmethod(_optx.lbfgs)
+    _constructor = staticmethod(_lbfgs)
     _needs_value_fn = True
 
 

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optx import validation
+from optx.layout import TorchLayout, layout_of
 from optx.optim import param_names
 from optx.optim.hooks import (
     HooksMixin,
@@ -28,6 +29,7 @@ from optx.optim.hooks import (
     register_optimizer_step_pre_hook,
     with_step_hooks,
 )
+from optx.optim.state_dict import export_state_dict, import_state_dict
 from optx.transformation import apply_updates
 
 __all__ = [
@@ -95,10 +97,6 @@ class Optimizer(HooksMixin):
         self._step_called = False
         self.trace_count = 0
         groups = [{"params": params}] if self._single else list(params)
-        if getattr(type(self), "_needs_value_fn", False) and len(groups) != 1:
-            raise ValueError(
-                "LBFGS doesn't support per-parameter options (parameter groups)"
-            )
         self._value_and_grad: dict[Any, Callable[..., Any]] = {}
         for g in groups:
             self.add_param_group(g)
@@ -135,13 +133,18 @@ class Optimizer(HooksMixin):
         # arrays, and no two donated leaves may share a buffer.
         params = _copy_tree(raw)
         tx = self._make_tx(group)
+        layout = self._layout_of(tx)
+        if self.param_groups and not layout.supports_param_groups:
+            raise ValueError(
+                f"{layout.torch_name} doesn't support per-parameter options (parameter groups)"
+            )
         state = _copy_tree(tx.init(params))
         self._params.append(params)
         self._param_names.append(names)
         self._name_kinds.append(kind)
         self._txs.append(tx)
         self._states.append(state)
-        self._built.append(self._structure(group))
+        self._built.append(self._structure(group, layout))
         full = {"params": params, **dict(sorted(group.items()))}
         self.param_groups.append(_Group(self, len(self.param_groups), full))
         self._jitted.clear()
@@ -150,25 +153,42 @@ class Optimizer(HooksMixin):
         args = {k: group[k] for k in self.defaults}
         return type(self)._constructor(**args)
 
-    def _structure(self, group: dict[str, Any]) -> tuple[Any, ...]:
+    def _layout_of(self, tx: Any) -> TorchLayout:
+        """The torch layout ``tx`` carries; a plain one for a constructor that is not optx's."""
+        return layout_of(tx) or TorchLayout(type(self).__name__)
+
+    def _structure(self, group: dict[str, Any], layout: TorchLayout) -> tuple[Any, ...]:
         """What, if changed, needs a new transformation: non-float arguments, and whether a
-        ``momentum`` is zero (torch allocates the buffer only for a nonzero momentum)."""
+        hyperparameter of ``layout.structural_zeros`` is zero (torch allocates SGD's momentum
+        buffer only for a nonzero momentum)."""
         items = []
         for k in self.defaults:
             v = group[k]
             if isinstance(v, bool) or not isinstance(v, (*_FLOAT_TYPES, tuple, list)):
                 items.append((k, _freeze(v)))
-            elif k == "momentum":
+            elif k in layout.structural_zeros:
                 items.append((k, v != 0))
         return tuple(items)
 
+    def _replace_group_state(self, i: int, group: dict[str, Any], tx: Any, state: Any) -> None:
+        """Installs group ``i``'s loaded hyperparameters (``group``, without ``params``),
+        transformation and state (``load_state_dict``'s commit)."""
+        g = self.param_groups[i]
+        params = g["params"]
+        dict.clear(g)
+        dict.update(g, {"params": params, **group})
+        self._txs[i], self._states[i] = tx, state
+        self._built[i] = self._structure(g, self._layout_of(tx))
+        self._jitted.clear()
+
     def _rebuild_if_needed(self, i: int) -> None:
         group = self.param_groups[i]
-        structure = self._structure(group)
+        layout = self._layout_of(self._txs[i])
+        structure = self._structure(group, layout)
         # A momentum lowered to 0 keeps its buffer (the math handles 0); only raising it from a
         # buffer-less 0 needs a new transformation.
         structure = tuple(
-            (k, True) if k == "momentum" and dict(self._built[i]).get(k) else (k, v)
+            (k, True) if k in layout.structural_zeros and dict(self._built[i]).get(k) else (k, v)
             for k, v in structure
         )
         if structure == self._built[i]:
@@ -331,8 +351,6 @@ class Optimizer(HooksMixin):
     def state_dict(self) -> dict[str, Any]:
         """torch's layout (see :mod:`optx.optim.state_dict`), with ``param_names`` in named
         groups (see :mod:`optx.optim.param_names`); state_dict hooks run around it."""
-        from optx.optim.state_dict import export_state_dict
-
         return self._state_dict_with_hooks(
             lambda: param_names.to_export_order(self, export_state_dict(self))
         )
@@ -340,8 +358,6 @@ class Optimizer(HooksMixin):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Loads torch's layout; a state_dict with ``param_names`` loads into named groups by
         name, not position. On any error nothing changes. load_state_dict hooks run around it."""
-        from optx.optim.state_dict import import_state_dict
-
         def load(sd: dict[str, Any]) -> None:
             by_name, names = param_names.to_leaf_order(self, sd)
             import_state_dict(self, by_name)

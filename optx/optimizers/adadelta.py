@@ -7,11 +7,17 @@ from typing import Any
 import jax.numpy as jnp
 
 from optx import torch_ops, validation
+from optx._doc_fragments import torch_switches
 from optx.hyperparams import Hyperparam
+from optx.layout import TorchLayout
 from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
 
+# What the optx.optim adapter needs of the torch class (see optx.layout).
+TORCH_LAYOUT = TorchLayout("Adadelta")
 
+
+@torch_switches
 def adadelta(
     lr: Hyperparam = 1.0,
     rho: Hyperparam = 0.9,
@@ -40,8 +46,28 @@ def adadelta(
        &\quad \theta_t \leftarrow \theta_{t-1} - \gamma \Delta x_t
        \end{aligned}
 
-    State: ``square_avg``, ``acc_delta``. ``foreach``, ``capturable`` and ``differentiable`` are
-    accepted and ignored.
+    State: ``square_avg``, ``acc_delta``.
+
+    Args:
+      lr: coefficient that scales the delta before it is applied; a constant or a schedule
+        ``count -> value``, as every float argument.
+      rho: coefficient of the running averages of squared gradients and squared deltas.
+      eps: term added inside both square roots, for numerical stability.
+      weight_decay: weight decay, added to the gradient as an L2 penalty.
+      maximize: maximize the objective: step along the gradient instead of against it.
+      {torch_switches}
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import optx
+      >>> params = {"w": jnp.array([1.0, -2.0])}
+      >>> tx = optx.adadelta(lr=1.0)
+      >>> state = tx.init(params)
+      >>> grads = {"w": jnp.array([0.5, -0.5])}
+      >>> updates, state = tx.update(grads, state, params)
+      >>> params = optx.apply_updates(params, updates)
+      >>> print(jnp.array_str(params["w"], precision=4))
+      [ 0.9968 -1.9968]
     """
     del foreach, capturable, differentiable
     validation.check_lr(lr)
@@ -77,4 +103,5 @@ def adadelta(
         init_slots=init_slots,
         coefficients=coefficients,
         update_leaf=update_leaf,
+        layout=TORCH_LAYOUT,
     )

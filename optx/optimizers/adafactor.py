@@ -7,11 +7,17 @@ from typing import Any
 import jax.numpy as jnp
 
 from optx import torch_ops, validation
+from optx._doc_fragments import torch_switches
 from optx.hyperparams import Hyperparam
+from optx.layout import TorchLayout
 from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
 
+# What the optx.optim adapter needs of the torch class (see optx.layout).
+TORCH_LAYOUT = TorchLayout("Adafactor")
 
+
+@torch_switches
 def adafactor(
     lr: Hyperparam = 1e-2,
     beta2_decay: Hyperparam = -0.8,
@@ -49,7 +55,30 @@ def adafactor(
 
     ``eps[0]`` (ε₁) of None means ``finfo(param.dtype).eps``. State: ``row_var`` and ``col_var``
     for parameters of two or more dimensions (reduced shapes), ``variance`` otherwise.
-    Complex parameters are refused, as torch refuses them. ``foreach`` is accepted and ignored.
+    Complex parameters are refused, as torch refuses them.
+
+    Args:
+      lr: learning rate; a constant or a schedule ``count -> value``, as every float argument.
+        Relative step sizes are capped by it.
+      beta2_decay: exponent of the second-moment decay :math:`\beta_{2,t} = 1 - t^{\hat\beta_2}`.
+      eps: ``(eps1, eps2)``: ``eps1`` floors the second moment (None: the parameter dtype's machine
+        epsilon), ``eps2`` floors the parameter's RMS in the step size.
+      d: clipping threshold of the update's RMS.
+      weight_decay: decoupled weight decay, applied to the parameter as ``1 - lr * weight_decay``.
+      maximize: maximize the objective: step along the gradient instead of against it.
+      {torch_switches}
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import optx
+      >>> params = {"w": jnp.array([1.0, -2.0])}
+      >>> tx = optx.adafactor(lr=0.1)
+      >>> state = tx.init(params)
+      >>> grads = {"w": jnp.array([0.5, -0.5])}
+      >>> updates, state = tx.update(grads, state, params)
+      >>> params = optx.apply_updates(params, updates)
+      >>> print(jnp.array_str(params["w"], precision=4))
+      [ 0.8419 -1.8419]
     """
     del foreach
     eps1, eps2 = eps
@@ -125,4 +154,5 @@ def adafactor(
         coefficients=coefficients,
         update_leaf=update_leaf,
         elementwise=False,
+        layout=TORCH_LAYOUT,
     )

@@ -7,11 +7,17 @@ from typing import Any
 import jax.numpy as jnp
 
 from optx import torch_ops, validation
+from optx._doc_fragments import torch_switches
 from optx.hyperparams import Hyperparam
+from optx.layout import TorchLayout
 from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
 
+# What the optx.optim adapter needs of the torch class (see optx.layout).
+TORCH_LAYOUT = TorchLayout("Adagrad")
 
+
+@torch_switches
 def adagrad(
     lr: Hyperparam = 1e-2,
     lr_decay: Hyperparam = 0,
@@ -42,7 +48,27 @@ def adagrad(
 
     State: ``sum`` (created at ``init``, as torch creates it in ``__init__``; a complex
     parameter's starts at ``τ + τi``). ``initial_accumulator_value`` is only read at ``init``.
-    ``foreach``, ``differentiable`` and ``fused`` are accepted and ignored.
+
+    Args:
+      lr: learning rate; a constant or a schedule ``count -> value``, as every float argument.
+      lr_decay: learning rate decay: step :math:`t` uses ``lr / (1 + (t - 1) * lr_decay)``.
+      weight_decay: weight decay, added to the gradient as an L2 penalty.
+      initial_accumulator_value: starting value of the sum of squared gradients (read at ``init``).
+      eps: term added to the denominator, for numerical stability.
+      maximize: maximize the objective: step along the gradient instead of against it.
+      {torch_switches}
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import optx
+      >>> params = {"w": jnp.array([1.0, -2.0])}
+      >>> tx = optx.adagrad(lr=0.1)
+      >>> state = tx.init(params)
+      >>> grads = {"w": jnp.array([0.5, -0.5])}
+      >>> updates, state = tx.update(grads, state, params)
+      >>> params = optx.apply_updates(params, updates)
+      >>> print(jnp.array_str(params["w"], precision=4))
+      [ 0.9 -1.9]
     """
     del foreach, differentiable, fused
     validation.check_lr(lr)
@@ -88,4 +114,5 @@ def adagrad(
         init_slots=init_slots,
         coefficients=coefficients,
         update_leaf=update_leaf,
+        layout=TORCH_LAYOUT,
     )

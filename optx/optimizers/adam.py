@@ -7,11 +7,17 @@ from typing import Any
 import jax.numpy as jnp
 
 from optx import torch_ops, validation
+from optx._doc_fragments import torch_switches
 from optx.hyperparams import Hyperparam
+from optx.layout import TorchLayout
 from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
 
+# What the optx.optim adapter needs of the torch class (see optx.layout).
+TORCH_LAYOUT = TorchLayout("Adam")
 
+
+@torch_switches
 def adam(
     lr: Hyperparam = 1e-3,
     betas: tuple[Hyperparam, Hyperparam] = (0.9, 0.999),
@@ -52,8 +58,31 @@ def adam(
     maximum is taken over the raw (uncorrected) second moment.
 
     State: ``exp_avg``, ``exp_avg_sq`` and, with amsgrad, ``max_exp_avg_sq``; torch's ``step`` is
-    the state's ``count``. ``foreach``, ``capturable``, ``differentiable`` and ``fused`` are
-    accepted and ignored.
+    the state's ``count``.
+
+    Args:
+      lr: learning rate; a constant or a schedule ``count -> value``, as every float argument.
+      betas: coefficients of the running averages of the gradient and of its square.
+      eps: term added to the denominator, for numerical stability.
+      weight_decay: weight decay: an L2 penalty added to the gradient, or with
+        ``decoupled_weight_decay`` a decay of the parameter (AdamW).
+      amsgrad: use the maximum of past second moments (AMSGrad); adds ``max_exp_avg_sq``.
+      maximize: maximize the objective: step along the gradient instead of against it.
+      decoupled_weight_decay: decay the parameter by ``lr * weight_decay`` instead of adding an L2
+        penalty to the gradient, which makes this AdamW.
+      {torch_switches}
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import optx
+      >>> params = {"w": jnp.array([1.0, -2.0])}
+      >>> tx = optx.adam(lr=0.1)
+      >>> state = tx.init(params)
+      >>> grads = {"w": jnp.array([0.5, -0.5])}
+      >>> updates, state = tx.update(grads, state, params)
+      >>> params = optx.apply_updates(params, updates)
+      >>> print(jnp.array_str(params["w"], precision=4))
+      [ 0.9 -1.9]
     """
     del foreach, capturable, differentiable, fused
     validation.check_lr(lr)
@@ -61,11 +90,12 @@ def adam(
     validation.check_betas(betas)
     validation.check_weight_decay(weight_decay)
     return _adam(
-        "optx.adam", lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay
+        "optx.adam", TORCH_LAYOUT, lr, betas, eps, weight_decay, amsgrad, maximize,
+        decoupled_weight_decay,
     )
 
 
-def _adam(name, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay):
+def _adam(name, layout, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay):
     def init_slots(p):
         slots = {"exp_avg": jnp.zeros_like(p), "exp_avg_sq": jnp.zeros_like(p)}
         if amsgrad:
@@ -111,4 +141,5 @@ def _adam(name, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weigh
         init_slots=init_slots,
         coefficients=coefficients,
         update_leaf=update_leaf,
+        layout=layout,
     )

@@ -7,11 +7,17 @@ from typing import Any
 import jax.numpy as jnp
 
 from optx import torch_ops, validation
+from optx._doc_fragments import torch_switches
 from optx.hyperparams import Hyperparam
+from optx.layout import TorchLayout
 from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
 
+# What the optx.optim adapter needs of the torch class (see optx.layout).
+TORCH_LAYOUT = TorchLayout("Adamax")
 
+
+@torch_switches
 def adamax(
     lr: Hyperparam = 2e-3,
     betas: tuple[Hyperparam, Hyperparam] = (0.9, 0.999),
@@ -39,8 +45,28 @@ def adamax(
        &\quad \theta_t \leftarrow \theta_{t-1} - \frac{\gamma}{1-\beta_1^t} m_t / u_t
        \end{aligned}
 
-    State: ``exp_avg``, ``exp_inf``. ``foreach``, ``differentiable`` and ``capturable`` are
-    accepted and ignored.
+    State: ``exp_avg``, ``exp_inf``.
+
+    Args:
+      lr: learning rate; a constant or a schedule ``count -> value``, as every float argument.
+      betas: coefficients of the running average of the gradient and of the decay of the infinity
+        norm.
+      eps: term added inside the maximum, for numerical stability.
+      weight_decay: weight decay, added to the gradient as an L2 penalty.
+      maximize: maximize the objective: step along the gradient instead of against it.
+      {torch_switches}
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import optx
+      >>> params = {"w": jnp.array([1.0, -2.0])}
+      >>> tx = optx.adamax(lr=0.1)
+      >>> state = tx.init(params)
+      >>> grads = {"w": jnp.array([0.5, -0.5])}
+      >>> updates, state = tx.update(grads, state, params)
+      >>> params = optx.apply_updates(params, updates)
+      >>> print(jnp.array_str(params["w"], precision=4))
+      [ 0.9 -1.9]
     """
     del foreach, differentiable, capturable
     validation.check_lr(lr)
@@ -74,4 +100,5 @@ def adamax(
         init_slots=init_slots,
         coefficients=coefficients,
         update_leaf=update_leaf,
+        layout=TORCH_LAYOUT,
     )

@@ -7,11 +7,17 @@ from typing import Any
 import jax.numpy as jnp
 
 from optx import torch_ops, validation
+from optx._doc_fragments import torch_switches
 from optx.hyperparams import Hyperparam, float_dtype
+from optx.layout import TorchLayout
 from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
 
+# What the optx.optim adapter needs of the torch class (see optx.layout).
+TORCH_LAYOUT = TorchLayout("ASGD")
 
+
+@torch_switches
 def asgd(
     lr: Hyperparam = 1e-2,
     lambd: Hyperparam = 1e-4,
@@ -43,8 +49,28 @@ def asgd(
     ``a`` (``ax``) is the running average of the iterates, the model to evaluate; ``eta`` and
     ``mu`` are computed for the *next* step. State: ``ax`` per parameter; torch's per-parameter
     scalars ``eta`` and ``mu`` (equal for all parameters, kept in torch's scalar dtype: float32
-    unless x64) are ``state.scalars``. ``foreach``, ``differentiable`` and ``capturable`` are
-    accepted and ignored.
+    unless x64) are ``state.scalars``.
+
+    Args:
+      lr: learning rate; a constant or a schedule ``count -> value``, as every float argument.
+      lambd: decay term of the step size.
+      alpha: power of the step size's decay.
+      t0: step at which averaging starts.
+      weight_decay: weight decay, added to the gradient as an L2 penalty.
+      maximize: maximize the objective: step along the gradient instead of against it.
+      {torch_switches}
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import optx
+      >>> params = {"w": jnp.array([1.0, -2.0])}
+      >>> tx = optx.asgd(lr=0.1)
+      >>> state = tx.init(params)
+      >>> grads = {"w": jnp.array([0.5, -0.5])}
+      >>> updates, state = tx.update(grads, state, params)
+      >>> params = optx.apply_updates(params, updates)
+      >>> print(jnp.array_str(params["w"], precision=4))
+      [ 0.95 -1.95]
     """
     del foreach, differentiable, capturable
     validation.check_lr(lr)
@@ -88,5 +114,6 @@ def asgd(
         init_slots=init_slots,
         coefficients=coefficients,
         update_leaf=update_leaf,
+        layout=TORCH_LAYOUT,
         init_scalars=init_scalars,
     )

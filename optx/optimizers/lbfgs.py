@@ -12,6 +12,8 @@ from jax.flatten_util import ravel_pytree
 from optx import hyperparams as hp_lib
 from optx import validation
 from optx.hyperparams import Hyperparam
+from optx.layout import TorchLayout, TorchTransformation
+from optx.optimizers import lbfgs_state_dict
 from optx.transformation import GradientTransformation
 
 Array = jax.Array
@@ -534,5 +536,9 @@ def lbfgs(
         updates = unravel(c["x"] - x0)
         return updates, new_state
 
+    # torch keeps one state for all parameters (its own state_dict layout) and one param group.
+    layout = TorchLayout("LBFGS", has_step=False, supports_param_groups=False,
+                         export_state=lbfgs_state_dict.export_state,
+                         import_state=lbfgs_state_dict.import_state)
     # Keyword-only value/value_fn narrow the protocol's **extra_args; optax's does the same.
-    return GradientTransformation(init, update)  # type: ignore[arg-type]
+    return TorchTransformation(init, update, layout)  # type: ignore[arg-type]

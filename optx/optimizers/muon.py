@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from optx import torch_ops, validation
 from optx.hyperparams import Hyperparam
+from optx.layout import TorchLayout
 from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
 
@@ -32,6 +33,10 @@ def _adjust_ratio(adjust_lr_fn: str | None, shape: tuple[int, ...]) -> float:
     if adjust_lr_fn is None or adjust_lr_fn == "original":
         return math.sqrt(max(1, rows / cols))
     return 0.2 * math.sqrt(max(rows, cols))  # "match_rms_adamw"
+
+
+# torch.optim.Muon keeps no per-parameter ``step``.
+TORCH_LAYOUT = TorchLayout("Muon", has_step=False)
 
 
 def muon(
@@ -67,6 +72,30 @@ def muon(
 
     Newton–Schulz runs in bfloat16 as in torch, so results agree with torch to bfloat16
     accuracy. Only 2-D parameters are accepted. State: ``momentum_buffer``.
+
+    Args:
+      lr: learning rate; a constant or a schedule ``count -> value``, as every float argument.
+      weight_decay: decoupled weight decay, applied to the parameter as ``1 - lr * weight_decay``.
+      momentum: coefficient of the momentum buffer.
+      nesterov: use Nesterov momentum.
+      ns_coefficients: ``(a, b, c)`` of the quintic Newton–Schulz iteration.
+      eps: floor of the Frobenius norm the update is divided by before Newton–Schulz.
+      ns_steps: number of Newton–Schulz iterations.
+      adjust_lr_fn: learning rate scaling by the parameter's shape: ``"original"`` (or None) for
+        :math:`\sqrt{\max(1, A/B)}`, ``"match_rms_adamw"`` for :math:`0.2\sqrt{\max(A, B)}`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import optx
+      >>> params = {"w": jnp.array([[1.0, -2.0], [0.5, 0.0]])}
+      >>> tx = optx.muon(lr=0.1)
+      >>> state = tx.init(params)
+      >>> grads = {"w": jnp.array([[0.5, -0.5], [0.1, 0.2]])}
+      >>> updates, state = tx.update(grads, state, params)
+      >>> params = optx.apply_updates(params, updates)
+      >>> print(jnp.array_str(params["w"], precision=4))
+      [[ 0.9322 -1.9347]
+       [ 0.4325 -0.068 ]]
     """
     validation.check(lr, lambda v: v >= 0.0, f"Learning rate should be >= 0 but is: {lr}")
     validation.check(momentum, lambda v: v >= 0.0, f"momentum should be >= 0 but is: {momentum}")
@@ -125,4 +154,5 @@ def muon(
         coefficients=coefficients,
         update_leaf=update_leaf,
         elementwise=False,
+        layout=TORCH_LAYOUT,
     )

@@ -7,11 +7,17 @@ from typing import Any
 import jax.numpy as jnp
 
 from optx import torch_ops, validation
+from optx._doc_fragments import torch_switches
 from optx.hyperparams import Hyperparam
+from optx.layout import TorchLayout
 from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
 
+# What the optx.optim adapter needs of the torch class (see optx.layout).
+TORCH_LAYOUT = TorchLayout("RAdam")
 
+
+@torch_switches
 def radam(
     lr: Hyperparam = 1e-3,
     betas: tuple[Hyperparam, Hyperparam] = (0.9, 0.999),
@@ -49,8 +55,30 @@ def radam(
        &\quad \textbf{else}: \; \theta_t \leftarrow \theta_{t-1} - \gamma \hat m_t
        \end{aligned}
 
-    State: ``exp_avg``, ``exp_avg_sq``. ``foreach``, ``capturable`` and ``differentiable`` are
-    accepted and ignored.
+    State: ``exp_avg``, ``exp_avg_sq``.
+
+    Args:
+      lr: learning rate; a constant or a schedule ``count -> value``, as every float argument.
+      betas: coefficients of the running averages of the gradient and of its square.
+      eps: term added to the denominator, for numerical stability.
+      weight_decay: weight decay: an L2 penalty added to the gradient, or with
+        ``decoupled_weight_decay`` a decay of the parameter.
+      decoupled_weight_decay: decay the parameter by ``lr * weight_decay`` instead of adding an L2
+        penalty to the gradient.
+      maximize: maximize the objective: step along the gradient instead of against it.
+      {torch_switches}
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import optx
+      >>> params = {"w": jnp.array([1.0, -2.0])}
+      >>> tx = optx.radam(lr=0.1)
+      >>> state = tx.init(params)
+      >>> grads = {"w": jnp.array([0.5, -0.5])}
+      >>> updates, state = tx.update(grads, state, params)
+      >>> params = optx.apply_updates(params, updates)
+      >>> print(jnp.array_str(params["w"], precision=4))
+      [ 0.95 -1.95]
     """
     del foreach, capturable, differentiable
     validation.check_lr(lr)
@@ -100,4 +128,5 @@ def radam(
         init_slots=init_slots,
         coefficients=coefficients,
         update_leaf=update_leaf,
+        layout=TORCH_LAYOUT,
     )

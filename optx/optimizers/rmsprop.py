@@ -7,11 +7,17 @@ from typing import Any
 import jax.numpy as jnp
 
 from optx import torch_ops, validation
+from optx._doc_fragments import torch_switches
 from optx.hyperparams import Hyperparam, is_schedule
+from optx.layout import TorchLayout
 from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
 
+# torch.optim.RMSprop allocates ``momentum_buffer`` only for a nonzero momentum.
+TORCH_LAYOUT = TorchLayout("RMSprop", structural_zeros=frozenset({"momentum"}))
 
+
+@torch_switches
 def rmsprop(
     lr: Hyperparam = 1e-2,
     alpha: Hyperparam = 0.99,
@@ -49,8 +55,30 @@ def rmsprop(
     scheduled lr stays exact.
 
     State: ``square_avg``; ``momentum_buffer`` when ``momentum`` is a schedule or a nonzero
-    constant; ``grad_avg`` when centered. ``capturable``, ``foreach`` and ``differentiable`` are
-    accepted and ignored.
+    constant; ``grad_avg`` when centered.
+
+    Args:
+      lr: learning rate; a constant or a schedule ``count -> value``, as every float argument.
+      alpha: smoothing constant of the running average of squared gradients.
+      eps: term added to the denominator, for numerical stability.
+      weight_decay: weight decay, added to the gradient as an L2 penalty.
+      momentum: momentum factor; 0 allocates no buffer.
+      centered: divide by the variance estimate (the mean square minus the squared mean gradient)
+        instead of the mean square; adds ``grad_avg``.
+      maximize: maximize the objective: step along the gradient instead of against it.
+      {torch_switches}
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import optx
+      >>> params = {"w": jnp.array([1.0, -2.0])}
+      >>> tx = optx.rmsprop(lr=0.01)
+      >>> state = tx.init(params)
+      >>> grads = {"w": jnp.array([0.5, -0.5])}
+      >>> updates, state = tx.update(grads, state, params)
+      >>> params = optx.apply_updates(params, updates)
+      >>> print(jnp.array_str(params["w"], precision=4))
+      [ 0.9 -1.9]
     """
     del capturable, foreach, differentiable
     validation.check_lr(lr)
@@ -107,4 +135,5 @@ def rmsprop(
         init_slots=init_slots,
         coefficients=coefficients,
         update_leaf=update_leaf,
+        layout=TORCH_LAYOUT,
     )

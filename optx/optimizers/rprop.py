@@ -7,11 +7,17 @@ from typing import Any
 import jax.numpy as jnp
 
 from optx import validation
+from optx._doc_fragments import torch_switches
 from optx.hyperparams import Hyperparam
+from optx.layout import TorchLayout
 from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
 
+# What the optx.optim adapter needs of the torch class (see optx.layout).
+TORCH_LAYOUT = TorchLayout("Rprop")
 
+
+@torch_switches
 def rprop(
     lr: Hyperparam = 1e-2,
     etas: tuple[Hyperparam, Hyperparam] = (0.5, 1.2),
@@ -44,8 +50,27 @@ def rprop(
     ``lr`` only seeds the step sizes, on the first update (so later lr changes, schedules
     included, have no effect, as in torch); there is no weight decay.
 
-    State: ``prev``, ``step_size``. ``capturable``, ``foreach`` and ``differentiable`` are
-    accepted and ignored.
+    State: ``prev``, ``step_size``.
+
+    Args:
+      lr: initial step size of every element; read on the first update only.
+      etas: ``(etaminus, etaplus)``: the factors a step size is multiplied by when the gradient's
+        sign flips or stays.
+      step_sizes: ``(min, max)`` bounds of the step sizes.
+      maximize: maximize the objective: step along the gradient instead of against it.
+      {torch_switches}
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import optx
+      >>> params = {"w": jnp.array([1.0, -2.0])}
+      >>> tx = optx.rprop(lr=0.1)
+      >>> state = tx.init(params)
+      >>> grads = {"w": jnp.array([0.5, -0.5])}
+      >>> updates, state = tx.update(grads, state, params)
+      >>> params = optx.apply_updates(params, updates)
+      >>> print(jnp.array_str(params["w"], precision=4))
+      [ 0.9 -1.9]
     """
     del capturable, foreach, differentiable
     validation.check_lr(lr)
@@ -89,4 +114,5 @@ def rprop(
         init_slots=init_slots,
         coefficients=coefficients,
         update_leaf=update_leaf,
+        layout=TORCH_LAYOUT,
     )

@@ -7,11 +7,23 @@ from typing import Any
 import jax.numpy as jnp
 
 from optx import torch_ops, validation
+from optx._doc_fragments import torch_switches
 from optx.hyperparams import Hyperparam, is_schedule
+from optx.layout import TorchLayout
 from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
 
+# torch.optim.SGD keeps no ``step`` and allocates ``momentum_buffer`` at the first step with a
+# nonzero momentum (the flag says whether it has); a zero momentum allocates none.
+TORCH_LAYOUT = TorchLayout(
+    "SGD",
+    has_step=False,
+    slot_flags=(("momentum_buffer", "momentum_buffer_initialized"),),
+    structural_zeros=frozenset({"momentum"}),
+)
 
+
+@torch_switches
 def sgd(
     lr: Hyperparam = 1e-3,
     momentum: Hyperparam = 0,
@@ -46,8 +58,26 @@ def sgd(
     momentum that is 0 at construction allocates no buffer; the ``optx.optim`` adapter rebuilds
     the transformation if a group's momentum is later raised from 0, as torch allows.
 
-    ``foreach``, ``differentiable`` and ``fused`` are torch implementation switches, accepted and
-    ignored.
+    Args:
+      lr: learning rate; a constant or a schedule ``count -> value``, as every float argument.
+      momentum: momentum factor; 0 allocates no buffer.
+      dampening: dampening of the momentum (not applied on the first step).
+      weight_decay: weight decay, added to the gradient as an L2 penalty.
+      nesterov: use Nesterov momentum (needs a momentum and zero dampening).
+      maximize: maximize the objective: step along the gradient instead of against it.
+      {torch_switches}
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import optx
+      >>> params = {"w": jnp.array([1.0, -2.0])}
+      >>> tx = optx.sgd(lr=0.1, momentum=0.9)
+      >>> state = tx.init(params)
+      >>> grads = {"w": jnp.array([0.5, -0.5])}
+      >>> updates, state = tx.update(grads, state, params)
+      >>> params = optx.apply_updates(params, updates)
+      >>> print(jnp.array_str(params["w"], precision=4))
+      [ 0.95 -1.95]
     """
     del foreach, differentiable, fused
     validation.check_lr(lr)
@@ -115,5 +145,6 @@ def sgd(
         init_slots=init_slots,
         coefficients=coefficients,
         update_leaf=update_leaf,
+        layout=TORCH_LAYOUT,
         init_scalars=init_scalars,
     )

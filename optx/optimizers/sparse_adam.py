@@ -6,8 +6,12 @@ import jax.numpy as jnp
 
 from optx import validation
 from optx.hyperparams import Hyperparam
+from optx.layout import TorchLayout
 from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
+
+# What the optx.optim adapter needs of the torch class (see optx.layout).
+TORCH_LAYOUT = TorchLayout("SparseAdam")
 
 
 def sparse_adam(
@@ -33,6 +37,24 @@ def sparse_adam(
        \end{aligned}
 
     State: ``exp_avg``, ``exp_avg_sq``. Complex parameters are refused, as torch refuses them.
+
+    Args:
+      lr: learning rate; a constant or a schedule ``count -> value``, as every float argument.
+      betas: coefficients of the running averages of the gradient and of its square.
+      eps: term added to the denominator, for numerical stability.
+      maximize: maximize the objective: step along the gradient instead of against it.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import optx
+      >>> params = {"w": jnp.array([1.0, -2.0])}
+      >>> tx = optx.sparse_adam(lr=0.1)
+      >>> state = tx.init(params)
+      >>> grads = {"w": jnp.array([0.5, -0.5])}
+      >>> updates, state = tx.update(grads, state, params)
+      >>> params = optx.apply_updates(params, updates)
+      >>> print(jnp.array_str(params["w"], precision=4))
+      [ 0.9 -1.9]
     """
     validation.check_lr(lr)
     validation.check_eps(eps)
@@ -73,4 +95,5 @@ def sparse_adam(
         init_slots=init_slots,
         coefficients=coefficients,
         update_leaf=update_leaf,
+        layout=TORCH_LAYOUT,
     )

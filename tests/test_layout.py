@@ -1,0 +1,103 @@
+"""Each optimizer's declared :class:`optx.layout.TorchLayout`: carried by its transformation,
+true to torch, read by the adapter instead of optimizer names."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import pkgutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+import torch
+
+import optx
+import optx.optimizers
+from optx.layout import TorchLayout, TorchTransformation, layout_of
+
+ROOT = Path(optx.__file__).resolve().parent
+NAMES = sorted(
+    m.name for m in pkgutil.iter_modules(optx.optimizers.__path__) if hasattr(optx, m.name)
+)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_optimizer_carries_its_layout(name):
+    tx = getattr(optx, name)()
+    layout = layout_of(tx)
+    assert isinstance(tx, TorchTransformation) and isinstance(layout, TorchLayout)
+    assert getattr(optx.optim, layout.torch_name)._constructor is getattr(optx, name)
+    assert isinstance(getattr(torch.optim, layout.torch_name), type)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "lbfgs"])
+def test_has_step_is_torchs(name):
+    """``has_step`` says whether torch's per-parameter state holds ``step`` after a step."""
+    layout = layout_of(getattr(optx, name)())
+    x = torch.nn.Parameter(torch.ones(2, 3, dtype=torch.float64))
+    opt = getattr(torch.optim, layout.torch_name)([x])
+    grad = torch.full((2, 3), 0.5, dtype=torch.float64)
+    x.grad = grad.to_sparse() if layout.torch_name == "SparseAdam" else grad
+    opt.step()
+    assert ("step" in opt.state[x]) == layout.has_step
+
+
+def test_transformation_is_still_optaxs_pair():
+    params = {"w": jnp.ones(3)}
+    tx = optx.sgd(lr=0.1, momentum=0.9)
+    init, update = tx
+    assert len(tx) == 2 and init is tx.init and update is tx.update
+    chained = optax.chain(optax.clip_by_global_norm(1.0), tx)
+    updates, _ = chained.update(params, chained.init(params), params)
+    assert jnp.allclose(updates["w"], -0.1 * jnp.ones(3) / jnp.sqrt(3.0))
+    # The layout survives the ways a NamedTuple gets rebuilt.
+    leaves, treedef = jax.tree_util.tree_flatten(tx)
+    for copied in (tx._replace(init=init), copy.copy(tx), copy.deepcopy(tx),
+                   jax.tree_util.tree_unflatten(treedef, leaves)):
+        assert copied.layout == tx.layout and tuple(copied) == tuple(tx)
+    with pytest.raises(ValueError, match="unexpected field"):
+        tx._replace(value=1)
+
+
+def test_layout_of_other_transformations_is_none():
+    assert layout_of(optax.adam(1e-3)) is None
+    assert layout_of(optx.chain(optx.adam())) is None
+
+
+def _optimizer_names_compared_outside_their_module() -> list[str]:
+    """``x == "sgd"``, ``x in ("adam", ...)`` or a set literal of optimizer names, anywhere in
+    optx except the named optimizer's own modules (``optx/optimizers/<name>*.py``)."""
+    names = set(NAMES)
+    names |= {f"optx.{n}" for n in NAMES}
+    names |= {layout_of(getattr(optx, n)()).torch_name for n in NAMES}
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        own = {n for n in NAMES if path.parent.name == "optimizers"
+               and (path.stem == n or path.stem.startswith(n + "_"))}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare):
+                operands = [node.left, *node.comparators]
+            elif isinstance(node, (ast.Set, ast.Dict)) or (
+                isinstance(node, ast.Call) and getattr(node.func, "id", "") == "frozenset"
+            ):
+                operands = [node]
+            else:
+                continue
+            for operand in operands:
+                for const in ast.walk(operand):
+                    value = getattr(const, "value", None)
+                    if isinstance(const, ast.Constant) and value in names:
+                        bare = str(value).removeprefix("optx.").lower()
+                        if not any(bare == n.replace("_", "") or bare == n for n in own):
+                            where = path.relative_to(ROOT.parent)
+                            found.append(f"{where}:{const.lineno}: {value!r}")
+    return found
+
+
+def test_no_optimizer_name_is_compared_outside_its_module():
+    found = _optimizer_names_compared_outside_their_module()
+    assert not found, "optimizer names tested outside their modules:\n" + "\n".join(found)
