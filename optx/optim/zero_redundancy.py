@@ -21,6 +21,15 @@ from optx.optim.optimizer import Optimizer
 from optx.sharding import zero_shardings
 
 
+def _concrete_optimizers(base: type[Optimizer]) -> list[type[Optimizer]]:
+    found = []
+    for sub in base.__subclasses__():
+        if "_constructor" in vars(sub) and sub.__module__ == "optx.optim":
+            found.append(sub)
+        found.extend(_concrete_optimizers(sub))
+    return found
+
+
 def _optx_class(optimizer_class: Any) -> type[Optimizer]:
     """``optimizer_class`` as an optx.optim class; torch's classes map to theirs by name."""
     if isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer):
@@ -29,11 +38,11 @@ def _optx_class(optimizer_class: Any) -> type[Optimizer]:
         return optimizer_class
     module = getattr(optimizer_class, "__module__", "") or ""
     if isinstance(optimizer_class, type) and module.startswith("torch.optim"):
-        import optx.optim
-
-        found = getattr(optx.optim, optimizer_class.__name__, None)
-        if isinstance(found, type) and issubclass(found, Optimizer):
-            return found
+        # The optx class of that name, found among Optimizer's subclasses (importing
+        # optx.optim here would be an import cycle).
+        for found in _concrete_optimizers(Optimizer):
+            if found.__name__ == optimizer_class.__name__:
+                return found
     raise TypeError(
         f"optimizer_class must be an optx.optim optimizer class (e.g. optx.optim.AdamW), "
         f"got {optimizer_class!r}"
