@@ -184,3 +184,23 @@ def test_muon_refuses_non_matrices_like_torch():
         torch.optim.Muon([torch.zeros(3, requires_grad=True)])
     with pytest.raises(ValueError, match="Muon only supports 2D parameters"):
         optx.muon().init([np.zeros(3)])
+
+
+@pytest.mark.parametrize("info", [pytest.param(i, id=i.name) for i in BY_NAME.values()])
+def test_registry_has_step_matches_torch(info):
+    """The registry's ``has_step`` is torch's: after one step, ``step`` is in its state or not."""
+    p = torch.zeros(3, 2, requires_grad=True)
+    opt = info.torch_cls([p])
+
+    def closure():
+        opt.zero_grad()
+        loss = ((p - 1) ** 2).sum()
+        loss.backward()
+        return loss
+
+    if info.needs_closure:
+        opt.step(closure)
+    else:
+        p.grad = torch.ones(3, 2).to_sparse() if info.sparse_grads else torch.ones(3, 2)
+        opt.step()
+    assert ("step" in opt.state[p]) == info.has_step  # TODO(layout): compare with the layout
