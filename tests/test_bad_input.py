@@ -4,22 +4,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from registry import infos
 
 import optx
 
 PARAMS = {"dense": {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}, "scale": jnp.ones(())}
-
-ELEMENTWISE = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "nadam", "rprop",
-               "adamax", "asgd", "radam", "sparse_adam", "adafactor"]
 
 
 def grads_like(params):
     return jax.tree_util.tree_map(lambda p: jnp.full_like(p, 0.5), params)
 
 
-@pytest.fixture(params=ELEMENTWISE)
+@pytest.fixture(params=infos("elementwise"))
 def tx(request):
-    return getattr(optx, request.param)()
+    return request.param.fn()
 
 
 def test_missing_leaf_is_named(tx):

@@ -3,17 +3,15 @@
 import jax
 import jax.numpy as jnp
 import pytest
+from registry import infos
 
 import optx
 
-NAMES = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "nadam", "rprop",
-         "adamax", "asgd", "radam", "adafactor", "sparse_adam", "muon"]
 
-
-@pytest.mark.parametrize("name", NAMES)
-def test_scheduled_updates_compile_once(name):
-    tx = getattr(optx, name)(lr=lambda count: 0.1 * 0.99**count)
-    params = {"w": jnp.ones((3, 4)), "b": jnp.ones((1, 4) if name == "muon" else 4)}
+@pytest.mark.parametrize("info", infos("scheduled_lr"))
+def test_scheduled_updates_compile_once(info):
+    tx = info.fn(lr=lambda count: 0.1 * 0.99**count)
+    params = {"w": jnp.ones((3, 4)), "b": jnp.ones((1, 4) if info.matrices_only else 4)}
     state = tx.init(params)
     traces = []
 

@@ -33,18 +33,6 @@ def test_every_optimizer_carries_its_layout(name):
     assert isinstance(getattr(torch.optim, layout.torch_name), type)
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n != "lbfgs"])
-def test_has_step_is_torchs(name):
-    """``has_step`` says whether torch's per-parameter state holds ``step`` after a step."""
-    layout = layout_of(getattr(optx, name)())
-    x = torch.nn.Parameter(torch.ones(2, 3, dtype=torch.float64))
-    opt = getattr(torch.optim, layout.torch_name)([x])
-    grad = torch.full((2, 3), 0.5, dtype=torch.float64)
-    x.grad = grad.to_sparse() if layout.torch_name == "SparseAdam" else grad
-    opt.step()
-    assert ("step" in opt.state[x]) == layout.has_step
-
-
 def test_transformation_is_still_optaxs_pair():
     params = {"w": jnp.ones(3)}
     tx = optx.sgd(lr=0.1, momentum=0.9)

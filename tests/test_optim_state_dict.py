@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from registry import cases
 
 import optx
 import optx.optim as O
@@ -16,22 +17,6 @@ import optx.optim as O
 torch.set_default_dtype(torch.float64)
 
 SHAPES = [(3,), (2, 2)]
-CONFIGS = [
-    ("SGD", {"lr": 0.1}),
-    ("SGD", {"lr": 0.1, "momentum": 0.9}),
-    ("Adam", {"lr": 0.01, "amsgrad": True}),
-    ("AdamW", {"lr": 0.01}),
-    ("RMSprop", {"lr": 0.01, "momentum": 0.5, "centered": True}),
-    ("Adagrad", {"lr": 0.1}),
-    ("Adadelta", {}),
-    ("NAdam", {}),
-    ("Rprop", {}),
-    ("Adamax", {}),
-    ("ASGD", {"t0": 1}),
-    ("RAdam", {}),
-    ("Adafactor", {"lr": 0.05}),
-]
-IDS = [f"{c}-{i}" for i, (c, _) in enumerate(CONFIGS)]
 
 
 def _params(seed=0):
@@ -79,8 +64,9 @@ def _require(cls):
     assert hasattr(O, cls), f"{cls} missing from optx.optim"
 
 
-@pytest.mark.parametrize("cls,kw", CONFIGS, ids=IDS)
-def test_torch_state_dict_resumes_in_optx(cls, kw):
+@pytest.mark.parametrize("info,kw", cases("state_dict"))
+def test_torch_state_dict_resumes_in_optx(info, kw):
+    cls = info.torch_name
     _require(cls)
     leaves = [torch.tensor(p, requires_grad=True) for p in _params()]
     topt = getattr(torch.optim, cls)(leaves, **kw)
@@ -93,8 +79,9 @@ def test_torch_state_dict_resumes_in_optx(cls, kw):
     assert _err(opt, leaves) <= 1e-10
 
 
-@pytest.mark.parametrize("cls,kw", CONFIGS, ids=IDS)
-def test_optx_state_dict_resumes_in_torch(cls, kw):
+@pytest.mark.parametrize("info,kw", cases("state_dict"))
+def test_optx_state_dict_resumes_in_torch(info, kw):
+    cls = info.torch_name
     _require(cls)
     opt = getattr(O, cls)([jnp.asarray(p) for p in _params()], **kw)
     _optx_steps(opt, 0, 3)

@@ -4,23 +4,9 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from registry import OPTIMIZERS
 
 import optx
-
-OPTIMIZERS = {
-    "sgd": dict(lr=0.05, momentum=0.9),
-    "adam": dict(lr=0.01, amsgrad=True),
-    "adamw": dict(lr=0.01),
-    "rmsprop": dict(lr=0.01, centered=True, momentum=0.5),
-    "adagrad": dict(lr=0.1),
-    "adadelta": dict(lr=1.0),
-    "nadam": dict(lr=0.01),
-    "rprop": dict(lr=0.01),
-    "adamax": dict(lr=0.01),
-    "asgd": dict(lr=0.01),
-    "radam": dict(lr=0.01),
-    "adafactor": dict(lr=0.01),
-}
 
 PARAMS = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4), "b": jnp.arange(4.0)}
 
@@ -37,9 +23,9 @@ def reference(tx, steps=5):
     return params
 
 
-def _make(name, kwargs):
+def _make(info):
     def test(self):
-        tx = getattr(optx, name)(**kwargs)
+        tx = info.fn(**info.variants)
         expected = reference(tx)
 
         # chex's pmap variant broadcasts the arguments to every device and returns the first
@@ -54,14 +40,15 @@ def _make(name, kwargs):
             params, state = step(params, state, grads_at(k))
         chex.assert_trees_all_close(params, expected, rtol=1e-12, atol=1e-12)
 
-    test.__name__ = f"test_{name}"
+    test.__name__ = f"test_{info.name}"
     return chex.variants(with_jit=True, without_jit=True, with_pmap=True)(test)
 
 
 class TestVariants(chex.TestCase):
-    for _name, _kwargs in OPTIMIZERS.items():
-        locals()[f"test_{_name}"] = _make(_name, _kwargs)
-    del _name, _kwargs
+    for _info in OPTIMIZERS:
+        if _info.variants is not None:
+            locals()[f"test_{_info.name}"] = _make(_info)
+    del _info
 
 
 def test_pmap_with_mean_gradients_equals_single_device():
