@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax.numpy as jnp
+from jax import lax
 
 from optx import torch_ops, validation
 from optx.hyperparams import Hyperparam, is_schedule
@@ -71,14 +72,19 @@ def rmsprop(
     def coefficients(hp, t, scalars):
         del t
         alpha_ = hp["alpha"]
-        return {
-            "lr": hp["lr"],
+        c = {
+            "neg_lr": -hp["lr"],
             "alpha": alpha_,
             "one_minus_alpha": 1 - alpha_,
             "eps": hp["eps"],
-            "weight_decay": hp["weight_decay"],
-            "momentum": hp["momentum"],
-        }, scalars
+            "weight_decay": torch_ops.decay(hp["weight_decay"]),
+        }
+        if centered:
+            c["grad_avg_weight"] = torch_ops.Lerp(1 - alpha_)
+        if has_buffer:
+            c["momentum"] = hp["momentum"]
+            c["use_momentum"] = hp["momentum"] > 0
+        return c, scalars
 
     def update_leaf(g, p, slots, c):
         g = torch_ops.maybe_negate(g, maximize)
@@ -86,18 +92,20 @@ def rmsprop(
         square_avg = slots["square_avg"] * c["alpha"] + c["one_minus_alpha"] * g * g
         new = {"square_avg": square_avg}
         if centered:
-            grad_avg = torch_ops.lerp(slots["grad_avg"], g, c["one_minus_alpha"])
+            grad_avg = torch_ops.lerp(slots["grad_avg"], g, c["grad_avg_weight"])
             new["grad_avg"] = grad_avg
             avg = jnp.sqrt(square_avg + (-1) * grad_avg * grad_avg) + c["eps"]
         else:
             avg = jnp.sqrt(square_avg) + c["eps"]
-        plain = p + (-c["lr"] * g) / avg
+        plain = (c["neg_lr"] * g) / avg  # torch: param.addcdiv_(grad, avg, value=-lr)
         if not has_buffer:
-            return plain, new
-        use_momentum = c["momentum"] > 0
+            return torch_ops.Increment(plain), new
+        # torch: buf.mul_(momentum).addcdiv_(grad, avg); param.add_(buf, alpha=-lr), only
+        # while momentum > 0 (a scalar test, made once per step in coefficients).
+        use = c["use_momentum"]
         buf = slots["momentum_buffer"] * c["momentum"] + g / avg
-        new["momentum_buffer"] = jnp.where(use_momentum, buf, slots["momentum_buffer"])
-        return jnp.where(use_momentum, p - c["lr"] * buf, plain), new
+        new["momentum_buffer"] = lax.select(use, buf, slots["momentum_buffer"])
+        return torch_ops.Increment(lax.select(use, c["neg_lr"] * buf, plain)), new
 
     return torch_optimizer(
         "optx.rmsprop",
