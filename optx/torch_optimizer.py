@@ -133,7 +133,7 @@ def _once_per_step(coeffs: Coefficients, t: Array) -> Coefficients:
         return jax.lax.cond(t > 0, lambda: list(xs), lambda: [jnp.zeros_like(x) for x in xs])
 
     out = jax.lax.platform_dependent(*leaves, cpu=cpu, default=lambda *xs: list(xs))
-    return treedef.unflatten(out)
+    return jax.tree_util.tree_unflatten(treedef, out)
 
 
 def _shard_like(slots: Slots, p: Any) -> Slots:

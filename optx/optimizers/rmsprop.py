@@ -82,8 +82,14 @@ def rmsprop(
         if centered:
             c["grad_avg_weight"] = torch_ops.Lerp(1 - alpha_)
         if has_buffer:
-            c["momentum"] = hp["momentum"]
-            c["use_momentum"] = hp["momentum"] > 0
+            # torch updates the buffer only while momentum > 0. As a scalar-weighted sum
+            # b' = decay * b + weight * g / avg, without a select between the donated old
+            # buffer and the new one (which makes XLA copy the buffer): (momentum, 1) while
+            # momentum > 0, (1, 0) otherwise (b exactly, for a finite step).
+            use = hp["momentum"] > 0
+            c["use_momentum"] = use
+            c["buf_decay"] = jnp.where(use, hp["momentum"], 1.0)
+            c["buf_weight"] = jnp.where(use, 1.0, 0.0)
         return c, scalars
 
     def update_leaf(g, p, slots, c):
@@ -102,10 +108,9 @@ def rmsprop(
             return torch_ops.Increment(plain), new
         # torch: buf.mul_(momentum).addcdiv_(grad, avg); param.add_(buf, alpha=-lr), only
         # while momentum > 0 (a scalar test, made once per step in coefficients).
-        use = c["use_momentum"]
-        buf = slots["momentum_buffer"] * c["momentum"] + g / avg
-        new["momentum_buffer"] = lax.select(use, buf, slots["momentum_buffer"])
-        return torch_ops.Increment(lax.select(use, c["neg_lr"] * buf, plain)), new
+        buf = slots["momentum_buffer"] * c["buf_decay"] + c["buf_weight"] * (g / avg)
+        new["momentum_buffer"] = buf
+        return torch_ops.Increment(lax.select(c["use_momentum"], c["neg_lr"] * buf, plain)), new
 
     return torch_optimizer(
         "optx.rmsprop",
