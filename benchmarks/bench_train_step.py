@@ -296,6 +296,8 @@ def _worker_jax(impl: str, model: str, layout: str, reps: int) -> dict:
 def _worker_torch(impl: str, model: str, layout: str, reps: int) -> dict:
     import torch
 
+    if os.environ.get("OPTX_BENCH_TORCH_THREADS"):
+        torch.set_num_threads(int(os.environ["OPTX_BENCH_TORCH_THREADS"]))
     params = make_params(model, layout)
     tparams = {
         "globals": {k: torch.tensor(v, requires_grad=True) for k, v in params["globals"].items()},
@@ -401,6 +403,9 @@ def main(argv=None) -> None:
     parser.add_argument("--impls", default=",".join(IMPLS))
     parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch.set_num_threads for the torch cells (on a loaded machine "
+                             "torch's OpenMP threads spin and its times turn to noise)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_step.json"))
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -411,9 +416,12 @@ def main(argv=None) -> None:
         print("RESULT " + json.dumps(fn(impl, model, layout, reps)), flush=True)
         return
 
+    if args.torch_threads:
+        os.environ["OPTX_BENCH_TORCH_THREADS"] = str(args.torch_threads)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
+        "torch_threads": args.torch_threads,
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": platform.platform(),
         "cpus": os.cpu_count(),
