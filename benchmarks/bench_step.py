@@ -5,6 +5,16 @@ Run from the repository root::
     python benchmarks/bench_step.py                     # full run (several minutes on 2 cores)
     python benchmarks/bench_step.py --quick             # fewer repeats, 10 and 1000 leaves
     python benchmarks/bench_step.py --leaves 10,1000 --optimizers adam --reps 21
+    python benchmarks/bench_step.py --optimizers sgd_nesterov,rmsprop,adagrad --quick
+    python benchmarks/bench_step.py --device gpu        # on a GPU; skips with a message without
+
+``--device auto`` (the default) runs on the GPU when JAX sees one. On the GPU the defaults are
+issue 16's: Adam at 1 B float32 params in 10 leaves and at 200 M params in 1000 leaves, for
+optx, the ``optx.optim`` adapter and optax against torch CUDA ``fused=True`` and
+``foreach=True``; the device's copy bandwidth is measured first (a jitted, donated ``x + 1``
+over 1 GiB), and each step is also given as the fraction of it that moving 7 x 4 bytes per
+parameter (torch's fused Adam: read p, g, m, v, write p, m, v) would take. Results go to
+``benchmarks/results/gpu.json``.
 
 Every (implementation, optimizer, leaf count) cell runs in its own fresh subprocess, so compile
 caches, allocator state and peak RSS do not leak from one cell into the next. The table prints
@@ -44,14 +54,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 IMPLS = ("optx", "optx_optim", "optax", "torch_single", "torch_foreach", "torch_fused")
 OPTIMIZERS = ("adam", "adamw", "sgd")
+ALL_OPTIMIZERS = ("adam", "adamw", "sgd", "sgd_nesterov", "rmsprop", "adagrad")
 # Total parameter count per leaf count: the issue's three models.
 DEFAULT_TOTAL = {10: 20_000_000, 1000: 20_000_000, 5000: 5_000_000}
 HYPER = {
     "adam": {"lr": 1e-3},
     "adamw": {"lr": 1e-3, "weight_decay": 1e-2},
     "sgd": {"lr": 1e-2, "momentum": 0.9},
+    "sgd_nesterov": {"lr": 1e-2, "momentum": 0.9, "nesterov": True},
+    "rmsprop": {"lr": 1e-2},
+    "adagrad": {"lr": 1e-2},
 }
-STATE_SLOTS = {"adam": 2, "adamw": 2, "sgd": 1}
+STATE_SLOTS = {"adam": 2, "adamw": 2, "sgd": 1, "sgd_nesterov": 1, "rmsprop": 1, "adagrad": 1}
+# torch class / optx constructor / optx.optim class per benchmark name.
+TORCH_CLASS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "sgd_nesterov": "SGD",
+               "rmsprop": "RMSprop", "adagrad": "Adagrad"}  # fmt: skip
+# GPU: issue 16's models, Adam at 1 B params in 10 leaves and 200 M params in 1000 leaves.
+GPU_TOTAL = {10: 1_000_000_000, 1000: 200_000_000}
+GPU_IMPLS = ("optx", "optx_optim", "optax", "torch_foreach", "torch_fused")
+# Bytes an update must move per float32 parameter: torch's fused Adam reads p, g, m, v and
+# writes p, m, v.
+FLOOR_BYTES_PER_PARAM = 7 * 4
 
 
 def _rss_bytes() -> int:
@@ -91,16 +114,22 @@ def _worker_jax(impl: str, opt_name: str, leaves: int, total: int, reps: int) ->
 
     sys.path.insert(0, str(ROOT))
     sizes = _sizes(leaves, total)
-    rng = np.random.default_rng(0)
-    params = [jnp.asarray(rng.standard_normal(n, np.float32)) for n in sizes]
-    grads = [jnp.asarray(rng.standard_normal(n, np.float32) * 1e-2) for n in sizes]
+    if _device() == "gpu":  # generated on the device: 1 B params would take minutes on the host
+        keys = jax.random.split(jax.random.PRNGKey(0), 2 * leaves)
+        params = [jax.random.normal(keys[i], (n,), jnp.float32) for i, n in enumerate(sizes)]
+        grads = [jax.random.normal(keys[leaves + i], (n,), jnp.float32) * 1e-2
+                 for i, n in enumerate(sizes)]  # fmt: skip
+    else:
+        rng = np.random.default_rng(0)
+        params = [jnp.asarray(rng.standard_normal(n, np.float32)) for n in sizes]
+        grads = [jnp.asarray(rng.standard_normal(n, np.float32) * 1e-2) for n in sizes]
     jax.block_until_ready((params, grads))
     hp = HYPER[opt_name]
 
     if impl == "optx_optim":
         import optx.optim
 
-        cls = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}[opt_name]
+        cls = TORCH_CLASS[opt_name]
         rss0 = _rss_bytes()  # jax and optx are imported; params and grads count below
         rss0 -= 2 * 4 * total
         opt = getattr(optx.optim, cls)(params, **hp)
@@ -135,7 +164,7 @@ def _worker_jax(impl: str, opt_name: str, leaves: int, total: int, reps: int) ->
     if impl == "optx":
         import optx
 
-        tx = {"adam": optx.adam, "adamw": optx.adamw, "sgd": optx.sgd}[opt_name](**hp)
+        tx = getattr(optx, TORCH_CLASS[opt_name].lower())(**hp)
         apply_updates = optx.apply_updates
     else:
         import optax
@@ -144,8 +173,12 @@ def _worker_jax(impl: str, opt_name: str, leaves: int, total: int, reps: int) ->
             tx = optax.adam(hp["lr"])
         elif opt_name == "adamw":
             tx = optax.adamw(hp["lr"], weight_decay=hp["weight_decay"])
+        elif opt_name == "rmsprop":
+            tx = optax.rmsprop(hp["lr"], decay=0.99, eps=1e-8)
+        elif opt_name == "adagrad":
+            tx = optax.adagrad(hp["lr"], initial_accumulator_value=0.0, eps=1e-10)
         else:
-            tx = optax.sgd(hp["lr"], momentum=hp["momentum"])
+            tx = optax.sgd(hp["lr"], momentum=hp["momentum"], nesterov=hp.get("nesterov", False))
         apply_updates = optax.apply_updates
 
     def step_fn(p, s, g):
@@ -153,9 +186,11 @@ def _worker_jax(impl: str, opt_name: str, leaves: int, total: int, reps: int) ->
         return apply_updates(p, updates), s
 
     state = tx.init(params)
+    c0 = time.process_time()  # CPU time: far less sensitive to other load than wall time
     t0 = time.perf_counter()
     compiled = jax.jit(step_fn, donate_argnums=(0, 1)).lower(params, state, grads).compile()
     compile_s = time.perf_counter() - t0
+    compile_cpu_s = time.process_time() - c0
     mem = compiled.memory_analysis()
     peak = _xla_peak(mem) if mem is not None else None
     for _ in range(2):  # warm-up
@@ -168,7 +203,8 @@ def _worker_jax(impl: str, opt_name: str, leaves: int, total: int, reps: int) ->
         jax.block_until_ready(params)
         times.append(time.perf_counter() - t0)
     n_fusions = compiled.as_text().count(" fusion(")
-    out = {"step_s": statistics.median(times), "compile_s": compile_s, "fusions": n_fusions}
+    out = {"step_s": statistics.median(times), "compile_s": compile_s,
+           "compile_cpu_s": compile_cpu_s, "fusions": n_fusions}  # fmt: skip
     if peak is not None:
         out.update(peak_bytes=peak, peak_method="xla_memory_analysis")
     else:
@@ -184,41 +220,93 @@ def _worker_torch(impl: str, opt_name: str, leaves: int, total: int, reps: int) 
         "torch_foreach": {"foreach": True},
         "torch_fused": {"fused": True},
     }[impl]
-    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[opt_name]
+    cls = getattr(torch.optim, TORCH_CLASS[opt_name])
+    gpu = _device() == "gpu"
+    if gpu and not torch.cuda.is_available():
+        raise RuntimeError("this torch has no CUDA")
+    dev = "cuda" if gpu else "cpu"
+
+    def sync():
+        if gpu:
+            torch.cuda.synchronize()
+
     # A tiny step first, so libraries and kernels loaded lazily do not count as step memory.
-    tiny = torch.zeros(8, requires_grad=True)
-    tiny.grad = torch.ones(8)
+    tiny = torch.zeros(8, requires_grad=True, device=dev)
+    tiny.grad = torch.ones(8, device=dev)
     cls([tiny], **HYPER[opt_name], **flags).step()
-    rss0 = _rss_bytes()
+    sync()
+    rss0 = torch.cuda.memory_allocated() if gpu else _rss_bytes()
     torch.manual_seed(0)
-    params = [torch.randn(n) for n in _sizes(leaves, total)]
+    params = [torch.randn(n, device=dev) for n in _sizes(leaves, total)]
     for p in params:
         p.requires_grad_(True)
-        p.grad = torch.randn(p.shape) * 1e-2
+        p.grad = torch.randn(p.shape, device=dev) * 1e-2
     opt = cls(params, **HYPER[opt_name], **flags)
+    sync()
     t0 = time.perf_counter()
     opt.step()
+    sync()
     first = time.perf_counter() - t0
     times = []
     for _ in range(reps + 2):
         t0 = time.perf_counter()
         opt.step()
+        sync()
         times.append(time.perf_counter() - t0)
     step = statistics.median(times[2:])
+    peak = (torch.cuda.max_memory_allocated() if gpu else _peak_rss_bytes()) - rss0
     return {
         "step_s": step,
         "compile_s": None,
         "first_step_s": first,
-        "peak_bytes": _peak_rss_bytes() - rss0,
-        "peak_method": "rss",
+        "peak_bytes": peak,
+        "peak_method": "cuda_max_allocated" if gpu else "rss",
         "threads": torch.get_num_threads(),
     }
+
+
+def _worker_bandwidth(reps: int) -> dict:
+    """The device's measured copy bandwidth: a jitted, donated ``x + 1`` over 1 GiB (read and
+    write: 2 GiB moved per call), median of ``reps``."""
+    import jax
+    import jax.numpy as jnp
+
+    n = 1 << 28  # float32: 1 GiB
+    x = jnp.zeros((n,), jnp.float32)
+    fn = jax.jit(lambda a: a + 1.0, donate_argnums=0)
+    for _ in range(3):
+        x = fn(x)
+    x.block_until_ready()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        x = fn(x)
+        x.block_until_ready()
+        times.append(time.perf_counter() - t0)
+    step = statistics.median(times)
+    return {"bytes_per_s": 2 * 4 * n / step, "step_s": step, "device": str(x.devices())}
+
+
+def _device() -> str:
+    return os.environ.get("OPTX_BENCH_DEVICE", "cpu")
+
+
+def gpu_available() -> tuple[bool, str]:
+    """Whether JAX sees a GPU, asked in a subprocess (so this process's JAX stays unloaded)."""
+    code = "import jax; print(len(jax.devices('gpu')))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode == 0 and proc.stdout.strip() not in ("", "0"):
+        return True, f"{proc.stdout.strip()} GPU(s)"
+    tail = (proc.stderr or "").strip().splitlines()[-1:] or ["no GPU devices"]
+    return False, tail[0]
 
 
 def _worker(args) -> None:
     impl, opt_name = args.worker
     leaves, total = args.worker_leaves, args.worker_total
-    if impl.startswith("torch"):
+    if impl == "bandwidth":
+        out = _worker_bandwidth(args.reps)
+    elif impl.startswith("torch"):
         out = _worker_torch(impl, opt_name, leaves, total, args.reps)
     else:
         out = _worker_jax(impl, opt_name, leaves, total, args.reps)
@@ -235,13 +323,16 @@ def _optim_available() -> bool:
     return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
-def _run_cell(impl, opt_name, leaves, total, reps, timeout) -> dict:
+def _run_cell(impl, opt_name, leaves, total, reps, timeout, device="cpu") -> dict:
     cmd = [
         sys.executable, __file__, "--worker", impl, opt_name,
         "--worker-leaves", str(leaves), "--worker-total", str(total), "--reps", str(reps),
     ]  # fmt: skip
+    env = dict(os.environ, OPTX_BENCH_DEVICE=device)
+    if device == "cpu":
+        env["JAX_PLATFORMS"] = "cpu"  # a CPU run stays on the CPU on a GPU machine too
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s"}
     for line in proc.stdout.splitlines():
@@ -255,11 +346,14 @@ def _fmt_ratio(a, b) -> str:
     return f"{a / b:5.2f}x" if a is not None and b else "   - "
 
 
-def _table(results: list[dict]) -> str:
+def _table(results: list[dict], bandwidth: float | None = None) -> str:
+    """The Markdown table; with ``bandwidth`` (bytes/s) also each step's share of it, taking
+    :data:`FLOOR_BYTES_PER_PARAM` bytes per parameter as what the step must move."""
+    bw_head, bw_rule = (" of copy bandwidth |", "---|") if bandwidth else ("", "")
     lines = [
         "| optimizer | leaves | params | impl | step ms | vs torch fused | vs optax | "
-        "compile s | peak / (p+g+state) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "compile s (wall / CPU) | peak / (p+g+state) |" + bw_head,
+        "|---|---|---|---|---|---|---|---|---|" + bw_rule,
     ]
     cells = {(r["optimizer"], r["leaves"], r["impl"]): r for r in results}
     for r in results:
@@ -268,16 +362,21 @@ def _table(results: list[dict]) -> str:
         if "error" in r:
             lines.append(
                 f"| {r['optimizer']} | {r['leaves']} | {r['params'] / 1e6:g}M | {r['impl']} | "
-                f"error: {r['error'][:60]} |  |  |  |  |"
+                f"error: {r['error'][:60]} |  |  |  |  |" + (" |" if bandwidth else "")
             )
             continue
         comp = f"{r['compile_s']:.2f}" if r.get("compile_s") is not None else "-"
+        if r.get("compile_cpu_s") is not None:
+            comp += f" / {r['compile_cpu_s']:.2f}"
         mem = r["peak_bytes"] / r["theory_bytes"]
+        bw = ""
+        if bandwidth:
+            bw = f" {FLOOR_BYTES_PER_PARAM * r['params'] / r['step_s'] / bandwidth:.0%} |"
         lines.append(
             f"| {r['optimizer']} | {r['leaves']} | {r['params'] / 1e6:g}M | {r['impl']} | "
             f"{r['step_s'] * 1e3:.1f} | {_fmt_ratio(r['step_s'], ref.get('step_s'))} | "
             f"{_fmt_ratio(r['step_s'], oax.get('step_s'))} | {comp} | "
-            f"{mem:.2f} ({r['peak_method']}) |"
+            f"{mem:.2f} ({r['peak_method']}) |" + bw
         )
     return "\n".join(lines)
 
@@ -287,11 +386,15 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="5 repeats, leaves 10,1000")
     parser.add_argument("--leaves", default=None, help="comma-separated leaf counts")
     parser.add_argument("--total", type=int, default=None, help="total params for every count")
-    parser.add_argument("--optimizers", default=",".join(OPTIMIZERS))
-    parser.add_argument("--impls", default=",".join(IMPLS))
+    parser.add_argument("--optimizers", default=None,
+                        help=f"comma-separated, of {','.join(ALL_OPTIMIZERS)}")
+    parser.add_argument("--impls", default=None)
     parser.add_argument("--reps", type=int, default=None, help="timed steps per cell (median)")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
+    parser.add_argument("--out", default=None,
+                        help="results JSON (default results/latest.json, on GPU results/gpu.json)")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                        help="auto: the GPU when JAX sees one, else the CPU")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--worker-leaves", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--worker-total", type=int, help=argparse.SUPPRESS)
@@ -300,15 +403,37 @@ def main(argv=None) -> None:
         args.reps = args.reps or 15
         return _worker(args)
 
+    device = "cpu"
+    if args.device != "cpu":
+        has_gpu, why = gpu_available()
+        if has_gpu:
+            device = "gpu"
+        elif args.device == "gpu":
+            print(f"no GPU visible to JAX ({why}): skipping the GPU benchmark. It needs a "
+                  "CUDA jaxlib (pip install 'jax[cuda12]') and, for the torch rows, a CUDA "
+                  "torch.")  # fmt: skip
+            return
     reps = args.reps or (5 if args.quick else 15)
-    default_leaves = "10,1000" if args.quick else "10,1000,5000"
+    if device == "gpu":
+        default_leaves = ",".join(str(n) for n in GPU_TOTAL)
+        default_impls, default_opts = ",".join(GPU_IMPLS), "adam"
+    else:
+        default_leaves = "10,1000" if args.quick else "10,1000,5000"
+        default_impls, default_opts = ",".join(IMPLS), ",".join(OPTIMIZERS)
     leaf_counts = [int(x) for x in (args.leaves or default_leaves).split(",")]
-    impls = [i for i in args.impls.split(",") if i]
+    impls = [i for i in (args.impls or default_impls).split(",") if i]
     if "optx_optim" in impls and not _optim_available():
         print("optx.optim is not importable: skipping the adapter")
         impls.remove("optx_optim")
-    out = Path(args.out)
+    name = "gpu.json" if device == "gpu" else "latest.json"
+    out = Path(args.out or ROOT / "benchmarks" / "results" / name)
     out.parent.mkdir(parents=True, exist_ok=True)
+    bandwidth = None
+    if device == "gpu":
+        bw = _run_cell("bandwidth", "adam", 0, 0, reps, args.timeout, device)
+        bandwidth = bw.get("bytes_per_s")
+        print(f"  measured copy bandwidth: {bandwidth / 1e9 if bandwidth else float('nan'):.0f} "
+              f"GB/s {bw.get('error', '')}", flush=True)  # fmt: skip
     meta = {
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": platform.platform(),
@@ -316,24 +441,28 @@ def main(argv=None) -> None:
         "load_avg_start": os.getloadavg(),
         "reps": reps,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "device": device,
+        "copy_bandwidth_bytes_per_s": bandwidth,
     }
     results: list[dict] = []
-    for opt_name in args.optimizers.split(","):
+    for opt_name in (args.optimizers or default_opts).split(","):
         for leaves in leaf_counts:
-            total = args.total or DEFAULT_TOTAL.get(leaves, 20_000_000)
+            sizes = GPU_TOTAL if device == "gpu" else DEFAULT_TOTAL
+            total = args.total or sizes.get(leaves, 20_000_000)
             theory = (2 + STATE_SLOTS[opt_name]) * 4 * total
             for impl in impls:
-                r = _run_cell(impl, opt_name, leaves, total, reps, args.timeout)
+                r = _run_cell(impl, opt_name, leaves, total, reps, args.timeout, device)
                 r.update(impl=impl, optimizer=opt_name, leaves=leaves, params=total,
                          theory_bytes=theory)  # fmt: skip
                 results.append(r)
                 step = f"{r['step_s'] * 1e3:8.1f} ms" if "step_s" in r else r.get("error")
-                print(f"  {opt_name:6s} {leaves:5d} leaves {impl:14s} {step}", flush=True)
+                print(f"  {opt_name:12s} {leaves:5d} leaves {impl:14s} {step}", flush=True)
                 # Written after every cell, so an interrupted run keeps what it measured.
                 meta["load_avg_now"] = os.getloadavg()
-                record = {"meta": meta, "results": results, "table": _table(results)}
+                record = {"meta": meta, "results": results,
+                          "table": _table(results, bandwidth)}  # fmt: skip
                 out.write_text(json.dumps(record, indent=1))
-    table = _table(results)
+    table = _table(results, bandwidth)
     print()
     print(table)
     print(f"\nwrote {out}")

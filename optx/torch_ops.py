@@ -44,18 +44,16 @@ class PreparedLerp(NamedTuple):
 
 
 class Decay(NamedTuple):
-    """A weight decay with torch's ``weight_decay != 0`` test already made, and the decoupled
-    factor ``1 - lr * weight_decay`` already computed, both on the unrounded scalars as torch
-    does with Python floats; each leaf then only selects and multiplies."""
+    """A weight decay with the decoupled factor ``1 - lr * weight_decay`` already computed on
+    the unrounded scalars, as torch does with Python floats; each leaf then only multiplies."""
 
-    on: Array
     value: Array
     factor: Array | None = None
 
 
 def decay(weight_decay: Array, lr: Array | None = None) -> Decay:
     """A :class:`Decay`; pass ``lr`` for decoupled (AdamW-style) decay."""
-    return Decay(weight_decay != 0, weight_decay, None if lr is None else 1 - lr * weight_decay)
+    return Decay(weight_decay, None if lr is None else 1 - lr * weight_decay)
 
 
 def prepare_lerp(weight: Array) -> PreparedLerp:
@@ -80,19 +78,26 @@ def _decay(weight_decay: Array | Decay) -> Decay:
 
 
 def add_weight_decay(g: Array, p: Array, weight_decay: Array | Decay) -> Array:
-    """L2 decay ``g.add(p, alpha=weight_decay)``, skipped (not multiplied by 0) when it is 0,
-    so an inf or NaN parameter does not leak into the gradient, as in torch."""
-    # lax.select with the scalar predicate: jnp.where would broadcast it and wrap the select in
-    # a call, two more instructions per leaf for XLA to compile.
+    """L2 decay ``g.add(p, alpha=weight_decay)``.
+
+    torch skips it when ``weight_decay == 0``; here ``g + 0 * p`` is ``g`` exactly for every
+    finite ``p``, so the skip is left out: a select per leaf would cost three instructions in
+    every kernel that reads the decayed gradient, for every leaf (Adam reads it in two). The
+    one difference: a parameter that is already inf or NaN, with ``weight_decay == 0``, turns
+    the gradient (and the state it feeds) NaN where torch's stays finite; torch's parameter is
+    inf or NaN as well from then on.
+    """
     wd = _decay(weight_decay)
-    return lax.select(wd.on, g + wd.value * p, g)
+    return g + wd.value * p
 
 
 def decoupled_decay(p: Array, lr: Array, weight_decay: Array | Decay) -> Array:
-    """``p.mul_(1 - lr * weight_decay)``, skipped when ``weight_decay`` is 0."""
+    """``p.mul_(1 - lr * weight_decay)``. torch skips it when ``weight_decay == 0``, where the
+    factor is exactly 1 and ``p * 1`` is ``p`` bit for bit (inf and NaN included), so no
+    select is needed."""
     wd = _decay(weight_decay)
     factor = 1 - lr * wd.value if wd.factor is None else wd.factor
-    return lax.select(wd.on, p * factor, p)
+    return p * factor
 
 
 def maybe_negate(g: Array, maximize: bool) -> Array:

@@ -94,6 +94,30 @@ def _apply_leaf(update_leaf, g, p, slots: Slots, cast_coeffs: Callable[[Any], Co
     return (new_p - p).astype(p.dtype), new_slots
 
 
+def _once_per_step(coeffs: Coefficients, t: Array) -> Coefficients:
+    """The coefficients, computed once per step instead of once per leaf on XLA:CPU.
+
+    XLA fuses cheap scalar ops (``1 - beta``, a negation, a compare) into every consumer, so a
+    scalar computed once in ``coefficients`` would be recomputed inside each leaf's kernel: a
+    few instructions per leaf, and XLA:CPU's compile time grows with the instructions. The
+    results of a ``conditional`` cannot be fused into their users, so on CPU the coefficients
+    pass through one whose predicate is always true (``t >= 1``; XLA cannot prove it) and each
+    leaf's kernel receives them as plain scalar arguments. ``lax.optimization_barrier`` does
+    not do this: XLA:CPU removes it before fusion. On GPU and TPU a conditional would cost a
+    device-to-host sync per step, and their compile times are not the bottleneck, so the
+    coefficients are passed through as they are.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(coeffs)
+    if not leaves:
+        return coeffs
+
+    def cpu(*xs):
+        return jax.lax.cond(t > 0, lambda: list(xs), lambda: [jnp.zeros_like(x) for x in xs])
+
+    out = jax.lax.platform_dependent(*leaves, cpu=cpu, default=lambda *xs: list(xs))
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
 def _shard_like(slots: Slots, p: Any) -> Slots:
     """Ties each slot shaped like its parameter to that parameter, so it is sharded like it.
 
@@ -180,7 +204,7 @@ def torch_optimizer(
         def cast_coeffs(dtype):
             dtype = jnp.dtype(dtype)
             if dtype not in cast_cache:
-                cast_cache[dtype] = _cast(coeffs, dtype)
+                cast_cache[dtype] = _once_per_step(_cast(coeffs, dtype), t)
             return cast_cache[dtype]
 
         deltas, new_slot_leaves = [], {k: [] for k in state.slots}

@@ -95,8 +95,8 @@ def adagrad(
 
     def coefficients(hp, t, scalars):
         return {
-            "clr": hp["lr"] / (1 + (t - 1) * hp["lr_decay"]),
-            "weight_decay": hp["weight_decay"],
+            "neg_clr": -(hp["lr"] / (1 + (t - 1) * hp["lr_decay"])),
+            "weight_decay": torch_ops.decay(hp["weight_decay"]),
             "eps": hp["eps"],
         }, scalars
 
@@ -105,7 +105,8 @@ def adagrad(
         g = torch_ops.add_weight_decay(g, p, c["weight_decay"])
         state_sum = slots["sum"] + g * g
         std = jnp.sqrt(state_sum) + c["eps"]
-        return p + (-c["clr"] * g) / std, {"sum": state_sum}
+        # torch: param.addcdiv_(grad, std, value=-clr)
+        return torch_ops.Increment((c["neg_clr"] * g) / std), {"sum": state_sum}
 
     return torch_optimizer(
         "optx.adagrad",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax.numpy as jnp
+from jax import lax
 
 from optx import torch_ops, validation
 from optx._doc_fragments import torch_switches
@@ -100,14 +101,25 @@ def rmsprop(
     def coefficients(hp, t, scalars):
         del t
         alpha_ = hp["alpha"]
-        return {
-            "lr": hp["lr"],
+        c = {
+            "neg_lr": -hp["lr"],
             "alpha": alpha_,
             "one_minus_alpha": 1 - alpha_,
             "eps": hp["eps"],
-            "weight_decay": hp["weight_decay"],
-            "momentum": hp["momentum"],
-        }, scalars
+            "weight_decay": torch_ops.decay(hp["weight_decay"]),
+        }
+        if centered:
+            c["grad_avg_weight"] = torch_ops.Lerp(1 - alpha_)
+        if has_buffer:
+            # torch updates the buffer only while momentum > 0. As a scalar-weighted sum
+            # b' = decay * b + weight * g / avg, without a select between the donated old
+            # buffer and the new one (which makes XLA copy the buffer): (momentum, 1) while
+            # momentum > 0, (1, 0) otherwise (b exactly, for a finite step).
+            use = hp["momentum"] > 0
+            c["use_momentum"] = use
+            c["buf_decay"] = jnp.where(use, hp["momentum"], 1.0)
+            c["buf_weight"] = jnp.where(use, 1.0, 0.0)
+        return c, scalars
 
     def update_leaf(g, p, slots, c):
         g = torch_ops.maybe_negate(g, maximize)
@@ -115,18 +127,19 @@ def rmsprop(
         square_avg = slots["square_avg"] * c["alpha"] + c["one_minus_alpha"] * g * g
         new = {"square_avg": square_avg}
         if centered:
-            grad_avg = torch_ops.lerp(slots["grad_avg"], g, c["one_minus_alpha"])
+            grad_avg = torch_ops.lerp(slots["grad_avg"], g, c["grad_avg_weight"])
             new["grad_avg"] = grad_avg
             avg = jnp.sqrt(square_avg + (-1) * grad_avg * grad_avg) + c["eps"]
         else:
             avg = jnp.sqrt(square_avg) + c["eps"]
-        plain = p + (-c["lr"] * g) / avg
+        plain = (c["neg_lr"] * g) / avg  # torch: param.addcdiv_(grad, avg, value=-lr)
         if not has_buffer:
-            return plain, new
-        use_momentum = c["momentum"] > 0
-        buf = slots["momentum_buffer"] * c["momentum"] + g / avg
-        new["momentum_buffer"] = jnp.where(use_momentum, buf, slots["momentum_buffer"])
-        return jnp.where(use_momentum, p - c["lr"] * buf, plain), new
+            return torch_ops.Increment(plain), new
+        # torch: buf.mul_(momentum).addcdiv_(grad, avg); param.add_(buf, alpha=-lr), only
+        # while momentum > 0 (a scalar test, made once per step in coefficients).
+        buf = slots["momentum_buffer"] * c["buf_decay"] + c["buf_weight"] * (g / avg)
+        new["momentum_buffer"] = buf
+        return torch_ops.Increment(lax.select(c["use_momentum"], c["neg_lr"] * buf, plain)), new
 
     return torch_optimizer(
         "optx.rmsprop",

@@ -121,23 +121,35 @@ def sgd(
         c["grad_weight"] = jnp.where(
             use_momentum, jnp.where(initialized, 1 - hp["dampening"], 1.0), 0.0
         )
-        # The direction as g_weight * g + buf_weight * b', again without a select:
-        #   nesterov:     g + mu * b'   (torch's grad.add(buf, alpha=momentum))
-        #   plain:        0 * g + b'    (= b' exactly)
-        #   momentum 0:   g + 0 * b     (= g exactly; b is left alone)
-        c["dir_g"] = jnp.where(use_momentum, 1.0 if nesterov else 0.0, 1.0)
-        c["dir_buf"] = jnp.where(use_momentum, hp["momentum"] if nesterov else 1.0, 0.0)
+        # The step without a select, as scalar-weighted sums (each weight exact: 0, 1, mu or
+        # -lr, so every product below rounds as torch's):
+        #   nesterov:     -lr * (1 * g + w_buf * b'), w_buf = mu (torch's grad.add(buf,
+        #                 alpha=mu)), or 0 with momentum 0 (g + 0 * b = g exactly)
+        #   plain:        w_g * g + w_buf * b' with (w_g, w_buf) = (0, -lr) (= -lr * b', torch's
+        #                 param.add_(buf, alpha=-lr)) or (-lr, 0) with momentum 0. -lr is folded
+        #                 into the weights here, one multiply less per leaf.
+        neg_lr = c["neg_lr"]
+        if nesterov:
+            # dir_g is 1: g + mu * b' (without the product XLA:CPU stops fusing the decayed
+            # gradient into both kernels and writes it out: a params-sized temporary)
+            c["dir_g"] = jnp.ones_like(neg_lr)
+            c["dir_buf"] = jnp.where(use_momentum, hp["momentum"], 0.0)
+        else:
+            c["dir_g"] = jnp.where(use_momentum, 0.0, neg_lr)
+            c["dir_buf"] = jnp.where(use_momentum, neg_lr, 0.0)
         return c, {"momentum_buffer_initialized": initialized | use_momentum}
 
     def update_leaf(g, p, slots, c):
         g = torch_ops.maybe_negate(g, maximize)
         g = torch_ops.add_weight_decay(g, p, c["weight_decay"])
-        if has_buffer:
-            buf = slots["momentum_buffer"] * c["buf_decay"] + c["grad_weight"] * g
-            g = c["dir_g"] * g + c["dir_buf"] * buf
-            slots = {"momentum_buffer": buf}
-        # torch: param.add_(grad, alpha=-lr)
-        return torch_ops.Increment(c["neg_lr"] * g), slots
+        if not has_buffer:
+            return torch_ops.Increment(c["neg_lr"] * g), slots  # param.add_(grad, alpha=-lr)
+        buf = slots["momentum_buffer"] * c["buf_decay"] + c["grad_weight"] * g
+        if nesterov:
+            step = c["neg_lr"] * (c["dir_g"] * g + c["dir_buf"] * buf)
+        else:
+            step = c["dir_g"] * g + c["dir_buf"] * buf
+        return torch_ops.Increment(step), {"momentum_buffer": buf}
 
     return torch_optimizer(
         "optx.sgd",
