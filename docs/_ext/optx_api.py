@@ -1,0 +1,181 @@
+"""Generates the API reference from the public modules' ``__all__``.
+
+One page per module (its docstring and a summary table) and one page per public name, written
+into ``generated/api/`` when the build starts. A name added to a module's ``__all__`` gets its
+page on the next build with no edit here; a public name without a docstring fails the build.
+
+References that name an object by its defining module (``optx.transformation.chain``, as type
+hints in signatures do) are resolved to the page of its public name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import types
+from pathlib import Path
+from typing import Any
+
+from sphinx.application import Sphinx
+from sphinx.util import logging
+
+logger = logging.getLogger(__name__)
+
+# Roots; submodules listed in a root's __all__ (optx.optim.lr_scheduler, ...) are added.
+ROOT_MODULES = ["optx", "optx.schedules", "optx.optim", "optx.sharding"]
+
+OUT = "generated/api"
+
+
+def public_modules() -> list[str]:
+    """The root modules and, recursively, every optx module named in their ``__all__``."""
+    seen: list[str] = []
+    todo = list(ROOT_MODULES)
+    while todo:
+        name = todo.pop(0)
+        if name in seen:
+            continue
+        seen.append(name)
+        module = importlib.import_module(name)
+        for attr in getattr(module, "__all__", []):
+            obj = getattr(module, attr)
+            if isinstance(obj, types.ModuleType) and obj.__name__.startswith("optx"):
+                todo.append(obj.__name__)
+    return seen
+
+
+def kind(obj: Any) -> str:
+    if isinstance(obj, types.ModuleType):
+        return "module"
+    if inspect.isclass(obj):
+        return "class"
+    if inspect.isroutine(inspect.unwrap(obj)):
+        return "function"
+    return "data"
+
+
+def public_names() -> dict[str, list[tuple[str, Any, str]]]:
+    """``{module: [(name, object, kind), ...]}`` for every public module, in ``__all__`` order."""
+    out: dict[str, list[tuple[str, Any, str]]] = {}
+    for modname in public_modules():
+        module = importlib.import_module(modname)
+        names = getattr(module, "__all__", None)
+        if names is None:  # the names the module defines itself
+            names = [n for n, v in vars(module).items() if not n.startswith("_")
+                     and getattr(v, "__module__", None) == modname]
+        out[modname] = [(n, getattr(module, n), kind(getattr(module, n))) for n in names]
+    return out
+
+
+def _title(text: str, char: str = "=") -> str:
+    return f"{text}\n{char * len(text)}\n"
+
+
+def _page(modname: str, name: str, obj: Any, k: str) -> str:
+    full = f"{modname}.{name}"
+    head = _title(f"``{full}``") + f"\n.. currentmodule:: {modname}\n\n"
+    if k == "class":
+        return head + (f".. autoclass:: {name}\n   :members:\n   :undoc-members:\n"
+                       f"   :show-inheritance:\n")
+    if k == "function":
+        return head + f".. autofunction:: {name}\n"
+    return head + f".. autodata:: {name}\n   :no-value:\n"
+
+
+SECTIONS = [("class", "Classes"), ("function", "Functions"), ("data", "Types and constants"),
+            ("module", "Submodules")]
+
+
+def _module_page(modname: str, entries: list[tuple[str, Any, str]]) -> str:
+    text = _title(f"``{modname}``") + f"\n.. automodule:: {modname}\n   :no-members:\n\n"
+    text += f".. currentmodule:: {modname}\n\n"
+    for k, heading in SECTIONS:
+        names = sorted((n for n, _, kk in entries if kk == k), key=str.lower)
+        if not names:
+            continue
+        text += _title(heading, "-") + "\n"
+        if k == "module":
+            for n in names:
+                obj = getattr(importlib.import_module(modname), n)
+                text += f"- :mod:`{obj.__name__}`\n"
+            text += "\n"
+            continue
+        text += ".. autosummary::\n\n" + "".join(f"   {n}\n" for n in names) + "\n"
+    pages = [f"{modname}.{n}" for n, _, k in entries if k != "module"]
+    if pages:
+        text += ".. toctree::\n   :hidden:\n\n" + "".join(f"   {p}\n" for p in sorted(pages))
+    return text
+
+
+def _write(path: Path, text: str) -> None:
+    # Unchanged files keep their mtime, so an incremental build re-reads only what changed.
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+def generate(app: Sphinx) -> None:
+    out = Path(app.srcdir) / OUT
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = set()
+    table = public_names()
+    index = _title("Modules") + "\n.. toctree::\n   :maxdepth: 1\n\n"
+    for modname, entries in table.items():
+        index += f"   {modname}\n"
+        _write(out / f"{modname}.rst", _module_page(modname, entries))
+        wanted.add(f"{modname}.rst")
+        for name, obj, k in entries:
+            if k == "module":
+                continue
+            if k != "data" and not (inspect.getdoc(obj) or "").strip():
+                logger.warning("public name %s.%s has no docstring", modname, name)
+            _write(out / f"{modname}.{name}.rst", _page(modname, name, obj, k))
+            wanted.add(f"{modname}.{name}.rst")
+    _write(out / "modules.rst", index)
+    wanted.add("modules.rst")
+    for stale in out.glob("*.rst"):
+        if stale.name not in wanted:
+            stale.unlink()
+    _build_canonical_map(app, table)
+
+
+def _build_canonical_map(app: Sphinx, table: dict[str, list[tuple[str, Any, str]]]) -> None:
+    """``defining.module.qualname -> public.name`` for every public object."""
+    canon: dict[str, str] = {}
+    for modname, entries in table.items():
+        for name, obj, k in entries:
+            public = f"{modname}.{name}"
+            if k == "module":
+                continue
+            home = getattr(obj, "__module__", None)
+            qual = getattr(obj, "__qualname__", None)
+            if home and qual and f"{home}.{qual}" != public:
+                canon.setdefault(f"{home}.{qual}", public)
+    app.optx_canonical = canon  # type: ignore[attr-defined]
+
+
+def resolve_private_path(app: Sphinx, env: Any, node: Any, contnode: Any) -> Any:
+    """Resolves ``optx.<private module>.Name[.attr]`` to the documented public name."""
+    if node.get("refdomain") != "py":
+        return None
+    target = node.get("reftarget", "")
+    if not target.startswith("optx."):
+        return None
+    canon: dict[str, str] = getattr(app, "optx_canonical", {})
+    parts = target.split(".")
+    for cut in range(len(parts), 1, -1):
+        head = ".".join(parts[:cut])
+        if head in canon:
+            new = ".".join([canon[head], *parts[cut:]])
+            domain = env.get_domain("py")
+            for reftype in (node.get("reftype", "obj"), "obj"):
+                ref = domain.resolve_xref(env, node["refdoc"], app.builder, reftype, new, node,
+                                          contnode)
+                if ref is not None:
+                    return ref
+    return None
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.connect("builder-inited", generate)
+    app.connect("missing-reference", resolve_private_path)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
