@@ -32,7 +32,7 @@ extensions = [
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "README.md"]
+exclude_patterns = ["_build", "generated/fragments", "Thumbs.db", ".DS_Store"]
 
 # Warnings are errors (-W on the command line) and every cross-reference must resolve.
 nitpicky = True
@@ -63,6 +63,8 @@ nb_execution_mode = "off"
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
 nb_merge_streams = True
+# The notebooks use ### under a # title; they are rendered as they are committed.
+suppress_warnings = ["myst.header"]
 
 html_theme = "sphinx_book_theme"
 html_title = f"optx {release}"
