@@ -175,7 +175,6 @@ def gallery(figures: Path) -> str:
     import jax
 
     jax.config.update("jax_enable_x64", True)  # parity to rounding, as the tests check it
-    import optx
     from optx import schedules as S
 
     text = []
