@@ -40,8 +40,9 @@ nitpicky = True
 nitpick_ignore_regex = [
     ("py:.*", r"(jax|jaxlib|numpy|np|optax|chex|flax|torch|os|collections\.abc)(\..*)?"),
     ("py:.*", r"(PyTree|ArrayTree|Array|ArrayLike|Params|Updates|OptState|Numeric)"),
-    # The call signatures of GradientTransformation's fields (typing Protocols).
-    ("py:.*", r"(optx\.transformation\.)?Transform(Init|Update)Fn"),
+    # The call signatures of GradientTransformation's fields (typing Protocols), as written
+    # unqualified in its docstring.
+    ("py:.*", r"Transform(Init|Update)Fn"),
     # Private names (a leading underscore) have no page by design.
     ("py:.*", r"(.*\.)?_[A-Za-z]\w*"),
 ]

@@ -5,7 +5,9 @@ into ``generated/api/`` when the build starts. A name added to a module's ``__al
 page on the next build with no edit here; a public name without a docstring fails the build.
 
 References that name an object by its defining module (``optx.transformation.chain``, as type
-hints in signatures do) are resolved to the page of its public name.
+hints in signatures do) are resolved to the page of its public name; an optx object that exists
+but is not public (a helper type in a signature) is rendered as plain text. A reference to a name
+that does not exist still fails the build.
 """
 
 from __future__ import annotations
@@ -172,7 +174,27 @@ def resolve_private_path(app: Sphinx, env: Any, node: Any, contnode: Any) -> Any
                                           contnode)
                 if ref is not None:
                     return ref
+    if _exists(target):
+        # An optx object with no public page (a helper type in a signature): plain text.
+        return contnode
     return None
+
+
+def _exists(path: str) -> bool:
+    """Whether ``path`` names an importable optx module or an attribute inside one."""
+    parts = path.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[cut:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return False
+        return True
+    return False
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
