@@ -25,6 +25,7 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax served from _static: equations render without network
     "sphinx.ext.viewcode",
     "myst_nb",
     "optx_api",
@@ -50,7 +51,8 @@ nitpick_ignore_regex = [
 # autodoc / autosummary / napoleon
 autosummary_generate = False  # pages come from optx_api (one per name in __all__)
 autodoc_member_order = "bysource"
-autodoc_typehints = "signature"
+autodoc_typehints = "description"  # readable signatures; types listed under Parameters
+autodoc_typehints_format = "short"
 autodoc_preserve_defaults = True
 autodoc_inherit_docstrings = True
 autodoc_default_options = {"exclude-members": "__init__, __new__"}
