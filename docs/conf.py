@@ -78,5 +78,6 @@ html_theme_options = {
     "use_fullscreen_button": False,
     "use_repository_button": False,
 }
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 html_show_sourcelink = False

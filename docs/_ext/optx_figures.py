@@ -189,7 +189,7 @@ def gallery(figures: Path) -> str:
         err = _rel_err(ours, theirs)
         _plot(figures / f"schedule_{e.name}.png", e.name, ours, theirs, e.read)
         text.append(
-            f"(gallery-{e.name.replace('_', '-')})=\n## {e.name}\n\n"
+            f"(gallery-{e.name.replace('_', '-')})=\n## `{e.name}`\n\n"
             f"{e.note + chr(10) + chr(10) if e.note else ''}"
             f"```python\n{_show(e.optx_code)}\n{_show(e.torch_code)}\n```\n\n"
             f"![{e.name}: optx against torch](/generated/figures/schedule_{e.name}.png)\n\n"
@@ -201,7 +201,7 @@ def gallery(figures: Path) -> str:
     _plot(figures / "schedule_reduce_lr_on_plateau.png", "reduce_lr_on_plateau", ours, theirs,
           "lr", xlabel="epochs (one metric value each)")
     text.append(
-        "(gallery-reduce-lr-on-plateau)=\n## reduce_lr_on_plateau\n\n"
+        "(gallery-reduce-lr-on-plateau)=\n## `reduce_lr_on_plateau`\n\n"
         "A transformation, not a schedule: it scales the updates by a factor that falls when a "
         "metric stops improving. Both sides see the same noisy, flattening metric.\n\n"
         f"```python\n{PLATEAU_OPTX}   # lr * state.scale\n"
