@@ -22,7 +22,6 @@ release = version = optx.__version__
 
 extensions = [
     "sphinx.ext.autodoc",
-    "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx-mathjax-offline",  # MathJax served from _static: equations render without network
@@ -48,8 +47,7 @@ nitpick_ignore_regex = [
     ("py:.*", r"(.*\.)?_[A-Za-z]\w*"),
 ]
 
-# autodoc / autosummary / napoleon
-autosummary_generate = False  # pages come from optx_api (one per name in __all__)
+# autodoc / napoleon; the pages come from optx_api (one per name in __all__)
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"  # readable signatures; types listed under Parameters
 autodoc_typehints_format = "short"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 import types
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,31 @@ def public_names() -> dict[str, list[tuple[str, Any, str]]]:
     return out
 
 
+_ROLE = re.compile(r":(?:[\w-]+:)?[\w-]+:`~?([^`]+)`")
+
+
+def summary(obj: Any) -> str:
+    """The docstring's first sentence, roles turned into literals (a table cell is no place
+    for a reference that only resolves inside its class's page)."""
+    doc = inspect.getdoc(obj) or ""
+    if isinstance(obj, type) and doc == inspect.getdoc(type(obj)):
+        doc = ""
+    text = " ".join(doc.split("\n\n")[0].split())
+    text = _ROLE.sub(lambda m: "``" + "".join(m.group(1).split()).split(".")[-1]
+                     .split("<")[-1].rstrip(">") + "``", text)
+    sentence, depth, i = text, 0, 0
+    while i < len(text):  # the first ". " outside double backquotes
+        if text.startswith("``", i):
+            depth ^= 1
+            i += 2
+            continue
+        if not depth and text.startswith(". ", i):
+            sentence = text[: i + 1]
+            break
+        i += 1
+    return sentence
+
+
 def _title(text: str, char: str = "=") -> str:
     return f"{text}\n{char * len(text)}\n"
 
@@ -77,11 +103,35 @@ def _page(modname: str, name: str, obj: Any, k: str) -> str:
     full = f"{modname}.{name}"
     head = _title(f"``{full}``") + f"\n.. currentmodule:: {modname}\n\n"
     if k == "class":
-        return head + (f".. autoclass:: {name}\n   :members:\n   :undoc-members:\n"
-                       f"   :show-inheritance:\n")
+        text = head + f".. autoclass:: {name}\n   :members:\n   :undoc-members:\n"
+        text += "   :show-inheritance:\n"
+        excluded = _documented_elsewhere(obj)
+        if excluded is not None:
+            text += f"   :inherited-members: {', '.join(excluded)}\n"
+        return text
     if k == "function":
         return head + f".. autofunction:: {name}\n"
     return head + f".. autodata:: {name}\n   :no-value:\n"
+
+
+def _documented_elsewhere(cls: type) -> list[str] | None:
+    """Base classes whose members this class's page leaves out, or None to inherit nothing.
+
+    Members inherited from a private base (a mixin) are documented on the class, since that
+    base has no page; from the first public base on (its own page lists them) and from builtins
+    (``tuple``, ``object``) nothing is repeated.
+    """
+    mro = cls.__mro__[1:]
+    public = _PUBLIC_CLASSES.get("set", set())
+    first_public = next((i for i, b in enumerate(mro) if id(b) in public), len(mro))
+    private = [b for b in mro[:first_public]
+               if b.__module__.startswith("optx") and b.__module__ != "builtins"]
+    if not private:
+        return None
+    return sorted({b.__name__ for b in mro if b not in private})
+
+
+_PUBLIC_CLASSES: dict[str, set[int]] = {}
 
 
 SECTIONS = [("class", "Classes"), ("function", "Functions"), ("data", "Types and constants"),
@@ -102,7 +152,11 @@ def _module_page(modname: str, entries: list[tuple[str, Any, str]]) -> str:
                 text += f"- :mod:`{obj.__name__}`\n"
             text += "\n"
             continue
-        text += ".. autosummary::\n\n" + "".join(f"   {n}\n" for n in names) + "\n"
+        module = importlib.import_module(modname)
+        text += ".. list-table::\n   :widths: 35 65\n\n"
+        for n in names:
+            text += f"   * - :obj:`~{modname}.{n}`\n     - {summary(getattr(module, n))}\n"
+        text += "\n"
     pages = [f"{modname}.{n}" for n, _, k in entries if k != "module"]
     if pages:
         text += ".. toctree::\n   :hidden:\n\n" + "".join(f"   {p}\n" for p in sorted(pages))
@@ -120,6 +174,8 @@ def generate(app: Sphinx) -> None:
     out.mkdir(parents=True, exist_ok=True)
     wanted = set()
     table = public_names()
+    _PUBLIC_CLASSES["set"] = {id(obj) for entries in table.values() for _, obj, k in entries
+                              if k == "class"}
     index = _title("Modules") + "\n.. toctree::\n   :maxdepth: 1\n\n"
     for modname, entries in table.items():
         index += f"   {modname}\n"
@@ -162,18 +218,23 @@ def resolve_private_path(app: Sphinx, env: Any, node: Any, contnode: Any) -> Any
     target = node.get("reftarget", "")
     if not target.startswith("optx."):
         return None
+    if any(c.isspace() for c in target):  # a role wrapped across docstring lines
+        target = "".join(target.split())
     canon: dict[str, str] = getattr(app, "optx_canonical", {})
+    domain = env.get_domain("py")
+    candidates = [target] if target != node.get("reftarget") else []
     parts = target.split(".")
     for cut in range(len(parts), 1, -1):
         head = ".".join(parts[:cut])
         if head in canon:
-            new = ".".join([canon[head], *parts[cut:]])
-            domain = env.get_domain("py")
-            for reftype in (node.get("reftype", "obj"), "obj"):
-                ref = domain.resolve_xref(env, node["refdoc"], app.builder, reftype, new, node,
-                                          contnode)
-                if ref is not None:
-                    return ref
+            candidates.append(".".join([canon[head], *parts[cut:]]))
+            break
+    for new in candidates:
+        for reftype in (node.get("reftype", "obj"), "obj"):
+            ref = domain.resolve_xref(env, node["refdoc"], app.builder, reftype, new, node,
+                                      contnode)
+            if ref is not None:
+                return ref
     if _exists(target):
         # An optx object with no public page (a helper type in a signature): plain text.
         return contnode
