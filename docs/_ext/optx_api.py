@@ -217,7 +217,7 @@ def resolve_private_path(app: Sphinx, env: Any, node: Any, contnode: Any) -> Any
         return None
     target = node.get("reftarget", "")
     if not target.startswith("optx."):
-        return None
+        return _resolve_inherited(app, env, node, contnode, target)
     if any(c.isspace() for c in target):  # a role wrapped across docstring lines
         target = "".join(target.split())
     canon: dict[str, str] = getattr(app, "optx_canonical", {})
@@ -238,6 +238,30 @@ def resolve_private_path(app: Sphinx, env: Any, node: Any, contnode: Any) -> Any
     if _exists(target):
         # An optx object with no public page (a helper type in a signature): plain text.
         return contnode
+    return None
+
+
+def _resolve_inherited(app: Sphinx, env: Any, node: Any, contnode: Any, target: str) -> Any:
+    """An unqualified ``:meth:`name``` in a docstring a class inherits (its page shows the
+    docstring, not the base's members) resolves to the member on the base's page."""
+    module, cls_name = node.get("py:module"), node.get("py:class")
+    if not (module and cls_name and target and not target.startswith(".")):
+        return None
+    try:
+        cls: Any = importlib.import_module(module)
+        for attr in cls_name.split("."):
+            cls = getattr(cls, attr)
+    except (ImportError, AttributeError):
+        return None
+    canon: dict[str, str] = getattr(app, "optx_canonical", {})
+    domain = env.get_domain("py")
+    for base in getattr(cls, "__mro__", ())[1:]:
+        path = f"{base.__module__}.{base.__qualname__}"
+        for reftype in (node.get("reftype", "obj"), "obj"):
+            ref = domain.resolve_xref(env, node["refdoc"], app.builder, reftype,
+                                      f"{canon.get(path, path)}.{target}", node, contnode)
+            if ref is not None:
+                return ref
     return None
 
 
