@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export XLA_FLAGS := --xla_force_host_platform_device_count=4
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-n 2"` (pytest-xdist is in the test extra).
+PYTEST_ARGS ?=
 
 .PHONY: demo test lint bench docs clean
 
@@ -27,7 +29,7 @@ demo: $(VENV)/.installed-demo
 	$(BIN)/python examples/demo.py
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check optx tests benchmarks examples
