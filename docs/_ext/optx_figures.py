@@ -1,0 +1,348 @@
+"""Build-time figures and tables: the schedule gallery and the benchmark page.
+
+At ``builder-inited`` this writes PNGs into ``generated/figures/`` and Markdown fragments into
+``generated/fragments/`` (included by ``gallery.md`` and ``performance.md``):
+
+- every optx schedule evaluated next to the torch scheduler it reproduces, run in this process
+  (float64, so the curves agree to rounding), with the largest relative difference printed;
+- the benchmark tables and ratio plots, read from ``benchmarks/results/*.json``;
+- copies of ``notebooks/*.ipynb`` into ``docs/notebooks/``, rendered without execution.
+
+A schedule in ``optx.schedules.__all__`` without a gallery entry fails the build.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sphinx.application import Sphinx
+from sphinx.util import logging
+
+logger = logging.getLogger(__name__)
+
+LR = 0.1
+
+
+@dataclass
+class Entry:
+    name: str  # the optx.schedules name
+    steps: int
+    optx_code: str  # evaluated with optx, jnp in scope
+    torch_code: str  # evaluated with torch, opt (an SGD over one tensor, lr=LR) in scope
+    read: str = "lr"  # the param-group key the torch curve reads
+    note: str = ""
+
+
+GALLERY = [
+    Entry("step_lr", 60, "S.step_lr(0.1, step_size=10, gamma=0.5)",
+          "L.StepLR(opt, step_size=10, gamma=0.5)"),
+    Entry("multi_step_lr", 60, "S.multi_step_lr(0.1, milestones=[15, 30, 45], gamma=0.5)",
+          "L.MultiStepLR(opt, milestones=[15, 30, 45], gamma=0.5)"),
+    Entry("constant_lr", 40, "S.constant_lr(0.1, factor=1/3, total_iters=20)",
+          "L.ConstantLR(opt, factor=1/3, total_iters=20)"),
+    Entry("linear_lr", 40, "S.linear_lr(0.1, start_factor=0.1, end_factor=1.0, total_iters=30)",
+          "L.LinearLR(opt, start_factor=0.1, end_factor=1.0, total_iters=30)"),
+    Entry("exponential_lr", 60, "S.exponential_lr(0.1, gamma=0.95)",
+          "L.ExponentialLR(opt, gamma=0.95)"),
+    Entry("polynomial_lr", 50, "S.polynomial_lr(0.1, total_iters=40, power=2.0)",
+          "L.PolynomialLR(opt, total_iters=40, power=2.0)"),
+    Entry("cosine_annealing_lr", 90, "S.cosine_annealing_lr(0.1, T_max=30, eta_min=0.01)",
+          "L.CosineAnnealingLR(opt, T_max=30, eta_min=0.01)",
+          note="As in torch, the lr rises again after `T_max` (period `2 T_max`)."),
+    Entry("cosine_annealing_warm_restarts", 70,
+          "S.cosine_annealing_warm_restarts(0.1, T_0=10, T_mult=2, eta_min=0.001)",
+          "L.CosineAnnealingWarmRestarts(opt, T_0=10, T_mult=2, eta_min=0.001)"),
+    Entry("cyclic_lr", 80, "S.cyclic_lr(0.01, 0.1, step_size_up=10, mode='triangular2')",
+          "L.CyclicLR(opt, 0.01, 0.1, step_size_up=10, mode='triangular2')"),
+    Entry("cyclic_momentum", 80,
+          "S.cyclic_momentum(0.01, 0.1, step_size_up=10, mode='triangular2',"
+          " base_momentum=0.8, max_momentum=0.9)",
+          "L.CyclicLR(opt, 0.01, 0.1, step_size_up=10, mode='triangular2',"
+          " base_momentum=0.8, max_momentum=0.9)", read="momentum"),
+    Entry("one_cycle_lr", 100, "S.one_cycle_lr(0.1, total_steps=100)",
+          "L.OneCycleLR(opt, max_lr=0.1, total_steps=100)"),
+    Entry("one_cycle_momentum", 100, "S.one_cycle_momentum(0.1, total_steps=100)",
+          "L.OneCycleLR(opt, max_lr=0.1, total_steps=100)", read="momentum"),
+    Entry("lambda_lr", 60, "S.lambda_lr(0.1, lambda e: 1.0 / (1.0 + 0.1 * e))",
+          "L.LambdaLR(opt, lambda e: 1.0 / (1.0 + 0.1 * e))"),
+    Entry("multiplicative_lr", 60, "S.multiplicative_lr(0.1, lambda e: 0.95)",
+          "L.MultiplicativeLR(opt, lambda e: 0.95)"),
+    Entry("sequential_lr", 60,
+          "S.sequential_lr([S.linear_lr(0.1, start_factor=0.1, total_iters=10),"
+          " S.cosine_annealing_lr(0.1, T_max=50)], milestones=[10])",
+          "L.SequentialLR(opt, [L.LinearLR(opt, start_factor=0.1, total_iters=10),"
+          " L.CosineAnnealingLR(opt, T_max=50)], milestones=[10])",
+          note="Warm-up then cosine: the usual transformer schedule."),
+    Entry("chained_scheduler", 60,
+          "S.chained_scheduler([S.constant_lr(0.1, factor=0.5, total_iters=10),"
+          " S.exponential_lr(0.1, gamma=0.97)])",
+          "L.ChainedScheduler([L.ConstantLR(opt, factor=0.5, total_iters=10),"
+          " L.ExponentialLR(opt, gamma=0.97)])"),
+    Entry("swalr", 40, "S.swalr(0.1, swa_lr=0.02, anneal_epochs=15)",
+          "swa_utils.SWALR(opt, swa_lr=0.02, anneal_epochs=15)"),
+]
+
+NOT_SCHEDULES = {"TorchSchedule"}  # public names of optx.schedules that are not schedules
+
+# The plateau scheduler depends on a metric; the gallery feeds both the same made-up metric.
+PLATEAU_OPTX = "optx.reduce_lr_on_plateau(factor=0.5, patience=3)"
+PLATEAU_TORCH = "L.ReduceLROnPlateau(opt, factor=0.5, patience=3)"
+
+
+def _metric(epochs: int) -> list[float]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    e = np.arange(epochs)
+    return list(1.0 / (1.0 + e / 4.0) + 0.02 * rng.standard_normal(epochs))
+
+
+def _torch_curve(code: str, steps: int, read: str) -> list[float]:
+    import torch
+    from torch.optim import lr_scheduler as L
+    from torch.optim import swa_utils
+
+    p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    opt = torch.optim.SGD([p], lr=LR, momentum=0.9)
+    sched = eval(code, {"L": L, "swa_utils": swa_utils, "opt": opt})
+    values = [opt.param_groups[0][read]]
+    for _ in range(steps - 1):
+        opt.step()
+        sched.step()
+        values.append(opt.param_groups[0][read])
+    return values
+
+
+def _plateau_curves(epochs: int) -> tuple[list[float], list[float]]:
+    import jax.numpy as jnp
+    import torch
+    from torch.optim import lr_scheduler as L
+
+    import optx
+
+    metric = _metric(epochs)
+    tx = eval(PLATEAU_OPTX, {"optx": optx})
+    params = jnp.zeros(1)
+    state = tx.init(params)
+    ours = []
+    for m in metric:
+        _, state = tx.update(jnp.zeros(1), state, params, value=jnp.asarray(m))
+        ours.append(LR * float(state.scale))
+    p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    opt = torch.optim.SGD([p], lr=LR)
+    sched = eval(PLATEAU_TORCH, {"L": L, "opt": opt})
+    theirs = []
+    for m in metric:
+        opt.step()
+        sched.step(m)
+        theirs.append(opt.param_groups[0]["lr"])
+    return ours, theirs
+
+
+def _show(code: str) -> str:
+    """The gallery's code as a user writes it, with full module paths."""
+    return (code.replace("S.", "optx.schedules.").replace("L.", "torch.optim.lr_scheduler.")
+            .replace("swa_utils.", "torch.optim.swa_utils."))
+
+
+def _rel_err(a: list[float], b: list[float]) -> float:
+    return max(abs(x - y) / max(abs(y), 1e-300) for x, y in zip(a, b))
+
+
+def _plot(path: Path, title: str, ours: list[float], theirs: list[float], ylabel: str,
+          xlabel: str = "scheduler.step() calls") -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 2.6), dpi=100)
+    ax.plot(theirs, color="#ee4c2c", linewidth=4, alpha=0.45, label="torch 2.13")
+    ax.plot(ours, color="#1f4e99", linewidth=1.2, marker=".", markersize=3, label="optx")
+    ax.set_title(title, fontsize=10, family="monospace")
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def gallery(figures: Path) -> str:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # parity to rounding, as the tests check it
+    from optx import schedules as S
+
+    text = []
+    covered = {e.name for e in GALLERY}
+    for name in sorted(set(S.__all__) - NOT_SCHEDULES - covered):
+        logger.warning("optx.schedules.%s has no entry in the schedule gallery "
+                       "(docs/_ext/optx_figures.py GALLERY)", name)
+    for e in GALLERY:
+        schedule = eval(e.optx_code, {"S": S})
+        ours = [float(schedule(t)) for t in range(e.steps)]
+        theirs = _torch_curve(e.torch_code, e.steps, e.read)
+        err = _rel_err(ours, theirs)
+        _plot(figures / f"schedule_{e.name}.png", e.name, ours, theirs, e.read)
+        text.append(
+            f"(gallery-{e.name.replace('_', '-')})=\n## `{e.name}`\n\n"
+            f"{e.note + chr(10) + chr(10) if e.note else ''}"
+            f"```python\n{_show(e.optx_code)}\n{_show(e.torch_code)}\n```\n\n"
+            f"![{e.name}: optx against torch](/generated/figures/schedule_{e.name}.png)\n\n"
+            f"Largest relative difference over {e.steps} values: {err:.1e}. "
+            f"See {{func}}`optx.schedules.{e.name}`.\n"
+        )
+    ours, theirs = _plateau_curves(40)
+    err = _rel_err(ours, theirs)
+    _plot(figures / "schedule_reduce_lr_on_plateau.png", "reduce_lr_on_plateau", ours, theirs,
+          "lr", xlabel="epochs (one metric value each)")
+    text.append(
+        "(gallery-reduce-lr-on-plateau)=\n## `reduce_lr_on_plateau`\n\n"
+        "A transformation, not a schedule: it scales the updates by a factor that falls when a "
+        "metric stops improving. Both sides see the same noisy, flattening metric.\n\n"
+        f"```python\n{PLATEAU_OPTX}   # lr * state.scale\n"
+        f"{_show(PLATEAU_TORCH)}\n```\n\n"
+        "![reduce_lr_on_plateau: optx against torch]"
+        "(/generated/figures/schedule_reduce_lr_on_plateau.png)\n\n"
+        f"Largest relative difference over 40 epochs: {err:.1e}. "
+        "See {func}`optx.reduce_lr_on_plateau`.\n"
+    )
+    return "\n".join(text)
+
+
+# ---------------------------------------------------------------------------- benchmarks
+IMPL_LABEL = {"optx": "optx", "optx_optim": "optx.optim", "optax": "optax",
+              "torch_single": "torch (single)", "torch_foreach": "torch (foreach)",
+              "torch_fused": "torch (fused)"}
+
+
+def _cells(results: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, dict[str, Any]]]:
+    cells: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+    for r in results:
+        cells.setdefault((r["optimizer"], r["leaves"]), {})[r["impl"]] = r
+    return cells
+
+
+def _fmt_params(n: int) -> str:
+    return f"{n / 1e6:g} M"
+
+
+def benchmarks(root: Path, figures: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    path = root / "benchmarks" / "results" / "latest.json"
+    run = json.loads(path.read_text())
+    meta, cells = run.get("meta", {}), _cells(run["results"])
+    keys = sorted(cells, key=lambda k: (k[0], k[1]))
+
+    def ratio(cell: dict[str, dict[str, Any]], a: str, b: str, field: str = "step_s") -> float:
+        if a in cell and b in cell and cell[a].get(field) and cell[b].get(field):
+            return cell[a][field] / cell[b][field]
+        return math.nan
+
+    # Ratio plot: step time against optax and torch fused, compile time against optax.
+    labels = [f"{o}\n{n}" for o, n in keys]
+    series = {
+        "step: optx / optax": [ratio(cells[k], "optx", "optax") for k in keys],
+        "step: optx / torch fused": [ratio(cells[k], "optx", "torch_fused") for k in keys],
+        "step: optx.optim / optx": [ratio(cells[k], "optx_optim", "optx") for k in keys],
+        "compile: optx / optax": [ratio(cells[k], "optx", "optax", "compile_s") for k in keys],
+    }
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), dpi=100, sharey=False)
+    width = 0.27
+    for ax, names in ((axes[0], list(series)[:3]), (axes[1], list(series)[3:])):
+        for i, s in enumerate(names):
+            xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(keys))]
+            ax.bar(xs, series[s], width=width, label=s)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(keys)), labels, fontsize=7)
+        ax.set_xlabel("optimizer, leaves", fontsize=8)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.set_ylabel("ratio (lower is faster for optx)", fontsize=8)
+        ax.legend(fontsize=7, frameon=False)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_title("step time", fontsize=10)
+    axes[1].set_title("compile time", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(figures / "bench_ratios.png")
+    plt.close(fig)
+
+    lines = [
+        f"Run {meta.get('time_utc', '?')}, {meta.get('cpus', '?')} CPUs, "
+        f"median of {meta.get('reps', '?')} steps, float32, params and state donated "
+        f"(`benchmarks/results/latest.json`).\n",
+        "![Step-time and compile-time ratios of optx against optax and torch]"
+        "(/generated/figures/bench_ratios.png)\n",
+        "### Ratios\n",
+        "| optimizer | leaves | params | optx / optax | optx / torch fused | optx.optim / optx "
+        "| compile optx / optax |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for k in keys:
+        c = cells[k]
+        anyr = next(iter(c.values()))
+        lines.append(
+            f"| {k[0]} | {k[1]} | {_fmt_params(anyr['params'])} "
+            f"| {ratio(c, 'optx', 'optax'):.2f}x | {ratio(c, 'optx', 'torch_fused'):.2f}x "
+            f"| {ratio(c, 'optx_optim', 'optx'):.2f}x "
+            f"| {ratio(c, 'optx', 'optax', 'compile_s'):.2f}x |")
+    lines += ["", "### Every measurement\n",
+              "| optimizer | leaves | impl | step ms | compile s | peak / (p+g+state) |",
+              "|---|---|---|---|---|---|"]
+    for k in keys:
+        for impl in IMPL_LABEL:
+            r = cells[k].get(impl)
+            if r is None:
+                continue
+            comp = f"{r['compile_s']:.2f}" if r.get("compile_s") is not None else "-"
+            peak = (f"{r['peak_bytes'] / r['theory_bytes']:.2f} ({r.get('peak_method', '?')})"
+                    if r.get("peak_bytes") and r.get("theory_bytes") else "-")
+            lines.append(f"| {k[0]} | {k[1]} | {IMPL_LABEL[impl]} | {1e3 * r['step_s']:.1f} "
+                         f"| {comp} | {peak} |")
+    floor_path = root / "benchmarks" / "results" / "compile_floor.json"
+    if floor_path.exists():
+        floor = json.loads(floor_path.read_text())
+        leaves = sorted({r["leaves"] for r in floor})
+        programs = list(dict.fromkeys(r["program"] for r in floor))
+        by = {(r["program"], r["leaves"]): r["compile_s"] for r in floor}
+        lines += ["", "(compile-floor)=", "### The compiler's floor\n",
+                  "Tracing, lowering and compiling, a fresh process per program "
+                  "(`benchmarks/results/compile_floor.json`):\n",
+                  "| program | " + " | ".join(f"{n} leaves" for n in leaves) + " |",
+                  "|---|" + "---|" * len(leaves)]
+        for p in programs:
+            lines.append(f"| `{p}` | " + " | ".join(
+                f"{by[(p, n)]:.2f} s" if (p, n) in by else "-" for n in leaves) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _write(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+def generate(app: Sphinx) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    src = Path(app.srcdir)
+    figures = src / "generated" / "figures"
+    fragments = src / "generated" / "fragments"
+    figures.mkdir(parents=True, exist_ok=True)
+    fragments.mkdir(parents=True, exist_ok=True)
+    _write(fragments / "gallery.md", gallery(figures))
+    # The notebooks are rendered from their committed outputs (nb_execution_mode = "off").
+    notebooks = src / "notebooks"
+    notebooks.mkdir(exist_ok=True)
+    for nb in sorted((src.parent / "notebooks").glob("*.ipynb")):
+        _write(notebooks / nb.name, nb.read_text())
+    _write(fragments / "benchmarks.md", benchmarks(src.parent, figures))
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.connect("builder-inited", generate)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
