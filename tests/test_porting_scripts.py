@@ -75,3 +75,13 @@ def test_every_rename_is_used():
     used = set().union(*(renames.used(_source(n, "torch"), _source(n, "optx")) for n in SCRIPTS))
     assert used == set(range(len(renames.RENAMES)))
     assert renames.markdown().count("\n") == len(renames.RENAMES) + 1
+
+
+def test_readme_lists_the_renames():
+    """README.md's porting table is ``renames.markdown()`` verbatim, so the renames the test
+    allows are exactly the ones the README lists."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    begin = readme.index("<!-- renames:")
+    start = readme.index("\n", begin) + 1
+    end = readme.index("<!-- end renames -->", start)
+    assert readme[start:end].strip() == renames.markdown()

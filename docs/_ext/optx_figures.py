@@ -271,8 +271,14 @@ def benchmarks(root: Path, figures: Path) -> str:
     fig.savefig(figures / "bench_ratios.png")
     plt.close(fig)
 
+    load_avg = meta.get("load_avg_start")
+    load = f", load average {load_avg[0]:.1f} at the start" if load_avg else ""
+
+    def fmt(x: float) -> str:
+        return "-" if math.isnan(x) else f"{x:.2f}x"
+
     lines = [
-        f"Run {meta.get('time_utc', '?')}, {meta.get('cpus', '?')} CPUs, "
+        f"Run {meta.get('time_utc', '?')}, {meta.get('cpus', '?')} CPUs{load}, "
         f"median of {meta.get('reps', '?')} steps, float32, params and state donated "
         f"(`benchmarks/results/latest.json`).\n",
         "![Step-time and compile-time ratios of optx against optax and torch]"
@@ -287,22 +293,30 @@ def benchmarks(root: Path, figures: Path) -> str:
         anyr = next(iter(c.values()))
         lines.append(
             f"| {k[0]} | {k[1]} | {_fmt_params(anyr['params'])} "
-            f"| {ratio(c, 'optx', 'optax'):.2f}x | {ratio(c, 'optx', 'torch_fused'):.2f}x "
-            f"| {ratio(c, 'optx_optim', 'optx'):.2f}x "
-            f"| {ratio(c, 'optx', 'optax', 'compile_s'):.2f}x |")
+            f"| {fmt(ratio(c, 'optx', 'optax'))} | {fmt(ratio(c, 'optx', 'torch_fused'))} "
+            f"| {fmt(ratio(c, 'optx_optim', 'optx'))} "
+            f"| {fmt(ratio(c, 'optx', 'optax', 'compile_s'))} |")
     lines += ["", "### Every measurement\n",
               "| optimizer | leaves | impl | step ms | compile s | peak / (p+g+state) |",
               "|---|---|---|---|---|---|"]
+    failed: list[str] = []
     for k in keys:
         for impl in IMPL_LABEL:
             r = cells[k].get(impl)
             if r is None:
+                continue
+            if r.get("step_s") is None:  # a cell that failed: the JSON keeps its error
+                failed.append(f"{k[0]}, {k[1]} leaves, {IMPL_LABEL[impl]}: "
+                              f"`{r.get('error', 'no result').split(' | ')[-1]}`")
                 continue
             comp = f"{r['compile_s']:.2f}" if r.get("compile_s") is not None else "-"
             peak = (f"{r['peak_bytes'] / r['theory_bytes']:.2f} ({r.get('peak_method', '?')})"
                     if r.get("peak_bytes") and r.get("theory_bytes") else "-")
             lines.append(f"| {k[0]} | {k[1]} | {IMPL_LABEL[impl]} | {1e3 * r['step_s']:.1f} "
                          f"| {comp} | {peak} |")
+    if failed:
+        lines += ["", "Cells without a measurement (the error the run recorded):", ""]
+        lines += [f"- {f}" for f in failed]
     floor_path = root / "benchmarks" / "results" / "compile_floor.json"
     if floor_path.exists():
         floor = json.loads(floor_path.read_text())
