@@ -51,6 +51,8 @@ import sys
 import time
 from pathlib import Path
 
+from worker import run_worker
+
 ROOT = Path(__file__).resolve().parent.parent
 IMPLS = ("optx", "optx_optim", "optax", "torch_single", "torch_foreach", "torch_fused")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -331,15 +333,7 @@ def _run_cell(impl, opt_name, leaves, total, reps, timeout, device="cpu") -> dic
     env = dict(os.environ, OPTX_BENCH_DEVICE=device)
     if device == "cpu":
         env["JAX_PLATFORMS"] = "cpu"  # a CPU run stays on the CPU on a GPU machine too
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s"}
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    return {"error": " | ".join(tail) or f"exit {proc.returncode}"}
+    return run_worker(cmd, timeout, env)
 
 
 def _fmt_ratio(a, b) -> str:

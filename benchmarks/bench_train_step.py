@@ -43,10 +43,11 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from worker import run_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("transformer", "mlp")
@@ -344,15 +345,7 @@ def _worker_torch(impl: str, model: str, layout: str, reps: int) -> dict:
 
 def _run_cell(impl, model, layout, reps, timeout) -> dict:
     cmd = [sys.executable, __file__, "--worker", impl, model, layout, "--reps", str(reps)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s"}
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    return {"error": " | ".join(tail) or f"exit {proc.returncode}"}
+    return run_worker(cmd, timeout)
 
 
 def _table(results: list[dict]) -> str:

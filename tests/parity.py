@@ -7,6 +7,7 @@ time, so sign-based (Rprop) and max-based (amsgrad, Adamax) paths are exercised.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence
 
 import jax
@@ -62,14 +63,18 @@ def run_optx(
     jit: bool = True,
 ) -> list[list[np.ndarray]]:
     params = [jnp.asarray(p) for p in params0]
-    state = tx.init(params)
+    step = functools.partial(apply_update, tx)
+    return trajectory(jax.jit(step) if jit else step, params, tx.init(params), steps, grads)
 
-    def step(params, state, g):
-        updates, state = tx.update(g, state, params)
-        return optx.apply_updates(params, updates), state
 
-    if jit:
-        step = jax.jit(step)
+def apply_update(tx: optx.GradientTransformation, params, state, grads):
+    """One update applied: ``(params, state) -> (new params, new state)``."""
+    updates, state = tx.update(grads, state, params)
+    return optx.apply_updates(params, updates), state
+
+
+def trajectory(step: Callable, params, state, steps: int, grads: Callable = grad_fn):
+    """The params after each of ``steps`` calls ``step(params, state, grads(params, k))``."""
     traj = []
     for k in range(steps):
         g = [jnp.asarray(x) for x in grads([np.asarray(p) for p in params], k)]

@@ -9,12 +9,22 @@ numeric hyperparameters of each configuration are put into the state with
 ``optx.set_hyperparams``, which does not recompile.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from parity import SHAPES, grad_fn, make_params, max_rel_error, run_torch
+from parity import (
+    SHAPES,
+    apply_update,
+    grad_fn,
+    make_params,
+    max_rel_error,
+    run_torch,
+    trajectory,
+)
 from registry import BY_NAME, cases
 
 import optx
@@ -37,21 +47,11 @@ def run_optx_cached(info, kwargs, params0, steps, grads=grad_fn):
     key = (info.name, repr(sorted(flags.items())), shapes)
     if key not in _COMPILED:
         tx = info.fn(**flags)
-        _COMPILED[key] = (tx, jax.jit(lambda p, s, g: _apply(tx, p, s, g)))
+        _COMPILED[key] = (tx, jax.jit(functools.partial(apply_update, tx)))
     tx, step = _COMPILED[key]
     params = [jnp.asarray(p) for p in params0]
     state = optx.set_hyperparams(tx.init(params), **numeric) if numeric else tx.init(params)
-    traj = []
-    for k in range(steps):
-        g = [jnp.asarray(x) for x in grads([np.asarray(p) for p in params], k)]
-        params, state = step(params, state, g)
-        traj.append([np.asarray(p) for p in params])
-    return traj
-
-
-def _apply(tx, params, state, grads):
-    updates, state = tx.update(grads, state, params)
-    return optx.apply_updates(params, updates), state
+    return trajectory(step, params, state, steps, grads)
 
 
 def _masked_grads(params, k):
@@ -103,7 +103,7 @@ def _run_both(info, kwargs, schedules, steps):
     tx = info.fn(**{**kwargs, **schedules})
     params = [jnp.asarray(p) for p in params0]
     state = tx.init(params)
-    step = jax.jit(lambda p, s, g: _apply(tx, p, s, g))
+    step = jax.jit(functools.partial(apply_update, tx))
     for k in range(steps):
         for key, sched in schedules.items():
             opt.param_groups[0][key] = (
@@ -160,7 +160,7 @@ def test_nadam_mu_product_float32_without_x64():
             tx = optx.nadam(lr=0.01, momentum_decay=0.05)
             params = [jnp.asarray(p) for p in params0]
             state = tx.init(params)
-            step = jax.jit(lambda p, s, g: _apply(tx, p, s, g))
+            step = jax.jit(functools.partial(apply_update, tx))
             for k in range(30):
                 gs = grad_fn([p.detach().numpy() for p in ps], k)
                 for p, g in zip(ps, gs, strict=True):
