@@ -135,7 +135,7 @@ def load(f: str | os.PathLike[str] | IO[bytes]) -> Any:
                 raise CheckpointError(f"{name!s}: corrupted checkpoint ({_why(e)})") from e
 
 
-def _what(fh: IO[bytes]) -> str:
+def _what(fh: Any) -> str:
     """What an unreadable file looks like: a save cut short starts as a zip and then breaks."""
     try:
         fh.seek(0)
