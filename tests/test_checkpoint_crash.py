@@ -137,6 +137,10 @@ def test_load_damaged_file_raises_checkpoint_error(tmp_path, damage):
         optx.optim.load(path)
     assert str(path) in str(info.value)
     assert isinstance(info.value, ValueError)
+    # What is wrong, in words: a cut-short save is not called a foreign file.
+    expected = {"empty": "empty file", "truncated": "truncated or corrupted",
+                "truncated_end": "truncated or corrupted", "text": "not an optx checkpoint"}
+    assert expected.get(damage, "") in str(info.value)
 
 
 def test_load_missing_file_is_file_not_found(tmp_path):

@@ -89,3 +89,39 @@ def _optimizer_names_compared_outside_their_module() -> list[str]:
 def test_no_optimizer_name_is_compared_outside_its_module():
     found = _optimizer_names_compared_outside_their_module()
     assert not found, "optimizer names tested outside their modules:\n" + "\n".join(found)
+
+
+def _schedule_names_compared_outside_their_module() -> list[str]:
+    """The same check for schedules (issue 19: ``s.name == "cyclic_lr"`` was in composite.py):
+    an ``optx.schedules`` function's or an ``optx.optim.lr_scheduler`` class's name, as a
+    string in a comparison, a set or a dict, anywhere but the module defining it."""
+    import inspect
+
+    import optx.optim.lr_scheduler as lr_scheduler
+    import optx.schedules as schedules
+
+    own: dict[str, set[Path]] = {}
+    for module in (schedules, lr_scheduler):
+        for name in module.__all__:
+            where = Path(inspect.getfile(getattr(module, name))).resolve()
+            for key in (name, f"{module.__name__}.{name}"):
+                own.setdefault(key, set()).add(where)
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                operands = [node.left, *node.comparators]
+            elif isinstance(node, (ast.Set, ast.Dict)):
+                operands = [node]
+            else:
+                continue
+            for const in (c for o in operands for c in ast.walk(o)):
+                value = getattr(const, "value", None)
+                if isinstance(value, str) and value in own and path.resolve() not in own[value]:
+                    found.append(f"{path.relative_to(ROOT.parent)}:{const.lineno}: {value!r}")
+    return found
+
+
+def test_no_schedule_name_is_compared_outside_its_module():
+    found = _schedule_names_compared_outside_their_module()
+    assert not found, "schedule names tested outside their modules:\n" + "\n".join(found)

@@ -390,3 +390,15 @@ def test_adapter_arguments(mesh):
     opt.step(grad_fn(opt.params))
     assert all(p.sharding.is_fully_replicated for p in jax.tree_util.tree_leaves(opt.params))
     assert opt.state.slots["momentum_buffer"]["w"].sharding.spec == P("data", None)
+
+
+def test_adapter_positional_closure(mesh):
+    # torch's opt.step(closure): the callable must not be placed on the mesh as grads.
+    def loss(p):
+        return sum(jnp.sum(x ** 2) for x in jax.tree_util.tree_leaves(p))
+
+    ref = optx.optim.AdamW(make_params(), lr=0.05)
+    opt = optx.optim.ZeroRedundancyOptimizer(make_params(), optx.optim.AdamW, mesh, lr=0.05)
+    for _ in range(3):
+        assert_close(opt.step(loss), ref.step(loss))
+    assert_close(opt.params, ref.params)

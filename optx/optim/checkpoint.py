@@ -121,7 +121,7 @@ def load(f: str | os.PathLike[str] | IO[bytes]) -> Any:
         try:
             data = np.load(fh, allow_pickle=False)
         except Exception as e:  # numpy's and zipfile's errors differ by the kind of damage
-            raise CheckpointError(f"{name!s}: not an optx checkpoint ({_why(e)})") from e
+            raise CheckpointError(f"{name!s}: {_what(fh)} ({_why(e)})") from e
         if not isinstance(data, np.lib.npyio.NpzFile):
             raise CheckpointError(f"{name!s}: not an optx checkpoint (a bare .npy array)")
         with data:
@@ -133,6 +133,20 @@ def load(f: str | os.PathLike[str] | IO[bytes]) -> Any:
                 return _decode(json.loads(str(data[_META])), data)
             except Exception as e:
                 raise CheckpointError(f"{name!s}: corrupted checkpoint ({_why(e)})") from e
+
+
+def _what(fh: Any) -> str:
+    """What an unreadable file looks like: a save cut short starts as a zip and then breaks."""
+    try:
+        fh.seek(0)
+        head = fh.read(4)
+    except Exception:
+        return "not an optx checkpoint"
+    if not head:
+        return "empty file, not an optx checkpoint"
+    if head == b"PK\x03\x04":  # np.savez's zip header: an optx checkpoint, damaged
+        return "truncated or corrupted checkpoint"
+    return "not an optx checkpoint"
 
 
 def _why(e: BaseException) -> str:

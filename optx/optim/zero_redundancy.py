@@ -175,6 +175,8 @@ class ZeroRedundancyOptimizer(Optimizer):
         # Params assigned through a param group land on one device; the states only move in
         # add_param_group, a rebuild and load_state_dict, which place them.
         self._place(states=False)
+        if closure is None and callable(grads):
+            grads, closure = None, grads  # torch's opt.step(closure), before grads are placed
         if grads is not None:
             grads = self._replicate(grads)
         return super().step(grads, closure)
