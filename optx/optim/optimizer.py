@@ -298,9 +298,13 @@ class Optimizer(HooksMixin):
 
             loss = opt.step(lambda params: loss_fn(params, x, y))
 
-        The closure is traced, not run eagerly: a ``print`` in it prints tracers, once per
-        trace (twice for a new LBFGS closure, traced again inside the update), and nothing on
-        later steps. To print values at every evaluation, use ``jax.debug.print``::
+        The closure is compiled once per code and static captures, not per function object:
+        a closure defined inside the loop, capturing the current batch, compiles on the first
+        step only (its captured arrays are passed to the compiled step; captured Python
+        scalars and other objects are static, see :mod:`optx.optim.closure_cache`). It is
+        traced, not run eagerly: a ``print`` in it prints tracers, once per trace (more for
+        LBFGS, traced again inside the update), and nothing on later steps. To print values at
+        every evaluation, use ``jax.debug.print``::
 
             def closure(params):
                 loss = loss_fn(params, x, y)
