@@ -222,3 +222,26 @@ def test_zero_arg_closure_still_a_clear_error():
     opt = O.SGD(_params(), lr=0.1)
     with pytest.raises(TypeError, match="the closure must take the params"):
         opt.step(lambda: 0.0)
+
+
+SCRIPT = """
+for x, y in batches:
+    def closure(params):
+        traces.append(1)
+        return loss_fn(params, x, y)
+
+    losses.append(float(opt.step(closure)))
+"""
+
+
+@pytest.mark.parametrize("kind", ["sgd", "lbfgs"])
+def test_closure_at_a_scripts_top_level_reads_the_current_batch(kind):
+    """At a script's top level the batch is a global of the closure, not a cell."""
+    batches = [tuple(map(jnp.asarray, b)) for b in BATCHES]
+    namespace = {"batches": batches, "traces": [], "losses": [], "opt": _make(kind),
+                 "loss_fn": _loss}
+    exec(SCRIPT, namespace)
+    ref = _make(kind)
+    ref_losses = [float(ref.step(functools.partial(_loss, x=x, y=y))) for x, y in batches]
+    np.testing.assert_allclose(namespace["losses"], ref_losses, rtol=1e-13)
+    assert namespace["opt"].trace_count == 1
