@@ -21,7 +21,7 @@ import numpy as np
 
 from optx import validation
 from optx.layout import TorchLayout, layout_of
-from optx.optim import param_names
+from optx.optim import closure_cache, param_names
 from optx.optim.hooks import (
     HooksMixin,
     RemovableHandle,
@@ -42,6 +42,7 @@ __all__ = [
 # Constructor arguments that are torch implementation switches; kept in the groups for torch's
 # layout and ignored by the math.
 _FLOAT_TYPES = (float, int, np.floating, np.integer)
+_BY_IDENTITY: Any = object()  # a closure code that needs its captured arrays' values to trace
 
 
 def _is_group_list(params: Any) -> bool:
@@ -245,8 +246,10 @@ class Optimizer(HooksMixin):
         return out
 
     # ------------------------------------------------------------------ step
-    def _compiled(self, value_fn: Callable[..., Any] | None) -> Callable[..., Any]:
-        key = value_fn
+    def _compiled(self, closure: closure_cache.Template | None) -> Callable[..., Any]:
+        """The jitted update; for LBFGS ``closure`` is the template of the closure it evaluates,
+        whose captured arrays come in as ``run``'s last argument."""
+        key = None if closure is None else closure.key
         if key in self._jitted:
             return self._jitted[key]
         if len(self._jitted) >= 8:  # LBFGS with a fresh closure every step: bound the cache
@@ -254,8 +257,9 @@ class Optimizer(HooksMixin):
         txs = list(self._txs)
         single = self._single
 
-        def run(params, states, grads, hps, value):
+        def run(params, states, grads, hps, value, captured=()):
             self.trace_count += 1
+            value_fn = None if closure is None else closure_cache.rebuild(closure, captured)
             new_params, new_states = [], []
             for i, (tx, p, s, g, hp) in enumerate(zip(txs, params, states, grads, hps)):
                 s = s._replace(hyperparams=hp)
@@ -277,7 +281,8 @@ class Optimizer(HooksMixin):
         return fn
 
     def _jit(self, run: Callable[..., Any]) -> Callable[..., Any]:
-        """Compiles ``run(params, states, grads, hyperparams, value) -> (params, states)``;
+        """Compiles ``run(params, states, grads, hyperparams, value, captured) -> (params,
+        states)``;
         ZeroRedundancyOptimizer overrides it to fix the output shardings."""
         return jax.jit(run, donate_argnums=(0, 1))
 
@@ -293,9 +298,13 @@ class Optimizer(HooksMixin):
 
             loss = opt.step(lambda params: loss_fn(params, x, y))
 
-        The closure is traced, not run eagerly: a ``print`` in it prints tracers, once per
-        trace (twice for a new LBFGS closure, traced again inside the update), and nothing on
-        later steps. To print values at every evaluation, use ``jax.debug.print``::
+        The closure is compiled once per code and static captures, not per function object:
+        a closure defined inside the loop, capturing the current batch, compiles on the first
+        step only (its captured arrays are passed to the compiled step; captured Python
+        scalars and other objects are static, see :mod:`optx.optim.closure_cache`). It is
+        traced, not run eagerly: a ``print`` in it prints tracers, once per trace (more for
+        LBFGS, traced again inside the update), and nothing on later steps. To print values at
+        every evaluation, use ``jax.debug.print``::
 
             def closure(params):
                 loss = loss_fn(params, x, y)
@@ -313,32 +322,25 @@ class Optimizer(HooksMixin):
             raise ValueError("step needs grads or a closure: opt.step(grads) or opt.step(closure)")
         for i in range(len(self.param_groups)):
             self._rebuild_if_needed(i)
-        loss = None
-        value = None
-        value_fn = None
+        loss = value = template = None
+        captured: tuple[Any, ...] = ()
         if closure is not None:
-            # Jitted once per closure object (a loop that reuses one function compiles once).
-            if closure not in self._value_and_grad:
-                _check_closure(closure)
-                if len(self._value_and_grad) >= 8:
-                    self._value_and_grad.clear()
-                self._value_and_grad[closure] = jax.jit(jax.value_and_grad(closure))
-            loss, grads = self._value_and_grad[closure](self.params)
+            loss, grads, template, captured = self._closure_value_and_grad(closure)
             value = loss
-            if getattr(type(self), "_needs_value_fn", False):
-                value_fn = closure
+            if not getattr(type(self), "_needs_value_fn", False):
+                template, captured = None, ()
         grads_list = [grads] if self._single else list(grads)
         if len(grads_list) != len(self._params):
             raise ValueError(
                 f"expected gradients for {len(self._params)} param groups, got {len(grads_list)}"
             )
-        fn = self._compiled(value_fn)
+        fn = self._compiled(template)
         hps = self._hyperparam_args()
         # The call donates (deletes) the old params and state: from its start until the new
         # ones are stored, a Ctrl-C is held back, so they are never lost in between.
         with _interrupts_deferred():
             new_params, new_states = fn(
-                list(self._params), list(self._states), grads_list, hps, value
+                list(self._params), list(self._states), grads_list, hps, value, captured
             )
             self._params = list(new_params)
             self._states = list(new_states)
@@ -346,6 +348,32 @@ class Optimizer(HooksMixin):
                 dict.__setitem__(g, "params", p)
             self._step_called = True
         return loss
+
+    def _closure_value_and_grad(self, closure: Callable[..., Any]) -> tuple[Any, ...]:
+        """``(loss, grads, template, captured)``: jitted once per closure code and static
+        captures, its captured arrays passed as arguments (see :mod:`.closure_cache`)."""
+        template, captured = closure_cache.split(closure)
+        if self._value_and_grad.get(template.key) is _BY_IDENTITY:
+            template, captured = closure_cache.by_identity(closure), ()
+        for attempt in range(2):
+            fn = self._value_and_grad.get(template.key)
+            if fn is None:
+                _check_closure(closure)
+                if len(self._value_and_grad) >= 8:
+                    self._value_and_grad.clear()
+                fn = jax.jit(_closure_loss(template))
+                self._value_and_grad[template.key] = fn
+            try:
+                loss, grads = fn(self.params, captured)
+                return loss, grads, template, captured
+            except closure_cache.TRACER_ERRORS:
+                # The closure needs a captured array's value while tracing: it was a constant
+                # before, so this closure (only) is keyed by identity.
+                if attempt or template.cells is None:
+                    raise
+                self._value_and_grad[template.key] = _BY_IDENTITY
+                template, captured = closure_cache.by_identity(closure), ()
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ torch surface
     def state_dict(self) -> dict[str, Any]:
@@ -393,6 +421,13 @@ def _check_closure(closure: Callable[..., Any]) -> None:
             "pure function of the params (no zero_grad or backward: optx takes the gradients), "
             "e.g. opt.step(lambda params: loss_fn(params, x, y))"
         ) from None
+
+
+def _closure_loss(template: closure_cache.Template) -> Callable[..., Any]:
+    def value_and_grad(params: Any, captured: tuple[Any, ...]) -> Any:
+        return jax.value_and_grad(closure_cache.rebuild(template, captured))(params)
+
+    return value_and_grad
 
 
 @contextlib.contextmanager
