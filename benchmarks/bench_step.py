@@ -375,6 +375,46 @@ def _table(results: list[dict], bandwidth: float | None = None) -> str:
     return "\n".join(lines)
 
 
+# Issue 16's targets: compile (CPU time) <= 1.1x optax, step <= 1.0x optax, adapter <= 1.1x.
+TARGETS = {"compile": 1.1, "step": 1.0, "adapter": 1.1}
+
+
+def targets_table(results: list[dict]) -> str:
+    """Issue 16's targets per (optimizer, leaves), each ratio from this run with met or not:
+    optx's compile CPU time and step against optax's, the adapter's step against optx's, and
+    optx's step against torch ``fused=True`` beside them."""
+    cells = {(r["optimizer"], r["leaves"], r["impl"]): r for r in results if "error" not in r}
+    lines = [
+        "| optimizer | leaves | compile CPU optx / optax | met (≤1.1) | step optx / optax | "
+        "met (≤1.0) | adapter / optx step | met (≤1.1) | optx step / torch fused |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    keys = dict.fromkeys((r["optimizer"], r["leaves"]) for r in results)
+    for opt, leaves in keys:
+        def get(impl, field, opt=opt, leaves=leaves):
+            return cells.get((opt, leaves, impl), {}).get(field)
+
+        def cell(a, b, target=None):
+            if a is None or not b:
+                return ["-"] if target is None else ["-", "-"]
+            ratio = f"{a / b:.2f}"
+            return [ratio] if target is None else [ratio, "yes" if a / b <= target else "no"]
+
+        row = [opt, str(leaves)]
+        cx, cq = get("optx", "compile_cpu_s"), get("optax", "compile_cpu_s")
+        row += cell(cx, cq, TARGETS["compile"])
+        if cx is not None and cq:
+            row[2] += f" ({cx:.2f} / {cq:.2f} s)"
+        sx, sq = get("optx", "step_s"), get("optax", "step_s")
+        row += cell(sx, sq, TARGETS["step"])
+        if sx is not None and sq:
+            row[4] += f" ({sx * 1e3:.1f} / {sq * 1e3:.1f} ms)"
+        row += cell(get("optx_optim", "step_s"), sx, TARGETS["adapter"])
+        row += cell(sx, get("torch_fused", "step_s"))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5 repeats, leaves 10,1000")
@@ -459,6 +499,9 @@ def main(argv=None) -> None:
     table = _table(results, bandwidth)
     print()
     print(table)
+    if device == "cpu":
+        print()
+        print(targets_table(results))
     print(f"\nwrote {out}")
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 WORKER = Path(__file__).with_name("multi_process_worker.py")
-ZERO_WORKER = Path(__file__).with_name("multi_process_zero_worker.py")
 TIMEOUT = 120
 
 
@@ -32,12 +31,12 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(num_processes: int, tmp_path: Path, worker: Path = WORKER) -> list[dict[str, np.ndarray]]:
+def _run(num_processes: int, tmp_path: Path, mode: str = "jit") -> list[dict[str, np.ndarray]]:
     port = str(_free_port())
-    outs = [tmp_path / f"{worker.stem}_p{num_processes}_{i}.npz" for i in range(num_processes)]
+    outs = [tmp_path / f"{mode}_p{num_processes}_{i}.npz" for i in range(num_processes)]
     procs = [
         subprocess.Popen(
-            [sys.executable, str(worker), str(i), str(num_processes), port, str(outs[i])],
+            [sys.executable, str(WORKER), str(i), str(num_processes), port, str(outs[i]), mode],
             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         for i in range(num_processes)
@@ -75,8 +74,8 @@ def test_two_processes_equal_one_process(tmp_path):
 def test_zero_adapter_two_processes_equal_one_process(tmp_path):
     """ZeroRedundancyOptimizer over a 2-process mesh: each process keeps half of the state,
     and the params and the gathered state_dict equal the single-process run's."""
-    (single,) = _run(1, tmp_path, ZERO_WORKER)
-    first, second = _run(2, tmp_path, ZERO_WORKER)
+    (single,) = _run(1, tmp_path, "zero")
+    first, second = _run(2, tmp_path, "zero")
     assert any(k.startswith("state_") for k in single)
     for k, v in single.items():
         if k.startswith("init_"):
