@@ -128,6 +128,26 @@ def test_nan_gradients_propagate_as_in_torch(name):
                                rtol=1e-12)
 
 
+
+@pytest.mark.parametrize("momentum", [0.9, 0.0])
+def test_sgd_momentum_inf_gradient_gives_torchs_params(momentum):
+    """An inf gradient with a momentum buffer steps the parameter to torch's -inf/+inf (not NaN:
+    the step picks the buffer or the gradient, it does not weigh both), and a momentum set to 0
+    at run time steps along the gradient as torch does."""
+    params0 = np.array([1.0, 2.0, 3.0, 4.0])
+    grads = [np.ones(4), np.array([np.inf, 1.0, -np.inf, np.nan])]
+    p = torch.tensor(params0.copy(), requires_grad=True)
+    topt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
+    opt = optx.optim.SGD(jnp.asarray(params0), lr=0.1, momentum=0.9)
+    for k, g in enumerate(grads):
+        if k == 1:
+            topt.param_groups[0]["momentum"] = opt.param_groups[0]["momentum"] = momentum
+        p.grad = torch.tensor(g)
+        topt.step()
+        opt.step(jnp.asarray(g))
+    np.testing.assert_array_equal(np.asarray(opt.params), p.detach().numpy())
+
+
 def test_apply_if_finite_skips_nan_steps_then_lets_them_through():
     tx = optx.apply_if_finite(optx.sgd(lr=0.1), max_consecutive_errors=2)
     params = jnp.ones(2)

@@ -121,22 +121,21 @@ def sgd(
         c["grad_weight"] = jnp.where(
             use_momentum, jnp.where(initialized, 1 - hp["dampening"], 1.0), 0.0
         )
-        # The step without a select, as scalar-weighted sums (each weight exact: 0, 1, mu or
-        # -lr, so every product below rounds as torch's):
-        #   nesterov:     -lr * (1 * g + w_buf * b'), w_buf = mu (torch's grad.add(buf,
-        #                 alpha=mu)), or 0 with momentum 0 (g + 0 * b = g exactly)
-        #   plain:        w_g * g + w_buf * b' with (w_g, w_buf) = (0, -lr) (= -lr * b', torch's
-        #                 param.add_(buf, alpha=-lr)) or (-lr, 0) with momentum 0. -lr is folded
-        #                 into the weights here, one multiply less per leaf.
-        neg_lr = c["neg_lr"]
+        # The step (each product rounds as torch's):
+        #   nesterov: -lr * (1 * g + w_buf * b'), w_buf = mu (torch's grad.add(buf, alpha=mu)),
+        #             or 0 with momentum 0 (g + 0 * b' = g exactly). The 1 is a runtime value:
+        #             without the product XLA:CPU stops fusing the decayed gradient into both
+        #             kernels and writes it out (a params-sized temporary).
+        #   plain:    -lr * b' (torch's param.add_(buf, alpha=-lr)), or -lr * g with momentum 0,
+        #             picked by a select: a weighted sum 0 * g + -lr * b' would turn an inf
+        #             gradient into a NaN parameter where torch's is inf. Both products sit
+        #             under the select; with the select outside them XLA writes the decayed
+        #             gradient out, as above.
         if nesterov:
-            # dir_g is 1: g + mu * b' (without the product XLA:CPU stops fusing the decayed
-            # gradient into both kernels and writes it out: a params-sized temporary)
-            c["dir_g"] = jnp.ones_like(neg_lr)
+            c["dir_g"] = jnp.ones_like(c["neg_lr"])
             c["dir_buf"] = jnp.where(use_momentum, hp["momentum"], 0.0)
         else:
-            c["dir_g"] = jnp.where(use_momentum, 0.0, neg_lr)
-            c["dir_buf"] = jnp.where(use_momentum, neg_lr, 0.0)
+            c["use_momentum"] = use_momentum
         return c, {"momentum_buffer_initialized": initialized | use_momentum}
 
     def update_leaf(g, p, slots, c):
@@ -148,7 +147,7 @@ def sgd(
         if nesterov:
             step = c["neg_lr"] * (c["dir_g"] * g + c["dir_buf"] * buf)
         else:
-            step = c["dir_g"] * g + c["dir_buf"] * buf
+            step = jnp.where(c["use_momentum"], c["neg_lr"] * buf, c["neg_lr"] * g)
         return torch_ops.Increment(step), {"momentum_buffer": buf}
 
     return torch_optimizer(
