@@ -354,9 +354,10 @@ def _table(results: list[dict], bandwidth: float | None = None) -> str:
         ref = cells.get((r["optimizer"], r["leaves"], "torch_fused"), {})
         oax = cells.get((r["optimizer"], r["leaves"], "optax"), {})
         if "error" in r:
+            error = r["error"].split(" | ")[-1][:80]  # the exception's own line
             lines.append(
                 f"| {r['optimizer']} | {r['leaves']} | {r['params'] / 1e6:g}M | {r['impl']} | "
-                f"error: {r['error'][:60]} |  |  |  |  |" + (" |" if bandwidth else "")
+                f"error: {error} |  |  |  |  |" + (" |" if bandwidth else "")
             )
             continue
         comp = f"{r['compile_s']:.2f}" if r.get("compile_s") is not None else "-"
@@ -412,6 +413,34 @@ def targets_table(results: list[dict]) -> str:
         row += cell(get("optx_optim", "step_s"), sx, TARGETS["adapter"])
         row += cell(sx, get("torch_fused", "step_s"))
         lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+# Issue 16's bar on the GPU: at least 90 % of the measured copy bandwidth (moving
+# FLOOR_BYTES_PER_PARAM bytes per parameter), and at most torch fused's step time.
+GPU_TARGETS = {"bandwidth": 0.9, "torch_fused": 1.0}
+
+
+def gpu_targets_table(results: list[dict], bandwidth: float) -> str:
+    """Issue 16's GPU bar per (leaves, JAX implementation), met or not, from this run."""
+    cells = {(r["optimizer"], r["leaves"], r["impl"]): r for r in results if "error" not in r}
+    lines = [
+        "| optimizer | leaves | impl | step ms | of copy bandwidth | met (≥90 %) | "
+        "step / torch fused | met (≤1.0) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if r["impl"].startswith("torch") or "error" in r:
+            continue
+        share = FLOOR_BYTES_PER_PARAM * r["params"] / r["step_s"] / bandwidth
+        fused = cells.get((r["optimizer"], r["leaves"], "torch_fused"), {}).get("step_s")
+        ratio = r["step_s"] / fused if fused else None
+        lines.append(
+            f"| {r['optimizer']} | {r['leaves']} | {r['impl']} | {r['step_s'] * 1e3:.2f} | "
+            f"{share:.0%} | {'yes' if share >= GPU_TARGETS['bandwidth'] else 'no'} | "
+            + (f"{ratio:.2f} | {'yes' if ratio <= GPU_TARGETS['torch_fused'] else 'no'} |"
+               if ratio is not None else "- | - |")
+        )
     return "\n".join(lines)
 
 
@@ -499,9 +528,11 @@ def main(argv=None) -> None:
     table = _table(results, bandwidth)
     print()
     print(table)
+    print()
     if device == "cpu":
-        print()
         print(targets_table(results))
+    elif bandwidth:
+        print(gpu_targets_table(results, bandwidth))
     print(f"\nwrote {out}")
 
 

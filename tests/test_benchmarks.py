@@ -57,3 +57,22 @@ def test_targets_table_marks_missing_cells():
     row = bench_step.targets_table(results).splitlines()[-1].split(" | ")
     assert row[3] == "no" and row[5] == "no"
     assert row[6:8] == ["-", "-"] and row[8] == "- |"
+
+
+def test_gpu_targets_table_measures_against_the_copy_bandwidth():
+    bandwidth = 2e12  # bytes/s
+    params = 1_000_000_000
+    floor_s = bench_step.FLOOR_BYTES_PER_PARAM * params / bandwidth  # 14 ms
+    results = [
+        {"optimizer": "adam", "leaves": 10, "impl": "optx", "params": params,
+         "step_s": floor_s / 0.95},
+        {"optimizer": "adam", "leaves": 10, "impl": "optax", "params": params,
+         "step_s": floor_s / 0.5},
+        {"optimizer": "adam", "leaves": 10, "impl": "torch_fused", "params": params,
+         "step_s": floor_s / 0.9},
+    ]
+    rows = [r.split(" | ") for r in
+            bench_step.gpu_targets_table(results, bandwidth).splitlines()[2:]]
+    assert [r[2] for r in rows] == ["optx", "optax"]  # torch's rows are the reference
+    assert rows[0][4:8] == ["95%", "yes", "0.95", "yes |"]
+    assert rows[1][4:8] == ["50%", "no", "1.80", "no |"]
