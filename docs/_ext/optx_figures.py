@@ -245,28 +245,28 @@ def benchmarks(root: Path, figures: Path) -> str:
         return math.nan
 
     # Ratio plot: step time against optax and torch fused, compile time against optax.
-    labels = [f"{o}\n{n}" for o, n in keys]
+    labels = [f"{o} {n}" for o, n in keys]
     series = {
         "step: optx / optax": [ratio(cells[k], "optx", "optax") for k in keys],
         "step: optx / torch fused": [ratio(cells[k], "optx", "torch_fused") for k in keys],
         "step: optx.optim / optx": [ratio(cells[k], "optx_optim", "optx") for k in keys],
         "compile: optx / optax": [ratio(cells[k], "optx", "optax", "compile_s") for k in keys],
     }
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), dpi=100, sharey=False)
+    fig, axes = plt.subplots(2, 1, figsize=(11, 7.5), dpi=100, sharex=True)
     width = 0.27
     for ax, names in ((axes[0], list(series)[:3]), (axes[1], list(series)[3:])):
         for i, s in enumerate(names):
             xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(keys))]
             ax.bar(xs, series[s], width=width, label=s)
         ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_xticks(range(len(keys)), labels, fontsize=7)
-        ax.set_xlabel("optimizer, leaves", fontsize=8)
+        ax.set_xticks(range(len(keys)), labels, fontsize=7, rotation=45, ha="right")
         ax.tick_params(axis="y", labelsize=8)
         ax.set_ylabel("ratio (lower is faster for optx)", fontsize=8)
         ax.legend(fontsize=7, frameon=False)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_title("step time", fontsize=10)
     axes[1].set_title("compile time", fontsize=10)
+    axes[1].set_xlabel("optimizer, leaves", fontsize=8)
     fig.tight_layout()
     fig.savefig(figures / "bench_ratios.png")
     plt.close(fig)
