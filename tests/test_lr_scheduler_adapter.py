@@ -98,6 +98,19 @@ def test_reduce_lr_on_plateau_matches_torch():
     assert o_s.best == t_s.best and o_s.num_bad_epochs == t_s.num_bad_epochs
 
 
+def test_reduce_lr_on_plateau_takes_one_element_arrays():
+    # A loss kept as a (1,) array, as torch's float(tensor([x])) accepts it; more elements
+    # raise torch's ValueError.
+    o_opt, t_opt = _pair()
+    o_s, t_s = L.ReduceLROnPlateau(o_opt, patience=0), TL.ReduceLROnPlateau(t_opt, patience=0)
+    for k, x in enumerate([1.0, 2.0, 3.0]):
+        o_s.step(jnp.array([[x]]) if k % 2 else jnp.array([x]))
+        t_s.step(torch.tensor([x]))
+    assert o_s.get_last_lr() == t_s.get_last_lr() and o_s.best == t_s.best
+    with pytest.raises(ValueError, match="only one element"):
+        o_s.step(jnp.array([1.0, 2.0]))
+
+
 def test_sequential_and_chained_match_torch():
     o_opt, t_opt = _pair()
     o1, t1 = L.LinearLR(o_opt, start_factor=0.1, total_iters=4), TL.LinearLR(

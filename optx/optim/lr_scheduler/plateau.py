@@ -24,6 +24,17 @@ from optx.reduce_lr_on_plateau import (
 from optx.schedules.torch_schedule import HOST
 
 
+def _metric_value(metrics: Any) -> float:
+    """``float(metrics)`` as torch's: a one-element array of any shape counts as its element
+    (``float(jnp.array([1.0]))`` raises in JAX, ``float(torch.tensor([1.0]))`` does not)."""
+    size = getattr(metrics, "size", None)
+    if isinstance(size, int) and getattr(metrics, "ndim", 0) > 0:
+        if size != 1:
+            raise ValueError("only one element tensors can be converted to Python scalars")
+        metrics = metrics.reshape(())
+    return float(metrics)
+
+
 class ReduceLROnPlateau(LRScheduler):
     """``torch.optim.lr_scheduler.ReduceLROnPlateau``: the lr times ``factor`` once the metric
     passed to ``step(metrics)`` has not improved for ``patience`` epochs
@@ -64,7 +75,7 @@ class ReduceLROnPlateau(LRScheduler):
                              self.threshold_mode, self.cooldown, self.eps)
 
     def step(self, metrics: Any, epoch: int | None = None) -> None:  # type: ignore[override]
-        current = float(metrics)
+        current = _metric_value(metrics)
         if epoch is None:
             epoch = self.last_epoch + 1
         else:
