@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
-from optx.schedules.torch_schedule import TorchSchedule
+from optx.schedules.torch_schedule import HOST, TRACED, TorchSchedule
 
 
 class CyclicShape(NamedTuple):
@@ -29,7 +29,7 @@ def triangular2_scale_fn(x: Any) -> Any:
 
 
 def exp_range_scale_fn(gamma: float, x: Any) -> Any:
-    return gamma**x
+    return (HOST if isinstance(x, (int, float)) else TRACED).power(gamma, x)
 
 
 def cyclic_sizes(step_size_up: Any, step_size_down: Any) -> tuple[float, float]:

@@ -20,7 +20,7 @@ from optx.schedules.torch_schedule import TorchSchedule
 
 
 def step_lr_closed_form(m: Any, base_lr: Any, e: Any, step_size: int, gamma: float) -> Any:
-    return base_lr * gamma ** (e // step_size)
+    return base_lr * m.power(gamma, e // step_size)
 
 
 def step_lr_chainable(m: Any, lr: Any, e: Any, initial: Any, step_size: int,
@@ -61,13 +61,13 @@ def step_lr(lr: float, step_size: int, gamma: float = 0.1) -> TorchSchedule:
 def multi_step_lr_closed_form(m: Any, base_lr: Any, e: Any, milestones: Sequence[int],
                               gamma: float) -> Any:
     """``milestones`` sorted, repeated ones repeated (torch's ``Counter.elements()``)."""
-    return base_lr * gamma ** m.count_le(milestones, e)
+    return base_lr * m.power(gamma, m.count_le(milestones, e))
 
 
 def multi_step_lr_chainable(m: Any, lr: Any, e: Any, initial: Any, milestones: Sequence[int],
                             gamma: float) -> Any:
     count = m.count_eq(milestones, e)
-    return m.cond(count == 0, lambda: lr, lambda: lr * gamma**count)
+    return m.cond(count == 0, lambda: lr, lambda: lr * m.power(gamma, count))
 
 
 def multi_step_lr(lr: float, milestones: Sequence[int], gamma: float = 0.1) -> TorchSchedule:
@@ -101,7 +101,7 @@ def multi_step_lr(lr: float, milestones: Sequence[int], gamma: float = 0.1) -> T
 
 
 def exponential_lr_closed_form(m: Any, base_lr: Any, e: Any, gamma: float) -> Any:
-    return base_lr * gamma**e
+    return base_lr * m.power(gamma, e)
 
 
 def exponential_lr_chainable(m: Any, lr: Any, e: Any, initial: Any, gamma: float) -> Any:

@@ -63,6 +63,10 @@ class HostMath:
         return max(lo, min(hi, x))
 
     @staticmethod
+    def power(base: Any, exponent: Any) -> Any:
+        return base**exponent
+
+    @staticmethod
     def count_le(sorted_values: Sequence[int], e: Any) -> int:
         return bisect_right(sorted_values, e)
 
@@ -89,6 +93,18 @@ class TracedMath:
     @staticmethod
     def clip(x: Any, lo: Any, hi: Any) -> Any:
         return jnp.clip(x, lo, hi)
+
+    @staticmethod
+    def power(base: Any, exponent: Any) -> Any:
+        """``base ** exponent`` for a Python-float ``base`` (a decay factor such as ``gamma``).
+
+        ``jnp.power`` would round ``base`` to the float dtype first, and that error grows with
+        the exponent: ``0.99999`` in float32 is 1.7 % off after 1.26 M steps. The logarithm
+        taken in Python's double keeps the result within a few float32 ulps of torch's.
+        """
+        if isinstance(base, (int, float)) and base > 0:
+            return jnp.exp(as_float(exponent) * math.log(base))
+        return base ** as_float(exponent)
 
     @staticmethod
     def count_le(sorted_values: Sequence[int], e: Any) -> Any:
