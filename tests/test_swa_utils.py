@@ -84,3 +84,18 @@ def test_swalr_rejects_bad_arguments():
         S.SWALR(opt, swa_lr=0.1, anneal_strategy="exp")
     with pytest.raises(ValueError, match="anneal_epochs"):
         S.SWALR(opt, swa_lr=0.1, anneal_epochs=-1)
+
+
+def test_default_average_is_torchs_bit_for_bit_in_float32():
+    # torch on CPU averages with get_swa_avg_fn, a true division by n + 1 per leaf.
+    rng = np.random.default_rng(1)
+    ms = [rng.normal(size=(500,)).astype(np.float32) for _ in range(12)]
+    tmod = torch.nn.Module()
+    tmod.register_parameter("w", torch.nn.Parameter(torch.tensor(ms[0])))
+    tavg, avg = TS.AveragedModel(tmod), S.AveragedModel({"w": jnp.asarray(ms[0])})
+    for m in ms:
+        with torch.no_grad():
+            tmod.w.copy_(torch.tensor(m))
+        tavg.update_parameters(tmod)
+        avg.update_parameters({"w": jnp.asarray(m)})
+    np.testing.assert_array_equal(np.asarray(avg.module["w"]), tavg.module.w.detach().numpy())

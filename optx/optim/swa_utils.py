@@ -20,9 +20,13 @@ PyTree = Any
 
 
 def get_swa_avg_fn() -> Callable[[Any, Any, Any], Any]:
-    """Equal-weight running average: ``avg + (p - avg) / (n + 1)``."""
+    """Equal-weight running average: ``avg + (p - avg) / (n + 1)``.
+
+    The divisor is a full array: XLA:CPU turns a division by a broadcast scalar into a
+    multiplication by its reciprocal, which rounds differently from torch's division.
+    """
     return lambda averaged, current, num_averaged: averaged + (current - averaged) / (
-        num_averaged + 1
+        jnp.full(jnp.shape(averaged), num_averaged + 1, jnp.result_type(averaged))
     )
 
 
@@ -32,9 +36,11 @@ def get_ema_avg_fn(decay: float = 0.999) -> Callable[[Any, Any, Any], Any]:
 
 
 def _lerp(start: Any, end: Any, w: float) -> Any:
-    # torch.lerp's two-sided formula (exact at both ends), as _foreach_lerp_ computes it.
+    # torch.lerp's two-sided formula (exact at both ends), as _foreach_lerp_ computes it: the
+    # weight is first rounded to the tensors' dtype, and 1 - w is taken in that dtype.
+    w = jnp.asarray(w, jnp.result_type(start))
     diff = end - start
-    return start + w * diff if abs(w) < 0.5 else end - diff * (1 - w)
+    return start + w * diff if abs(float(w)) < 0.5 else end - diff * (1 - w)
 
 
 def get_swa_multi_avg_fn() -> Callable[[list, list, Any], list]:
@@ -84,7 +90,9 @@ class AveragedModel:
         elif self.avg_fn is not None:
             new = [self.avg_fn(a, c, self.n_averaged) for a, c in zip(averaged, current)]
         else:
-            new = get_swa_multi_avg_fn()(averaged, current, self.n_averaged)
+            # torch's default on CPU (no foreach kernels there): get_swa_avg_fn per leaf.
+            avg = get_swa_avg_fn()
+            new = [avg(a, c, self.n_averaged) for a, c in zip(averaged, current)]
         new_leaves = [jnp.asarray(n, a.dtype) for n, a in zip(new, averaged)]
         self.module = jax.tree_util.tree_unflatten(treedef, new_leaves)
         self.n_averaged += 1
