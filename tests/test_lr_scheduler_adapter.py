@@ -55,7 +55,7 @@ def _compare(o_opt, t_opt, o_s, t_s, n=STEPS, metric=None):
                 worst = max(worst, abs(og["betas"][0] - tg["betas"][0]))
         assert o_s.get_last_lr() == pytest.approx(t_s.get_last_lr(), abs=1e-14)
         assert getattr(o_s, "last_epoch", None) == getattr(t_s, "last_epoch", None)
-        o_opt._step_called = True
+        o_opt._opt_called = True
         t_opt._opt_called = True
         if metric is None:
             o_s.step()
@@ -140,12 +140,41 @@ def test_warning_when_scheduler_steps_before_optimizer():
         sched.step()
 
 
+def _order_warnings(M, opt, grads):
+    """The order warnings of torch's protocol in three situations."""
+    out = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        opt.step(grads)  # a step before any scheduler wraps step(): does not count
+        s1 = M.StepLR(opt, step_size=2)
+        s1.step()
+        out.append(len(caught))
+        opt.step(grads)  # counted from now on, for every later scheduler
+        s2 = M.ExponentialLR(opt, gamma=0.9)
+        s2.step()
+        out.append(len(caught))
+        opt.step = opt.step.__wrapped__.__get__(opt)  # step() replaced after the schedulers
+        M.StepLR(opt, step_size=2)
+        out.append([str(w.message)[:20] for w in caught])
+    return out
+
+
+def test_order_warning_counts_steps_as_torch_does():
+    o_opt, t_opt = _pair()
+    ours = _order_warnings(L, o_opt, [jnp.zeros(2), jnp.zeros(1)])
+    t_params = [p for g in t_opt.param_groups for p in g["params"]]
+    for p in t_params:
+        p.grad = torch.zeros_like(p)
+    theirs = _order_warnings(TL, t_opt, None)
+    assert ours == theirs
+
+
 def test_state_dict_round_trip_resumes():
     o_opt, t_opt = _pair()
     o_s = L.CosineAnnealingLR(o_opt, T_max=10)
     t_s = TL.CosineAnnealingLR(t_opt, T_max=10)
     for _ in range(4):
-        o_opt._step_called = True
+        o_opt._opt_called = True
         t_opt._opt_called = True
         o_s.step()
         t_s.step()

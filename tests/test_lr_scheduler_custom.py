@@ -60,7 +60,7 @@ def _same(o_opt, t_opt, o_s, t_s):
 
 
 def _step_both(o_opt, t_opt, o_s, t_s, *args):
-    o_opt._step_called = True
+    o_opt._opt_called = True
     t_opt._opt_called = True
     with warnings.catch_warnings(record=True) as o_w:
         warnings.simplefilter("always")

@@ -92,7 +92,7 @@ def _assert_same(o_opt, t_opt, o_s, t_s, where):
 def _run(o_opt, t_opt, o_s, t_s, step):
     _assert_same(o_opt, t_opt, o_s, t_s, "construction")
     for k in range(STEPS):
-        o_opt._step_called = True
+        o_opt._opt_called = True
         t_opt._opt_called = True
         step(o_s, k)
         step(t_s, k)

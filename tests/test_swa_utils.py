@@ -72,7 +72,7 @@ def test_swalr_matches_torch(kw):
         assert o_s.get_last_lr() == pytest.approx(t_s.get_last_lr(), abs=1e-14)
         assert [g["swa_lr"] for g in o_opt.param_groups] == [
             g["swa_lr"] for g in t_opt.param_groups]
-        o_opt._step_called = True
+        o_opt._opt_called = True
         t_opt._opt_called = True
         o_s.step()
         t_s.step()

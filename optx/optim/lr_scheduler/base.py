@@ -14,7 +14,9 @@ overrides ``get_lr()``, as in torch.
 
 from __future__ import annotations
 
+import functools
 import warnings
+import weakref
 from typing import Any
 
 EPOCH_DEPRECATION_WARNING = (
@@ -34,6 +36,31 @@ _ORDER_WARNING = (
     "See more details at "
     "https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate"
 )
+_OVERRIDDEN_WARNING = (
+    "Seems like `optimizer.step()` has been overridden after learning rate scheduler "
+    "initialization. Please, make sure to call `optimizer.step()` before "
+    "`lr_scheduler.step()`. See more details at "
+    "https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate"
+)
+
+
+def _track_step_called(optimizer: Any) -> None:
+    """torch's ``patch_track_step_called``: the optimizer's ``step`` is wrapped (once, by the
+    first scheduler) to set ``_opt_called``, so only steps taken after a scheduler exists count
+    for the order warning, and a user subclass's own ``step`` counts too."""
+    if hasattr(optimizer.step, "_wrapped_by_lr_sched"):
+        return
+    opt_ref = weakref.ref(optimizer)
+    func = optimizer.step.__func__
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        opt = opt_ref()
+        opt._opt_called = True  # type: ignore[union-attr]
+        return func.__get__(opt, opt.__class__)(*args, **kwargs)
+
+    wrapper._wrapped_by_lr_sched = True  # type: ignore[attr-defined]
+    optimizer.step = wrapper
 
 
 def _check_optimizer(optimizer: Any) -> None:
@@ -137,6 +164,7 @@ class LRScheduler:
                     )
         self.base_lrs: list[Any] = _param_groups_val_list(optimizer, "initial_lr")
         self.last_epoch = last_epoch
+        _track_step_called(optimizer)
         self._initial_step()
 
     def _initial_step(self) -> None:
@@ -161,8 +189,11 @@ class LRScheduler:
         raise NotImplementedError
 
     def _warn_order(self) -> None:
-        # torch marks the optimizer's step as called; optx.optim.Optimizer does it itself.
-        if self._step_count == 1 and not getattr(self.optimizer, "_step_called", False):
+        if self._step_count != 1:
+            return
+        if not hasattr(self.optimizer.step, "_wrapped_by_lr_sched"):
+            warnings.warn(_OVERRIDDEN_WARNING, UserWarning, stacklevel=3)
+        elif not getattr(self.optimizer, "_opt_called", False):
             warnings.warn(_ORDER_WARNING, UserWarning, stacklevel=3)
 
     def step(self, epoch: int | None = None) -> None:
