@@ -38,9 +38,9 @@ def get_ema_avg_fn(decay: float = 0.999) -> Callable[[Any, Any, Any], Any]:
 def _lerp(start: Any, end: Any, w: float) -> Any:
     # torch.lerp's two-sided formula (exact at both ends), as _foreach_lerp_ computes it: the
     # weight is first rounded to the tensors' dtype, and 1 - w is taken in that dtype.
-    w = jnp.asarray(w, jnp.result_type(start))
+    weight = jnp.asarray(w, jnp.result_type(start))
     diff = end - start
-    return start + w * diff if abs(float(w)) < 0.5 else end - diff * (1 - w)
+    return start + weight * diff if abs(float(weight)) < 0.5 else end - diff * (1 - weight)
 
 
 def get_swa_multi_avg_fn() -> Callable[[list, list, Any], list]:
