@@ -245,3 +245,150 @@ def test_closure_at_a_scripts_top_level_reads_the_current_batch(kind):
     ref_losses = [float(ref.step(functools.partial(_loss, x=x, y=y))) for x, y in batches]
     np.testing.assert_allclose(namespace["losses"], ref_losses, rtol=1e-13)
     assert namespace["opt"].trace_count == 1
+
+
+# Values the closure reads that change between steps, in place: torch re-reads them at every
+# call, so a compiled closure must never reuse the value of its first trace.
+class _Holder:
+    def __init__(self, s):
+        self.s = s
+
+
+def _helper_reading_a_global(params, x, y):
+    return _SCALE_GLOBAL * _loss(params, x, y)
+
+
+_SCALE_GLOBAL = 1.0
+
+
+def _mutating_loops():
+    """(name, setup) pairs: setup() -> (closure, set_scale)."""
+    x, y = map(jnp.asarray, BATCHES[0])
+
+    def list_box():
+        box = [1.0]
+        return (lambda p: box[0] * _loss(p, x, y)), lambda v: box.__setitem__(0, v)
+
+    def dict_box():
+        cfg = {"w": 1.0}
+        return (lambda p: cfg["w"] * _loss(p, x, y)), lambda v: cfg.__setitem__("w", v)
+
+    def nested_list():
+        cfg = {"scales": [[1.0, 0.5]], "name": "a"}
+
+        def set_scale(v):
+            cfg["scales"][0][0] = v
+
+        return (lambda p: cfg["scales"][0][0] * _loss(p, x, y)), set_scale
+
+    def attribute():
+        m = _Holder(1.0)
+        return (lambda p: m.s * _loss(p, x, y)), lambda v: setattr(m, "s", v)
+
+    def list_with_array():  # split into arrays (dynamic) and floats (in the key)
+        box = [x, 1.0]
+        return (lambda p: box[1] * _loss(p, box[0], y)), lambda v: box.__setitem__(1, v)
+
+    def nested_closure():
+        box = [1.0]
+
+        def scale():
+            return box[0]
+
+        return (lambda p: scale() * _loss(p, x, y)), lambda v: box.__setitem__(0, v)
+
+    def helper_global():
+        def set_scale(v):
+            global _SCALE_GLOBAL
+            _SCALE_GLOBAL = v
+
+        return (lambda p: _helper_reading_a_global(p, x, y)), set_scale
+
+    def partial_with_object():
+        m = _Holder(1.0)
+        fn = functools.partial(lambda p, m: m.s * _loss(p, x, y), m=m)
+        return fn, lambda v: setattr(m, "s", v)
+
+    def bound_method():
+        class Model:
+            def __init__(self):
+                self.s = 1.0
+
+            def loss(self, p):
+                return self.s * _loss(p, x, y)
+
+        m = Model()
+        return m.loss, lambda v: setattr(m, "s", v)
+
+    def numpy_in_helper_global():
+        # a writable numpy array reached through an object (a constant of the trace)
+        m = _Holder(np.array([1.0]))
+
+        def set_scale(v):
+            m.s[0] = v
+
+        return (lambda p: jnp.asarray(m.s)[0] * _loss(p, x, y)), set_scale
+
+    return [(f.__name__, f) for f in (list_box, dict_box, nested_list, attribute,
+                                       list_with_array, nested_closure, helper_global,
+                                       partial_with_object, bound_method,
+                                       numpy_in_helper_global)]
+
+
+@pytest.mark.parametrize("kind", ["sgd", "lbfgs"])
+@pytest.mark.parametrize("name,setup", _mutating_loops())
+def test_values_mutated_between_steps_are_reread(name, setup, kind):
+    closure, set_scale = setup()
+    x, y = map(jnp.asarray, BATCHES[0])
+    opt, ref = _make(kind), _make(kind)
+    losses, ref_losses = [], []
+    try:
+        for v in [1.0, 5.0, 5.0, 0.5]:
+            set_scale(v)
+            losses.append(float(opt.step(closure)))
+            ref_losses.append(float(ref.step(functools.partial(
+                lambda p, v: v * _loss(p, x, y), v=v))))
+    finally:
+        global _SCALE_GLOBAL
+        _SCALE_GLOBAL = 1.0
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-13)
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-13), _np(opt.params),
+        _np(ref.params))
+
+
+def test_unchanged_mutable_capture_is_not_retraced():
+    """Keyed by value, a captured config or object compiles once while it does not change."""
+    traces = []
+    opt = O.SGD(_params(), lr=0.1)
+    x, y = map(jnp.asarray, BATCHES[0])
+    cfg = {"w": 2.0, "names": ["a", "b"]}
+    m = _Holder(3.0)
+    for _ in range(3):
+        def closure(params):
+            traces.append(1)  # only appended to: a log, keyed by identity
+            return cfg["w"] * m.s * _loss(params, x, y)
+
+        opt.step(closure)
+    assert len(traces) == 1
+    cfg["w"] = 4.0
+    opt.step(closure)
+    assert len(traces) == 2
+
+
+def test_closure_reaching_too_much_is_retraced_with_a_warning(monkeypatch):
+    from optx.optim import closure_cache
+    monkeypatch.setattr(closure_cache, "_MAX_NODES", 5)
+    opt = O.SGD(_params(), lr=0.1)
+    x, y = map(jnp.asarray, BATCHES[0])
+    big = [[float(i)] for i in range(10)]
+    traces = []
+
+    def closure(params):
+        traces.append(1)
+        return big[0][0] * _loss(params, x, y) + 0 * len(big)
+
+    with pytest.warns(RuntimeWarning, match="traced and compiled at every step"):
+        opt.step(closure)
+        opt.step(closure)
+    assert len(traces) == 2

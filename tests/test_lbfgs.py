@@ -7,6 +7,7 @@ searches and two learning rates. The update is jitted once per config and reused
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from typing import Callable
 
@@ -239,3 +240,81 @@ def test_pmap_with_pmean_loss_matches_single_device():
         np.testing.assert_allclose(w[i], w[0], rtol=0, atol=0)
     np.testing.assert_allclose(w[0], np.asarray(sp["w"]), rtol=1e-9, atol=1e-12)
     assert int(ps.func_evals[0]) == int(ss.func_evals)
+
+
+def test_init_state_can_be_donated():
+    # Every slot of a fresh state is its own buffer: jit may donate it (XLA refuses a buffer
+    # donated twice), as the optx.optim step does right after init or load_state_dict.
+    tx = optx.lbfgs(max_iter=3)
+    params = {"x": jnp.array([-1.2, 1.0]), "y": jnp.ones(3)}
+
+    def loss(p):
+        return jnp.sum((p["x"] - 1.0) ** 2) + jnp.sum(p["y"] ** 4)
+
+    state = tx.init(params)
+    leaves = jax.tree_util.tree_leaves(state)
+    assert len({x.unsafe_buffer_pointer() for x in leaves}) == len(leaves)
+
+    @jax.jit
+    def step(p, s):
+        value, grads = jax.value_and_grad(loss)(p)
+        updates, s = tx.update(grads, s, p, value=value, value_fn=loss)
+        return optx.apply_updates(p, updates), s
+
+    donated = jax.jit(step, donate_argnums=(0, 1))
+    p1, s1 = step(params, state)
+    p2, s2 = donated(jax.tree_util.tree_map(jnp.copy, params), state)
+    np.testing.assert_array_equal(np.asarray(p1["x"]), np.asarray(p2["x"]))
+    assert int(s2.func_evals) == int(s1.func_evals)
+
+
+def _torch_quartic(tp):
+    return torch.sum((tp[0] - 1.0) ** 2) + torch.sum(tp[1] ** 4)
+
+
+def _jax_quartic(p):
+    return jnp.sum((p[0] - 1.0) ** 2) + jnp.sum(p[1] ** 4)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"max_iter": 3}, {"max_iter": 7, "max_eval": 4}])
+def test_adapter_group_holds_resolved_max_eval_like_torch(kwargs):
+    p0 = [np.ones(4), np.full(3, 0.5)]
+    tp = [torch.tensor(p, requires_grad=True) for p in p0]
+    to = torch.optim.LBFGS(tp, **kwargs)
+    jo = optx.optim.LBFGS([jnp.asarray(p) for p in p0], **kwargs)
+    group = {k: v for k, v in jo.param_groups[0].items() if k != "params"}
+    assert group == {k: v for k, v in to.param_groups[0].items() if k != "params"}
+    assert jo.defaults == to.defaults
+    # The functional default stays None (API contract) and resolves the same way.
+    assert inspect.signature(optx.lbfgs).parameters["max_eval"].default is None
+
+    # torch loads optx's state_dict (before any step, and after two) and steps identically.
+    for n_before in (0, 2):
+        jo = optx.optim.LBFGS([jnp.asarray(p) for p in p0], **kwargs)
+        for _ in range(n_before):
+            jo.step(_jax_quartic)
+        tp = [torch.tensor(np.asarray(p), requires_grad=True) for p in jo.params]
+        to = torch.optim.LBFGS(tp, **kwargs)
+        sd = jo.state_dict()
+        to.load_state_dict(jax.tree_util.tree_map(
+            lambda x: torch.tensor(np.asarray(x)) if isinstance(x, (np.ndarray, jax.Array))
+            else x, sd))
+
+        def closure():
+            to.zero_grad()
+            loss = _torch_quartic(tp)
+            loss.backward()
+            return loss
+
+        to.step(closure)
+        jo.step(_jax_quartic)
+        for t, j in zip(tp, jo.params):
+            np.testing.assert_allclose(t.detach().numpy(), np.asarray(j), rtol=1e-10, atol=1e-12)
+
+
+def test_adapter_step_right_after_load_state_dict():
+    # A freshly initialised state (no step yet) round-trips and is donated by the next step.
+    jo = optx.optim.LBFGS([jnp.ones(4), jnp.full(3, 0.5)], max_iter=3)
+    jo.load_state_dict(jo.state_dict())
+    jo.step(_jax_quartic)
+    jo.step(_jax_quartic)

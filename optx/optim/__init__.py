@@ -5,6 +5,9 @@ Every class is a name plus an optx functional constructor; see :class:`Optimizer
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 from optx.optim import lr_scheduler, swa_utils
 from optx.optim.checkpoint import CheckpointError, load, save
 from optx.optim.grad_utils import clip_grad_norm_, clip_grad_value_, get_total_norm
@@ -116,11 +119,23 @@ class Muon(Optimizer):
     _constructor = staticmethod(_muon)
 
 
+_LBFGS_MAX_ITER = inspect.signature(_lbfgs).parameters["max_iter"].default
+
+
 class LBFGS(Optimizer):
     """``torch.optim.LBFGS`` over :func:`optx.lbfgs`."""
 
     _constructor = staticmethod(_lbfgs)
     _needs_value_fn = True
+
+    def __init__(self, params: Any, **kwargs: Any) -> None:
+        # torch resolves max_eval's default here, in LBFGS.__init__, and stores the int in its
+        # defaults and groups: a torch LBFGS loading this state_dict needs it (``None`` fails at
+        # its step). The functional optx.lbfgs keeps ``None`` and resolves it the same way.
+        max_iter = kwargs.get("max_iter", _LBFGS_MAX_ITER)
+        if kwargs.get("max_eval") is None and isinstance(max_iter, int):
+            kwargs["max_eval"] = max_iter * 5 // 4
+        super().__init__(params, **kwargs)
 
 
 __all__ = [

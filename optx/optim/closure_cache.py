@@ -12,33 +12,54 @@ Each iteration makes a new function object, so a cache keyed by the object retra
 recompiles the closure (and LBFGS's whole update, which evaluates it) at every step. Here a
 plain Python function is split into
 
-* a static part, the cache key: its code object, globals, name, and the non-array parts of its
-  captured cells, ``__defaults__``/``__kwdefaults__`` and the globals its code loads (a loop at
-  a script's top level captures its batch as globals), hashable values by type and value (so
-  a captured loop counter recompiles, as a ``jax.jit`` static argument would; other objects,
-  such as the optimizer or a model object, by identity); and
-* a dynamic part: the array leaves (``jax.Array``, ``np.ndarray``) of those captured values,
-  pytrees included (tuples, dicts, equinox-like modules). They become arguments of the jitted
-  function, which rebuilds the closure around them with :func:`rebuild`; a new shape or dtype
-  retraces under ``jax.jit`` as usual. A NumPy array is copied to the device at every call:
-  convert a large captured data set with ``jnp.asarray`` once.
+* a dynamic part: the array leaves (``jax.Array``, ``np.ndarray``) of its captured cells,
+  ``__defaults__``/``__kwdefaults__`` and the globals its code loads (a loop at a script's top
+  level captures its batch as globals), pytrees included (tuples, lists, dicts, equinox-like
+  modules). They become arguments of the jitted function, which rebuilds the closure around
+  them with :func:`rebuild`; a new shape or dtype retraces under ``jax.jit`` as usual. A NumPy
+  array is copied to the device at every call: convert a large captured data set with
+  ``jnp.asarray`` once.
+* a static part, the cache key: the code, and everything else the closure can read, by
+  *value*, since torch re-reads it at every call while a trace bakes it in. Python numbers
+  and strings key by value (a changed captured scale or loop counter recompiles, as a
+  ``jax.jit`` static argument would); lists, dicts, sets and objects' attributes are walked
+  and keyed by their current contents, never by identity, so ``box[0] = 5.0`` or
+  ``model.scale = 5.0`` between steps recompiles rather than reusing the old value. Functions
+  the closure reaches (helpers it calls, nested closures, bound methods, ``functools.partial``)
+  are walked likewise: their code, cells, defaults and the globals they load. Arrays reached
+  this indirect way are constants of the trace: a ``jax.Array`` (immutable) keys by identity,
+  a writable NumPy array by its contents.
 
-Anything else (a ``functools.partial``, a bound method, a callable object, a not yet assigned
-cell) is keyed by identity, as before. So is a closure whose trace with traced captured arrays
-fails on a concretization (it converts a captured array to numpy or a Python number): the
-caller falls back to :func:`by_identity` for it.
+Anything not a plain function (a ``functools.partial``, a bound method, a callable object) and
+a closure whose trace with traced captured arrays fails on a concretization (it converts a
+captured array to numpy or a Python number) are keyed the same way with all their arrays as
+constants (:func:`by_identity`, the caller's fallback).
 
-Caveat, as with any ``jax.jit``: what the closure reaches only indirectly is read at trace time:
-the globals of the functions it calls, and the attributes of captured non-array objects. A
-closure that reads ``model.weight`` from a captured mutable object, or calls a function that
-reads a global array reassigned between steps, sees the value from its first trace.
+What is deliberately keyed by identity, as not part of what a loss computes:
+
+* optx's own objects (the optimizer, a scheduler): a closure calls ``opt.zero_grad()`` as in
+  torch, but its params come as its argument;
+* a captured list or set the closure only appends or adds to (``traces.append(...)``): a log,
+  not an input (it is appended to at trace time only, like a ``print``);
+* modules, classes, builtins and functions of installed packages and the standard library:
+  what they read (``config.SCALE`` of a module, a class attribute, a library's globals) is
+  read at trace time, as with any ``jax.jit``; so is what a ``jax.jit``-wrapped function reads.
+
+A closure reaching more than ``_MAX_NODES`` objects (say a captured object holding a whole
+data pipeline) cannot be keyed cheaply: it is traced anew at every step (correct, but slow),
+with a warning. Capture what the loss needs instead.
 """
 
 from __future__ import annotations
 
+import array
+import collections
 import dis
 import functools
+import itertools
+import sys
 import types
+import warnings
 from typing import Any, Callable, Hashable, NamedTuple
 
 import jax
@@ -56,6 +77,17 @@ TRACER_ERRORS: tuple[type[Exception], ...] = (
 
 _ARRAY_TYPES = (jax.Array, np.ndarray)
 _GLOBAL_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
+_NAME_LOADS = _GLOBAL_LOADS | {"LOAD_DEREF", "LOAD_CLASSDEREF", "LOAD_FAST"}
+# Methods that only put something into a container: a closure that only calls these on a
+# captured name logs into it, its contents are no input of the loss.
+_WRITE_ONLY_METHODS = frozenset({"append", "appendleft", "extend", "add", "insert"})
+_SCALARS = (bool, int, str, bytes, type(None), type(Ellipsis))
+# Above this many objects reached, a closure is not keyed (walking it would cost too much).
+_MAX_NODES = 10_000
+# Packages whose functions are not walked (their globals are library internals).
+_LIBRARY_PACKAGES = frozenset({"jax", "jaxlib", "numpy", "optx", "scipy", "optax", "flax",
+                               "equinox", "haiku", "torch"})
+_uncached = itertools.count()
 
 
 class _Tree(NamedTuple):
@@ -72,14 +104,173 @@ class Template(NamedTuple):
     key: Hashable
     fn: Callable[..., Any]  # the first function seen with this key
     # cells, __defaults__, __kwdefaults__, then the globals named in ``global_names``; None:
-    # keyed by identity, rebuild returns ``fn``
+    # nothing dynamic, rebuild returns ``fn``
     cells: tuple[_Tree, ...] | None
     global_names: tuple[str, ...] = ()
 
 
+class _Ref:
+    """Keys an object by identity and holds it, so its id is not reused while the key lives."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Ref) and other.obj is self.obj
+
+
+class _Uncacheable(Exception):
+    pass
+
+
+class _Walk:
+    """Keys values by what a trace would read from them (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, int] = {}  # id -> visit order: cycles and shared objects
+        self.nodes = 0
+
+    def key(self, v: Any) -> Hashable:
+        if isinstance(v, float):  # -0.0 == 0.0 and nan != nan: key floats by their bits
+            return (type(v), v.hex())
+        if isinstance(v, complex):
+            return (type(v), v.real.hex(), v.imag.hex())
+        if isinstance(v, _SCALARS):
+            return (type(v), v)
+        if isinstance(v, np.generic):
+            return (type(v), v.dtype.str, v.tobytes())
+        if isinstance(v, jax.Array):  # immutable: its identity is its value
+            return ("array", _Ref(v))
+        if isinstance(v, np.ndarray):
+            if v.dtype.hasobject:
+                return ("objects", self.key(v.tolist()))
+            if v.flags.writeable:  # may change in place between steps
+                return ("ndarray", v.shape, v.dtype.str, hash(v.tobytes()))
+            return ("array", _Ref(v))
+        if isinstance(v, types.BuiltinFunctionType) and not isinstance(
+                getattr(v, "__self__", None), (types.ModuleType, type(None))):
+            # a builtin method such as ``cfg.get``: what it reads is its object
+            return ("builtin method", v.__name__, self.key(v.__self__))
+        if isinstance(v, (types.ModuleType, type, types.BuiltinFunctionType,
+                          types.CodeType)) or _is_library(v):
+            return ("static", _Ref(v))
+        i = self.seen.get(id(v))
+        if i is not None:
+            return ("seen", i)
+        self.seen[id(v)] = len(self.seen)
+        self.nodes += 1
+        if self.nodes > _MAX_NODES:
+            raise _Uncacheable
+        return self._container(v)
+
+    def _container(self, v: Any) -> Hashable:
+        t = type(v)
+        if isinstance(v, (list, tuple, dict, set, frozenset, collections.deque)):
+            # subclasses too (their attributes with them); sets by their elements' keys
+            if isinstance(v, dict):
+                items: Hashable = tuple((self.key(k), self.key(x)) for k, x in v.items())
+            elif isinstance(v, (set, frozenset)):
+                items = frozenset(self.key(x) for x in v)
+            else:
+                items = tuple(self.key(x) for x in v)
+            return (_Ref(t), items, self.attrs(getattr(v, "__dict__", {})))
+        if isinstance(v, (bytearray, array.array)):
+            return (_Ref(t), bytes(v))
+        if t is types.FunctionType:
+            return self.function(v)
+        if t is types.MethodType:
+            return ("method", self.key(v.__func__), self.key(v.__self__))
+        if t is functools.partial:
+            return ("partial", self.key(v.func), self.key(v.args), self.key(v.keywords))
+        if t is types.CellType:
+            try:
+                return ("cell", self.key(v.cell_contents))
+            except ValueError:  # not yet assigned
+                return ("cell",)
+        leaves, treedef = jax.tree_util.tree_flatten(v)
+        if not (len(leaves) == 1 and leaves[0] is v):  # a registered pytree (namedtuple, ...)
+            try:
+                hash(treedef)
+                return ("tree", treedef, tuple(self.key(x) for x in leaves))
+            except TypeError:
+                pass
+        if _value_hashable(v):  # frozen dataclasses, enums: equal values, equal results
+            return (t, v)
+        state = getattr(v, "__dict__", None)
+        slots = [n for c in t.__mro__ for n in getattr(c, "__slots__", ())]
+        if state is None and not slots:  # a C object (a jitted function, a ufuncs): opaque
+            return ("opaque", _Ref(v))
+        fields = {n: getattr(v, n) for n in slots if isinstance(n, str) and hasattr(v, n)}
+        return ("object", _Ref(t), self.attrs(state or {}), self.attrs(fields))
+
+    def attrs(self, d: dict[str, Any]) -> Hashable:
+        return tuple((k, self.key(x)) for k, x in d.items())
+
+    def function(self, fn: types.FunctionType) -> Hashable:
+        names = tuple(n for n in _loaded_globals(fn.__code__) if n in fn.__globals__)
+        return (
+            "function", fn.__code__, _Ref(fn.__globals__), fn.__name__,
+            tuple(self.key(c) for c in fn.__closure__ or ()),
+            self.key(fn.__defaults__), self.key(fn.__kwdefaults__),
+            tuple((n, self.key(fn.__globals__[n])) for n in names),
+        )
+
+
+def _value_hashable(v: Any) -> bool:
+    """Whether ``v`` hashes by value: its type defines both ``__eq__`` and ``__hash__``."""
+    t = type(v)
+    if t.__hash__ is object.__hash__ or t.__eq__ is object.__eq__:
+        return False
+    try:
+        hash(v)
+    except TypeError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=1024)
+def _library_module(name: str) -> bool:
+    top = name.partition(".")[0]
+    if top in _LIBRARY_PACKAGES or top in sys.stdlib_module_names or top == "builtins":
+        return True
+    file = getattr(sys.modules.get(name), "__file__", None) or ""
+    return "site-packages" in file or "dist-packages" in file
+
+
+def _is_library(v: Any) -> bool:
+    """A function or optx object from an installed package or the standard library."""
+    if type(v) is types.FunctionType:
+        module = getattr(v, "__module__", None)
+    else:  # optx's own objects with attributes (the optimizer, a scheduler), not its pytrees
+        module = type(v).__module__
+        if (module.partition(".")[0] != "optx" or isinstance(v, (tuple, *_ARRAY_TYPES))
+                or not hasattr(v, "__dict__")):
+            return False
+    return isinstance(module, str) and _library_module(module)
+
+
 def by_identity(fn: Callable[..., Any]) -> Template:
-    # The template holds ``fn``, so its id is not reused while the cache entry lives.
-    return Template(("object", id(fn)), fn, None)
+    """``fn`` with every array it captures a constant: keyed by the values it reaches."""
+    try:
+        key: Hashable = ("constant", _Walk().key(fn))
+    except _Uncacheable:
+        key = _uncacheable(fn)
+    return Template(key, fn, None)
+
+
+def _uncacheable(fn: Callable[..., Any]) -> Hashable:
+    warnings.warn(
+        f"step(closure): {getattr(fn, '__qualname__', fn)!r} reaches more than {_MAX_NODES} "
+        "objects, too many to key its compiled form by what it reads: it is traced and compiled "
+        "at every step. Capture only what the loss needs.",
+        RuntimeWarning, stacklevel=4,
+    )
+    return ("uncached", next(_uncached))
 
 
 @functools.lru_cache(maxsize=256)
@@ -92,17 +283,31 @@ def _loaded_globals(code: types.CodeType) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def _static_key(v: Any) -> Hashable:
-    if isinstance(v, float):  # -0.0 == 0.0 and nan != nan: key floats by their bits
-        return (type(v), v.hex())
-    try:
-        hash(v)
-    except TypeError:
-        return ("id", id(v))
-    return (type(v), v)
+@functools.lru_cache(maxsize=256)
+def _write_only(code: types.CodeType) -> frozenset[str]:
+    """The names ``code`` (nested code included) only ever calls ``append``-like methods on."""
+    only: set[str] = set()
+    other: set[str] = set()
+
+    def scan(c: types.CodeType) -> None:
+        ins = list(dis.get_instructions(c))
+        for i, nxt in zip(ins, ins[1:] + [None]):
+            if i.opname in _NAME_LOADS:
+                logs = (nxt is not None and nxt.opname in ("LOAD_METHOD", "LOAD_ATTR")
+                        and nxt.argval in _WRITE_ONLY_METHODS)
+                (only if logs else other).add(i.argval)
+        for k in c.co_consts:
+            if isinstance(k, types.CodeType):
+                scan(k)
+
+    scan(code)
+    return frozenset(only - other)
 
 
-def _split_value(v: Any) -> tuple[_Tree, Hashable, list[Any]]:
+def _split_value(v: Any, walk: _Walk, write_only: bool) -> tuple[_Tree, Hashable, list[Any]]:
+    whole = _Tree(jax.tree_util.tree_structure(0), (v,), (False,))
+    if write_only and isinstance(v, (list, set)) or _is_library(v):
+        return whole, ("static", _Ref(v)), []
     leaves, treedef = jax.tree_util.tree_flatten(v)
     is_array = tuple(isinstance(x, _ARRAY_TYPES) for x in leaves)
     try:
@@ -110,9 +315,9 @@ def _split_value(v: Any) -> tuple[_Tree, Hashable, list[Any]]:
     except TypeError:  # aux data that cannot be hashed: not split
         is_array = ()
     if not any(is_array):  # kept whole, so a captured list the closure appends to stays it
-        return _Tree(jax.tree_util.tree_structure(0), (v,), (False,)), _static_key(v), []
+        return whole, walk.key(v), []
     static = tuple(None if a else x for a, x in zip(is_array, leaves))
-    key = (treedef, tuple(None if a else _static_key(x) for a, x in zip(is_array, leaves)))
+    key = (treedef, tuple(None if a else walk.key(x) for a, x in zip(is_array, leaves)))
     arrays = [x for a, x in zip(is_array, leaves) if a]
     return _Tree(treedef, static, is_array), key, arrays
 
@@ -125,18 +330,25 @@ def split(fn: Callable[..., Any]) -> tuple[Template, tuple[Any, ...]]:
         values = [c.cell_contents for c in fn.__closure__ or ()]
     except ValueError:  # a cell not yet assigned
         return by_identity(fn), ()
+    code = fn.__code__
     # A loop at a script's top level defines the closure there: its batch is a global.
-    global_names = tuple(n for n in _loaded_globals(fn.__code__) if n in fn.__globals__)
+    global_names = tuple(n for n in _loaded_globals(code) if n in fn.__globals__)
+    names = [*code.co_freevars, "", ""] + list(global_names)
     values += [fn.__defaults__, fn.__kwdefaults__]
     values += [fn.__globals__[n] for n in global_names]
+    write_only = _write_only(code)
+    walk = _Walk()
     trees, keys, arrays = [], [], []
-    for v in values:
-        tree, key, leaves = _split_value(v)
-        trees.append(tree)
-        keys.append(key)
-        arrays += leaves
-    key = ("code", fn.__code__, id(fn.__globals__), fn.__name__, global_names, tuple(keys))
-    return Template(key, fn, tuple(trees), global_names), tuple(arrays)
+    try:
+        for name, v in zip(names, values):
+            tree, key, leaves = _split_value(v, walk, name in write_only)
+            trees.append(tree)
+            keys.append(key)
+            arrays += leaves
+    except _Uncacheable:
+        return Template(_uncacheable(fn), fn, None), ()
+    full_key = ("code", code, _Ref(fn.__globals__), fn.__name__, global_names, tuple(keys))
+    return Template(full_key, fn, tuple(trees), global_names), tuple(arrays)
 
 
 def rebuild(template: Template, arrays: tuple[Any, ...]) -> Callable[..., Any]:

@@ -248,25 +248,33 @@ def lbfgs(
         if jnp.issubdtype(flat.dtype, jnp.complexfloating):
             raise TypeError("optx.lbfgs does not support complex parameters")
         n, dt = flat.shape[0], flat.dtype
-        zeros = jnp.zeros((n,), dt)
-        scalar0 = jnp.zeros((), dt)
-        i0 = jnp.zeros((), jnp.int32)
+        # A fresh buffer per slot, never one shared by several: a state that jit donates
+        # (the optx.optim step does) must not hold the same buffer twice.
+        def zeros() -> Array:
+            return jnp.zeros((n,), dt)
+
+        def scalar0() -> Array:
+            return jnp.zeros((), dt)
+
+        def i0() -> Array:
+            return jnp.zeros((), jnp.int32)
+
         return LbfgsState(
-            count=i0,
+            count=i0(),
             hyperparams=hp_lib.evaluate(spec, 0),
-            func_evals=i0,
-            n_iter=i0,
-            d=zeros,
-            t=scalar0,
+            func_evals=i0(),
+            n_iter=i0(),
+            d=zeros(),
+            t=scalar0(),
             old_dirs=jnp.zeros((history_size, n), dt),
             old_stps=jnp.zeros((history_size, n), dt),
             ro=jnp.zeros((history_size,), dt),
             al=jnp.zeros((history_size,), dt),
             H_diag=jnp.ones((), dt),
-            prev_flat_grad=zeros,
-            prev_loss=scalar0,
-            history_start=i0,
-            history_count=i0,
+            prev_flat_grad=zeros(),
+            prev_loss=scalar0(),
+            history_start=i0(),
+            history_count=i0(),
         )
 
     def update(
