@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import signal
 import threading
+import weakref
 from typing import Any, Callable, Iterator
 
 import jax
@@ -53,6 +54,14 @@ def _is_group_list(params: Any) -> bool:
     )
 
 
+def _as_tuples(value: Any) -> Any:
+    """A list (``betas: [0.9, 0.999]`` from a YAML or JSON config) as the tuple torch's defaults
+    are, nested too: the state holds a tuple there and the step matches the structure."""
+    if isinstance(value, list) or (isinstance(value, tuple) and not hasattr(value, "_fields")):
+        return tuple(_as_tuples(v) for v in value)
+    return value
+
+
 def _signature_defaults(constructor: Callable[..., Any]) -> dict[str, Any]:
     sig = inspect.signature(constructor)
     return {
@@ -83,10 +92,13 @@ class Optimizer(HooksMixin):
             raise TypeError(
                 f"{type(self).__name__}() got unexpected keyword argument(s) {sorted(unknown)}"
             )
-        defaults.update(validation.scalar_hyperparams(kwargs))
         self.defaults: dict[str, Any] = defaults
+        defaults.update(self._clean_hyperparams(kwargs))
         params = param_names.materialize(params)
+        # One pytree: params and grads are that tree, until add_param_group adds a second group.
         self._single = not _is_group_list(params)
+        if self._single and not jax.tree_util.tree_leaves(params):
+            raise ValueError("optimizer got an empty parameter list")
         self.param_groups: list[dict[str, Any]] = []
         self._txs: list[Any] = []
         self._states: list[Any] = []
@@ -94,6 +106,9 @@ class Optimizer(HooksMixin):
         self._params: list[Any] = []
         self._param_names: list[list[str] | None] = []  # per group, in leaf order
         self._name_kinds: list[str | None] = []
+        # The caller's arrays of each group, by id: the params are copied, so only these tell
+        # that an array given again is already optimized (torch compares tensors by identity).
+        self._given: list[dict[int, weakref.ref[Any]]] = []
         self._jitted: dict[Any, Callable[..., Any]] = {}
         self._step_called = False
         self.trace_count = 0
@@ -107,18 +122,23 @@ class Optimizer(HooksMixin):
         if not isinstance(param_group, dict) or "params" not in param_group:
             raise TypeError("param_group must be a dict with a 'params' entry")
         # torch keeps unknown keys (e.g. 'initial_lr', user tags); they are simply not passed on.
-        group = {k: v for k, v in param_group.items() if k not in ("params", "param_names")}
-        group.update(validation.scalar_hyperparams(
-            {k: v for k, v in group.items() if k in self.defaults}))
+        group = self._clean_hyperparams(
+            {k: v for k, v in param_group.items() if k not in ("params", "param_names")})
         for k, v in self.defaults.items():
+            if k not in group and v is inspect.Parameter.empty:
+                raise ValueError(
+                    "parameter group didn't specify a value of required optimization parameter "
+                    + k
+                )
             group.setdefault(k, v)
         raw, names, explicit = param_names.split_named(
             param_names.materialize(param_group["params"], group=True))
-        given = param_group.get("param_names")
-        if names is None and given is not None:  # a group rebuilt from a state_dict's groups
-            if len(given) != len(jax.tree_util.tree_leaves(raw)):
+        given = self._check_disjoint(raw, skip=None)
+        given_names = param_group.get("param_names")
+        if names is None and given_names is not None:  # a group rebuilt from a state_dict's groups
+            if len(given_names) != len(jax.tree_util.tree_leaves(raw)):
                 raise ValueError(param_names.MIXED)
-            names, explicit = list(given), True
+            names, explicit = list(given_names), True
         # torch's rule for its own inputs: all groups given as (name, tensor) pairs or none
         # (a pytree's key-path names are JAX's addition and mix with either).
         kind = "pairs" if explicit else ("tree" if names is not None else None)
@@ -140,6 +160,11 @@ class Optimizer(HooksMixin):
                 f"{layout.torch_name} doesn't support per-parameter options (parameter groups)"
             )
         state = _copy_tree(tx.init(params))
+        # A second group makes the optimizer a multi-group one: params, grads and state become
+        # lists, one entry per group, as for an optimizer built from a list of groups.
+        if self.param_groups:
+            self._single = False
+        self._given.append(given)
         self._params.append(params)
         self._param_names.append(names)
         self._name_kinds.append(kind)
@@ -149,6 +174,52 @@ class Optimizer(HooksMixin):
         full = {"params": params, **dict(sorted(group.items()))}
         self.param_groups.append(_Group(self, len(self.param_groups), full))
         self._jitted.clear()
+
+    def _clean_hyperparams(self, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` with each hyperparameter as the step reads it: a 1-element array as a
+        scalar (torch's ``_to_scalar``) and a list as a tuple (torch takes lists for tuples)."""
+        known = {k: _as_tuples(v) for k, v in values.items() if k in self.defaults}
+        return {**values, **validation.scalar_hyperparams(known)}
+
+    def _check_disjoint(self, params: Any, skip: int | None) -> dict[int, weakref.ref[Any]]:
+        """The caller's arrays of a new group (for group ``skip``, a replacement), by id; raises
+        torch's error when one of them is already in another group."""
+        given = {}
+        for leaf in jax.tree_util.tree_leaves(params):
+            with contextlib.suppress(TypeError):  # a Python scalar: no identity to compare
+                given[id(leaf)] = weakref.ref(leaf)
+        for i, (old, current) in enumerate(zip(self._given, self._params)):
+            if i == skip:
+                continue
+            ours = {id(x): x for x in jax.tree_util.tree_leaves(current)}
+            for key, ref in given.items():
+                leaf = ref()
+                seen = old.get(key)
+                if (seen is not None and seen() is leaf) or ours.get(key) is leaf:
+                    raise ValueError("some parameters appear in more than one parameter group")
+        return given
+
+    def _replace_params(self, i: int, params: Any, names: list[str] | None) -> None:
+        """Installs new params for group ``i`` (``group['params'] = ...``). torch keys state by
+        tensor: the same arrays keep their state, new ones start from a fresh state."""
+        old = self._params[i]
+        new_leaves, new_def = jax.tree_util.tree_flatten(params)
+        old_leaves, old_def = jax.tree_util.tree_flatten(old)
+        same = new_def == old_def and all(a is b for a, b in zip(new_leaves, old_leaves))  # type: ignore[operator]  # PyTreeDef has no stubs
+        given = self._check_disjoint(params, skip=i)
+        if same:
+            params = old
+        else:
+            params = _copy_tree(params)
+            self._states[i] = self._fresh_state(i, params)
+            self._given[i] = given
+        self._params[i] = params
+        self._param_names[i] = names
+        self._jitted.clear()
+
+    def _fresh_state(self, i: int, params: Any) -> Any:
+        """Group ``i``'s initial state for ``params`` (ZeroRedundancyOptimizer shards it)."""
+        return _copy_tree(self._txs[i].init(params))
 
     def _make_tx(self, group: dict[str, Any]) -> Any:
         args = {k: group[k] for k in self.defaults}
@@ -476,13 +547,12 @@ class _Group(dict):
     def __setitem__(self, key: str, value: Any) -> None:
         if key == "params":
             value, names, _ = param_names.split_named(param_names.materialize(value, group=True))
-            value = _copy_tree(value)
-            self._owner._params[self._index] = value
-            self._owner._param_names[self._index] = names
+            self._owner._replace_params(self._index, value, names)
+            value = self._owner._params[self._index]
             if names is not None:
                 super().__setitem__("param_names", list(names))
             else:
                 self.pop("param_names", None)
-        elif key in self._owner.defaults:  # torch's _to_scalar of a 1-element tensor
-            value = validation.scalar_hyperparams({key: value})[key]
+        elif key in self._owner.defaults:  # a 1-element array as a scalar, a list as a tuple
+            value = self._owner._clean_hyperparams({key: value})[key]
         super().__setitem__(key, value)

@@ -9,10 +9,27 @@ under its own name, and the shared scalars torch keeps per parameter (NAdam's ``
 ASGD's ``eta``/``mu``). A layout with its own ``export_state``/``import_state`` (LBFGS) replaces
 that per-group conversion; the groups, their checks and the commit stay here.
 Tensors are numpy arrays both ways.
+
+Two kinds of torch state_dicts that a strict reading would refuse load as torch loads them:
+
+* From an older torch, a group may lack the implementation switches and flags added since
+  (``foreach``, ``maximize``, ``capturable``, ``differentiable``, ``fused``,
+  ``decoupled_weight_decay``, ...). torch's ``__setstate__`` fills them with its constructor's
+  defaults (not the instance's arguments), and so does optx: each missing argument whose default
+  is a bool or None. A missing numeric hyperparameter (``lr``, ``betas``) is an error here; torch
+  would fail at the next step.
+* torch keeps a ``step`` per parameter: a parameter that never had a gradient has no state (it
+  gets a fresh one, from step 0, at its first step), and one that missed some steps has a
+  smaller ``step``. optx keeps one ``count`` per group. Where the update never reads the step
+  (see ``_STEP_FREE``) that is exact: a parameter without state loads with its initial state,
+  and the group's count is the largest step. The exported ``step`` is then the group's for every
+  parameter, not torch's per-parameter ones (those optimizers never read it). Other optimizers
+  (Adam's bias correction, Rprop's first step, ASGD's averaging, ...) raise.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Sequence
 
 import jax
@@ -23,9 +40,73 @@ from optx.layout import TorchLayout
 from optx.state import OptimizerState
 
 
+def _copy_tree(tree: Any) -> Any:
+    return jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), tree)
+
+
+def _signature_defaults(constructor: Any) -> dict[str, Any]:
+    return {name: p.default for name, p in inspect.signature(constructor).parameters.items()}
+
+
 def _flatten(tree: Any) -> tuple[list[Any], Any]:
     """A slot's leaves, one per parameter; ``None`` where the parameter has no such slot."""
     return jax.tree_util.tree_flatten(tree, is_leaf=lambda x: x is None)
+
+
+# Optimizers whose update reads no per-parameter step, provided the named hyperparameters are 0:
+# SGD's dampening is skipped on a buffer's first step and Adagrad's lr_decay scales lr by the
+# step; the rest never read it. A parameter without saved state starts exactly as in torch.
+_STEP_FREE: dict[str, tuple[str, ...]] = {
+    "SGD": ("dampening",),
+    "RMSprop": (),
+    "Adadelta": (),
+    "Adagrad": ("lr_decay",),
+    "Muon": (),
+}
+
+
+def _even_steps(
+    layout: TorchLayout, group: dict[str, Any], entries: list[Any], param_ids: list[Any]
+) -> list[Any]:
+    """``entries`` with one step for all, where torch's differ (some parameters without state,
+    or with a smaller step) and the update never reads it; raises where it does."""
+    missing = [pid for pid, e in zip(param_ids, entries) if not e]
+    steps = {float(np.asarray(e["step"])) for e in entries if e and "step" in e}
+    if len(missing) in (0, len(entries)) and len(steps) <= 1:
+        return entries
+    why = None
+    if layout.torch_name not in _STEP_FREE:
+        why = f"{layout.torch_name}'s update depends on each parameter's own step"
+    else:
+        nonzero = [k for k in _STEP_FREE[layout.torch_name]
+                   if callable(group.get(k)) or group.get(k, 0) != 0]
+        if nonzero:
+            why = f"with a nonzero {nonzero[0]!r}, {layout.torch_name}'s update depends on it"
+    if why:
+        what = (f"state given for some parameters only (none for parameters {missing})"
+                if missing else f"parameters have different steps {sorted(steps)}")
+        raise ValueError(
+            f"{what}: optx keeps one step count per param group, and {why}, so this state_dict "
+            "cannot be loaded exactly"
+        )
+    step = max(steps, default=None)
+    return [{**e, "step": np.asarray(step, np.float32)} if e and "step" in e else e
+            for e in entries]
+
+
+def _fill_missing(opt: Any, group: dict[str, Any], gi: int) -> dict[str, Any]:
+    """``group`` with the switches and flags an older torch did not save, as torch fills them."""
+    constructor = type(opt)._constructor
+    signature = _signature_defaults(constructor)
+    filled = dict(group)
+    for k in opt.defaults:
+        default = signature.get(k, inspect.Parameter.empty)
+        if k not in filled and (default is None or isinstance(default, bool)):
+            filled[k] = default
+    missing = set(opt.defaults) - set(filled)
+    if missing:
+        raise ValueError(f"param group {gi} lacks {sorted(missing)}")
+    return filled
 
 
 def _check_supported(opt: Any) -> None:
@@ -94,20 +175,24 @@ def _tensor(key: str, value: Any, ref: Any, pid: Any) -> Any:
 def _import_state(
     layout: TorchLayout, fresh: OptimizerState, entries: Sequence[Any], param_ids: Sequence[Any]
 ) -> OptimizerState:
-    """One group's state from torch's per-parameter entries (``fresh`` where there are none)."""
+    """One group's state from torch's per-parameter entries (``fresh`` where there are none;
+    :func:`_check_partial` has allowed a parameter without one)."""
     present = [e is not None and len(e) > 0 for e in entries]
     if not any(present):
         return fresh
-    if not all(present):
-        raise ValueError("state given for some parameters only")
     flat = {k: _flatten(v) for k, v in fresh.slots.items()}
     flagged = {slot: flag for slot, flag in layout.slot_flags if flag in fresh.scalars}
     public_scalars = set(fresh.scalars) - layout.hidden_scalars
     slot_leaves: dict[str, list[Any]] = {k: [] for k in fresh.slots}
     scalars = dict(fresh.scalars)
     counts: set[float] = set()
+    allocated: set[str] = set()
     for j, (e, pid) in enumerate(zip(entries, param_ids)):
         refs = {k: leaves[j] for k, (leaves, _) in flat.items()}
+        if not present[j]:  # the initial state, as torch creates at the parameter's first step
+            for k, ref in refs.items():
+                slot_leaves[k].append(ref)
+            continue
         expected = {k for k, ref in refs.items() if ref is not None} | public_scalars
         if layout.has_step:
             expected.add("step")
@@ -125,8 +210,9 @@ def _import_state(
             if v.shape != ():
                 raise ValueError(f"state {k!r} must be a scalar, got shape {v.shape}")
             scalars[k] = jnp.array(v, copy=True, dtype=fresh.scalars[k].dtype)
-        for slot, flag in flagged.items():
-            scalars[flag] = jnp.asarray(slot in e)
+        allocated |= set(flagged) & got
+    for slot, flag in flagged.items():
+        scalars[flag] = jnp.asarray(slot in allocated)
     if len(counts) > 1:
         raise ValueError(f"parameters have different steps {sorted(counts)}")
     # Without a torch step (SGD, Muon), any state means at least one step was taken.
@@ -160,16 +246,18 @@ def import_state_dict(opt: Any, state_dict: dict[str, Any]) -> None:
                 f"loaded state dict contains a parameter group {gi} that doesn't match the size "
                 f"of optimizer's group ({len(saved.get('params', []))} != {n})"
             )
-        group = {k: v for k, v in saved.items() if k != "params"}
-        missing = set(opt.defaults) - set(group)
-        if missing:
-            raise ValueError(f"param group {gi} lacks {sorted(missing)}")
+        group = _fill_missing(opt, {k: v for k, v in saved.items() if k != "params"}, gi)
         try:
+            group = opt._clean_hyperparams(group)
             tx = opt._make_tx(group)
             layout = opt._layout_of(tx)
             load = layout.import_state or _import_state
             entries = [saved_state.get(pid) for pid in saved["params"]]
-            state = load(layout, tx.init(params), entries, list(saved["params"]))
+            if layout.import_state is None:
+                entries = _even_steps(layout, group, entries, list(saved["params"]))
+            # Own buffers: the step donates every leaf, and an initial state may share one
+            # buffer between slots (as add_param_group copies).
+            state = _copy_tree(load(layout, tx.init(params), entries, list(saved["params"])))
         except (ValueError, TypeError) as err:
             raise ValueError(f"param group {gi}: {err}") from err
         loaded.append((group, tx, state))

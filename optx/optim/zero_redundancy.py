@@ -161,6 +161,10 @@ class ZeroRedundancyOptimizer(Optimizer):
         super().add_param_group(param_group)
         self._place()
 
+    def _fresh_state(self, i: int, params: Any) -> Any:
+        state = super()._fresh_state(i, params)
+        return _put(state, zero_shardings(state, self.mesh, self._axis))
+
     def _rebuild_if_needed(self, i: int) -> None:
         tx = self._txs[i]
         super()._rebuild_if_needed(i)
