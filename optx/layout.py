@@ -38,6 +38,11 @@ class TorchLayout(NamedTuple):
         RMSprop's ``momentum``: torch allocates no buffer for 0); raising one from 0 rebuilds the
         adapter's transformation.
       supports_param_groups: False when torch refuses several param groups (LBFGS).
+      step_free_unless: None when the update reads each parameter's own step (or first-step
+        state), so a torch state_dict whose parameters disagree on it (some without state, some
+        with a smaller ``step``) cannot be loaded into optx's one count per group. A tuple when
+        it never does, provided the named hyperparameters are 0 (SGD's ``dampening`` is skipped
+        on a buffer's first step, Adagrad's ``lr_decay`` scales the lr by the step).
       export_state, import_state: a torch state layout other than one entry per parameter made of
         ``step``, slots and scalars (LBFGS's single state under its first parameter); None for
         that default, which ``optx.optim.state_dict`` implements.
@@ -49,6 +54,7 @@ class TorchLayout(NamedTuple):
     slot_flags: tuple[tuple[str, str], ...] = ()
     structural_zeros: frozenset[str] = frozenset()
     supports_param_groups: bool = True
+    step_free_unless: tuple[str, ...] | None = None
     export_state: ExportState | None = None
     import_state: ImportState | None = None
 

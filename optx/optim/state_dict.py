@@ -21,10 +21,10 @@ Two kinds of torch state_dicts that a strict reading would refuse load as torch 
 * torch keeps a ``step`` per parameter: a parameter that never had a gradient has no state (it
   gets a fresh one, from step 0, at its first step), and one that missed some steps has a
   smaller ``step``. optx keeps one ``count`` per group. Where the update never reads the step
-  (see ``_STEP_FREE``) that is exact: a parameter without state loads with its initial state,
-  and the group's count is the largest step. The exported ``step`` is then the group's for every
-  parameter, not torch's per-parameter ones (those optimizers never read it). Other optimizers
-  (Adam's bias correction, Rprop's first step, ASGD's averaging, ...) raise.
+  (``TorchLayout.step_free_unless``) that is exact: a parameter without state loads with its
+  initial state, and the group's count is the largest step. The exported ``step`` is then the
+  group's for every parameter, not torch's per-parameter ones (those optimizers never read it).
+  Other optimizers (Adam's bias correction, Rprop's first step, ASGD's averaging, ...) raise.
 """
 
 from __future__ import annotations
@@ -53,18 +53,6 @@ def _flatten(tree: Any) -> tuple[list[Any], Any]:
     return jax.tree_util.tree_flatten(tree, is_leaf=lambda x: x is None)
 
 
-# Optimizers whose update reads no per-parameter step, provided the named hyperparameters are 0:
-# SGD's dampening is skipped on a buffer's first step and Adagrad's lr_decay scales lr by the
-# step; the rest never read it. A parameter without saved state starts exactly as in torch.
-_STEP_FREE: dict[str, tuple[str, ...]] = {
-    "SGD": ("dampening",),
-    "RMSprop": (),
-    "Adadelta": (),
-    "Adagrad": ("lr_decay",),
-    "Muon": (),
-}
-
-
 def _even_steps(
     layout: TorchLayout, group: dict[str, Any], entries: list[Any], param_ids: list[Any]
 ) -> list[Any]:
@@ -75,10 +63,10 @@ def _even_steps(
     if len(missing) in (0, len(entries)) and len(steps) <= 1:
         return entries
     why = None
-    if layout.torch_name not in _STEP_FREE:
+    if layout.step_free_unless is None:
         why = f"{layout.torch_name}'s update depends on each parameter's own step"
     else:
-        nonzero = [k for k in _STEP_FREE[layout.torch_name]
+        nonzero = [k for k in layout.step_free_unless
                    if callable(group.get(k)) or group.get(k, 0) != 0]
         if nonzero:
             why = f"with a nonzero {nonzero[0]!r}, {layout.torch_name}'s update depends on it"

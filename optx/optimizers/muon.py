@@ -36,7 +36,7 @@ def _adjust_ratio(adjust_lr_fn: str | None, shape: tuple[int, ...]) -> float:
 
 
 # torch.optim.Muon keeps no per-parameter ``step``.
-TORCH_LAYOUT = TorchLayout("Muon", has_step=False)
+TORCH_LAYOUT = TorchLayout("Muon", has_step=False, step_free_unless=())
 
 
 def muon(

@@ -15,7 +15,9 @@ from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
 
 # torch.optim.RMSprop allocates ``momentum_buffer`` only for a nonzero momentum.
-TORCH_LAYOUT = TorchLayout("RMSprop", structural_zeros=frozenset({"momentum"}))
+TORCH_LAYOUT = TorchLayout(
+    "RMSprop", structural_zeros=frozenset({"momentum"}), step_free_unless=()
+)
 
 
 @torch_switches

@@ -20,6 +20,7 @@ TORCH_LAYOUT = TorchLayout(
     has_step=False,
     slot_flags=(("momentum_buffer", "momentum_buffer_initialized"),),
     structural_zeros=frozenset({"momentum"}),
+    step_free_unless=("dampening",),
 )
 
 
