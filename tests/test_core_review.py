@@ -87,3 +87,22 @@ def test_rprop_nonfinite_gradient_matches_torch(bad):
         np.testing.assert_allclose(ours, theirs, rtol=1e-15)
         for k in ("prev", "step_size"):
             np.testing.assert_allclose(np.asarray(state.slots[k]), tstate[k].numpy(), rtol=1e-15)
+
+
+@pytest.mark.parametrize("shape", [(5,), (3, 4)])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_adafactor_nonfinite_gradient_matches_torch(shape, bad):
+    """torch's ``max(1.0, rms / d)`` and ``max(eps2, rms)`` are Python's: NaN gives the first
+    argument, so one NaN entry of a vector does not turn the whole vector into NaN."""
+    p0 = np.random.default_rng(0).standard_normal(shape)
+    grads = []
+    for k in range(4):
+        g = np.full(shape, 0.5) + 0.1 * k
+        if k == 1:
+            g.flat[0] = bad
+        grads.append(g)
+    steps = _torch_run(torch.optim.Adafactor, dict(lr=0.1), optx.adafactor(lr=0.1), p0, grads)
+    for theirs, ours, _, _ in steps:
+        np.testing.assert_allclose(ours, theirs, rtol=1e-13, equal_nan=True)
+    if shape == (5,):
+        assert np.isfinite(steps[-1][1][1:]).all()
