@@ -106,3 +106,17 @@ def test_adafactor_nonfinite_gradient_matches_torch(shape, bad):
         np.testing.assert_allclose(ours, theirs, rtol=1e-13, equal_nan=True)
     if shape == (5,):
         assert np.isfinite(steps[-1][1][1:]).all()
+
+
+@pytest.mark.parametrize("kwargs", [dict(lr=0.0), dict(lr=-0.0), dict(eps=0.0), dict(eps=-0.0),
+                                    dict(lr=jnp.asarray(0.0))])
+def test_sparse_adam_refuses_zero_lr_and_eps_like_torch(kwargs):
+    torch_kwargs = {k: torch.tensor(float(v)) if hasattr(v, "shape") else v
+                    for k, v in kwargs.items()}
+    with pytest.raises(ValueError) as theirs:
+        torch.optim.SparseAdam([torch.zeros(2, requires_grad=True)], **torch_kwargs)
+    with pytest.raises(ValueError) as ours:
+        optx.sparse_adam(**kwargs)
+    assert str(ours.value).split(":")[0] == str(theirs.value).split(":")[0]
+    if not hasattr(kwargs.get("lr"), "shape"):
+        assert str(ours.value) == str(theirs.value)
