@@ -120,3 +120,26 @@ def test_sparse_adam_refuses_zero_lr_and_eps_like_torch(kwargs):
     assert str(ours.value).split(":")[0] == str(theirs.value).split(":")[0]
     if not hasattr(kwargs.get("lr"), "shape"):
         assert str(ours.value) == str(theirs.value)
+
+
+def test_lambda_schedules_run_in_float64_like_torch():
+    """A schedule gets the count in the default integer dtype, so ``c / 10`` is float64 under
+    x64 as torch's Python arithmetic is (an int32 count would make it float32)."""
+    lr = lambda c: 0.05 * 0.9 ** (c / 10)  # noqa: E731
+    beta1 = lambda c: 0.5 + 0.4 * (c / 30)  # noqa: E731
+    p0 = np.random.default_rng(0).standard_normal((3, 4))
+    t = torch.tensor(p0.copy(), requires_grad=True)
+    opt = torch.optim.Adam([t], lr=0.05)
+    tx = optx.adam(lr=lr, betas=(beta1, 0.999))
+    x = jnp.asarray(p0)
+    state = tx.init(x)
+    step = jax.jit(tx.update)
+    for s in range(30):
+        group = opt.param_groups[0]
+        group["lr"], group["betas"] = lr(s), (beta1(s), 0.999)
+        t.grad = torch.tensor(np.sin(3 * t.detach().numpy()))
+        opt.step()
+        u, state = step(jnp.sin(3 * x), state, x)
+        x = optx.apply_updates(x, u)
+        assert float(optx.get_hyperparams(state)["lr"]) == lr(s + 1)
+    np.testing.assert_allclose(np.asarray(x), t.detach().numpy(), rtol=1e-13)
