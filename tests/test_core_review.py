@@ -143,3 +143,71 @@ def test_lambda_schedules_run_in_float64_like_torch():
         x = optx.apply_updates(x, u)
         assert float(optx.get_hyperparams(state)["lr"]) == lr(s + 1)
     np.testing.assert_allclose(np.asarray(x), t.detach().numpy(), rtol=1e-13)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("case", ["sgd_shape", "adam_shape", "adam_dtype", "adafactor_factored",
+                                  "adafactor_ndim", "extra_leaf", "other_optimizer"])
+def test_state_that_does_not_fit_the_params_is_refused(case, jit):
+    """A state initialized for other params gets an error naming the slot, the leaf and both
+    shapes/dtypes, instead of a silent broadcast or a raw lax error."""
+    five = {"a": jnp.ones(5)}
+    tx, state_params, params, error, match = {
+        "sgd_shape": (optx.sgd(0.1, momentum=0.9), {"a": jnp.ones(1)}, five, ValueError,
+                      r"'momentum_buffer' at \['a'\] has shape \(1,\).*needs shape \(5,\)"),
+        "adam_shape": (optx.adam(0.1), {"a": jnp.ones(1)}, five, ValueError,
+                       r"'exp_avg' at \['a'\] has shape \(1,\)"),
+        "adam_dtype": (optx.adam(0.1), {"a": jnp.ones(5, jnp.float32)}, five, TypeError,
+                       r"'exp_avg' at \['a'\] has dtype float32.*needs float64"),
+        "adafactor_factored": (optx.adafactor(), {"a": jnp.ones((3, 4))},
+                               {"a": jnp.ones((3, 5))}, ValueError,
+                               r"'col_var' at \['a'\] has shape \(1, 4\).*needs shape \(1, 5\)"),
+        "adafactor_ndim": (optx.adafactor(), {"a": jnp.ones((3, 4))}, {"a": jnp.ones(12)},
+                           ValueError, r"holds the slots \['col_var', 'row_var'\].*\['variance'\]"),
+        "extra_leaf": (optx.adam(0.1), {"a": jnp.ones(5), "b": jnp.ones(2)}, five, ValueError,
+                       r"'exp_avg' tree does not match.*unexpected leaves \[\"\['b'\]\"\]"),
+        "other_optimizer": (optx.adam(0.1), five, five, ValueError, r"holds the slots \[\]"),
+    }[case]
+    init = optx.sgd(0.1).init if case == "other_optimizer" else tx.init
+    state = init(state_params)
+    update = jax.jit(tx.update) if jit else tx.update
+    with pytest.raises(error, match=match):
+        update(params, state, params)
+
+
+@pytest.mark.parametrize("name", ["adam", "adafactor", "adagrad"])
+def test_states_with_slots_unlike_their_params_still_update(name):
+    """Slots that legitimately differ from their parameter pass the state check: complex
+    slots, Adafactor's factored moments, None params."""
+    params = {"m": jnp.ones((3, 4)), "v": jnp.ones(4), "none": None}
+    if name != "adafactor":
+        params["c"] = jnp.ones(3, jnp.complex128)
+    tx = getattr(optx, name)()
+    state = tx.init(params)
+    for update in (tx.update, jax.jit(tx.update)):
+        u, _ = update(params, state, params)
+        assert jax.tree_util.tree_structure(u) == jax.tree_util.tree_structure(params)
+
+
+def test_clip_grad_value_refuses_complex_like_torch():
+    p = torch.zeros(2, dtype=torch.complex64, requires_grad=True)
+    p.grad = torch.ones(2, dtype=torch.complex64)
+    with pytest.raises(NotImplementedError) as theirs:
+        torch.nn.utils.clip_grad_value_([p], 0.5)
+    grads = {"w": jnp.ones(2), "z": jnp.ones(2, jnp.complex64) * (1 + 2j)}
+    with pytest.raises(NotImplementedError, match=r"\['z'\]") as ours:
+        optx.clip_grad_value(0.5).update(grads, optx.clip_grad_value(0.5).init(grads))
+    assert str(ours.value).startswith(str(theirs.value))
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adafactor", "lbfgs"])
+def test_python_scalar_param_is_refused_by_init_and_update(name):
+    tx = getattr(optx, name)()
+    with pytest.raises(TypeError, match=r"parameter at \['b'\] is a float"):
+        tx.init({"a": jnp.ones(2), "b": 1.0})
+    if name == "lbfgs":
+        return
+    params = {"a": jnp.ones(2), "b": jnp.asarray(1.0)}
+    state = tx.init(params)
+    with pytest.raises(TypeError, match=r"parameter at \['b'\] is a float"):
+        tx.update(params, state, {"a": jnp.ones(2), "b": 1.0})
