@@ -144,13 +144,22 @@ def clip_grad_value(clip_value: float) -> GradientTransformation:
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
 
-        def clamp(g):
+        def clamp(path, g):
             if g is None:
                 return None
             g = jnp.asarray(g)
+            if jnp.iscomplexobj(g):
+                # torch's clamp refuses complex tensors; jnp.maximum would order them
+                # lexicographically and clamp the real part only.
+                raise NotImplementedError(
+                    f"clamp is not supported for complex types (the gradient at "
+                    f"{jax.tree_util.keystr(path) or '<root>'} has dtype {g.dtype})"
+                )
             # clamp_min then clamp_max, as torch's foreach path does
             return jnp.minimum(jnp.maximum(g, -clip_value), clip_value).astype(g.dtype)
 
-        return jax.tree_util.tree_map(clamp, updates, is_leaf=lambda x: x is None), state
+        return jax.tree_util.tree_map_with_path(
+            clamp, updates, is_leaf=lambda x: x is None
+        ), state
 
     return GradientTransformation(init, update)

@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from optx.state import is_optimizer_state
 
@@ -41,6 +42,7 @@ def _is_spec_leaf(x: Any) -> bool:
 def evaluate(spec: Mapping[str, Any], count: Any) -> dict[str, Any]:
     """Values of a hyperparameter spec (constants and schedules) at ``count``, as arrays."""
     dtype = float_dtype()
+    count = _schedule_count(count)
 
     def value(x):
         if x is None:
@@ -52,10 +54,27 @@ def evaluate(spec: Mapping[str, Any], count: Any) -> dict[str, Any]:
     return jax.tree_util.tree_map(value, dict(spec), is_leaf=_is_spec_leaf)
 
 
+def _schedule_count(count: Any) -> Any:
+    """``count`` as a schedule receives it: a Python int as it is, an integer array in the
+    default integer dtype.
+
+    The state stores its count as int32, and JAX computes ``int32 / 30`` or ``0.9 ** int32`` in
+    float32 even under x64, where torch's Python arithmetic is double: a schedule like
+    ``lambda c: 0.05 * 0.9 ** (c / 10)`` would be off by float32 rounding. An int64 count (under
+    x64; int32 otherwise) makes such arithmetic run in the default float dtype.
+    """
+    if isinstance(count, (int, np.integer)) or not jnp.issubdtype(
+        jnp.result_type(count), jnp.integer
+    ):
+        return count
+    return jnp.asarray(count).astype(jnp.zeros((), dtype=int).dtype)
+
+
 def advance(spec: Mapping[str, Any], current: dict[str, Any], count: Any) -> dict[str, Any]:
     """The stored hyperparameters for the next update: scheduled ones re-evaluated at ``count``,
     constants carried over (so values set with :func:`set_hyperparams` persist)."""
     dtype = float_dtype()
+    count = _schedule_count(count)
 
     def value(x, cur):
         if is_schedule(x):

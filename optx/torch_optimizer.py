@@ -169,6 +169,14 @@ def torch_optimizer(
     """
     spec = validation.scalar_hyperparams(hyperparams)
 
+    def abstract_slots(structs):
+        # The slots init makes for these abstract params, without allocating them. Defined
+        # once, so jax's trace cache serves repeated calls.
+        return [init_slots(p) for p in structs]
+
+    def expected_slots(structs):
+        return jax.eval_shape(abstract_slots, structs)
+
     def init(params):
         validation.check_params(params, who=name)
         hp = hp_lib.evaluate(spec, 0)
@@ -191,7 +199,9 @@ def torch_optimizer(
             )
         if not isinstance(state, OptimizerState):
             raise TypeError(f"{name}: expected an OptimizerState, got {type(state).__name__}")
+        validation.check_params(params, who=name)
         validation.check_matching(updates, params, who=name)
+        validation.check_slots(state.slots, params, expected_slots, who=name)
         hp = state.hyperparams
         t = (state.count + 1).astype(hp_lib.float_dtype())
         coeffs, scalars = coefficients(hp, t, state.scalars)

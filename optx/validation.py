@@ -79,8 +79,14 @@ def _path(path: Any) -> str:
 
 
 def check_params(params: Any, *, who: str) -> None:
-    """Rejects parameter trees that torch would refuse: integer or boolean leaves."""
+    """Rejects parameter trees that torch would refuse: integer or boolean leaves, and Python
+    scalars (torch takes tensors only; a Python float leaf has no dtype for its update)."""
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
+            raise TypeError(
+                f"{who}: the parameter at {_path(path)} is a {type(leaf).__name__} ({leaf!r}), "
+                f"not an array; parameters must be arrays, e.g. jnp.asarray({leaf!r})"
+            )
         dtype = jnp.result_type(leaf)
         if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.complexfloating)):
             raise TypeError(
@@ -120,3 +126,78 @@ def check_matching(updates: Any, params: Any, *, who: str, what: str = "gradient
                 f"{who}: the {what} at {_path(path)} has dtype {jnp.result_type(u)}, "
                 f"but the parameter has dtype {jnp.result_type(p)}"
             )
+
+
+def _describe(leaf: Any) -> str:
+    if leaf is None:
+        return "no slot"
+    if not hasattr(leaf, "shape"):
+        return f"a {type(leaf).__name__}"
+    return f"shape {jnp.shape(leaf)}, dtype {jnp.result_type(leaf)}"
+
+
+def check_slots(
+    slots: Mapping[str, Any],
+    params: Any,
+    expected: Callable[[list[jax.ShapeDtypeStruct]], list[Mapping[str, Any]]],
+    *,
+    who: str,
+) -> None:
+    """Raises an error naming the first slot that does not fit ``params``: a state initialized
+    for other parameters (another shape, float32 instead of float64) or another optimizer.
+
+    ``expected(structs)`` maps abstract parameters to the abstract slots ``init`` gives them
+    (``jax.eval_shape`` of the optimizer's ``init_slots``), so slots whose shape legitimately
+    differs from their parameter's (Adafactor's factored moments, complex slots, slots only
+    some leaves have) are checked against what ``init`` makes, not against the parameter.
+    Only shapes and dtypes are compared, at trace time: it costs nothing inside jit.
+    """
+    p_leaves, p_def = jax.tree_util.tree_flatten_with_path(params)
+    if not p_leaves:
+        return
+    # One abstract init per distinct (shape, dtype): a model's leaves share a few shapes.
+    keys = [(tuple(jnp.shape(p)), jnp.result_type(p)) for _, p in p_leaves]
+    unique = list(dict.fromkeys(keys))
+    per_key = dict(zip(unique, expected([jax.ShapeDtypeStruct(*k) for k in unique])))
+    wanted = [per_key[k] for k in keys]
+    names = list(dict.fromkeys(n for w in wanted for n in w))
+    if set(slots) != set(names):
+        raise ValueError(
+            f"{who}: the state holds the slots {sorted(slots)}, but these params need "
+            f"{sorted(names)}: was the state initialized with other params, or by another "
+            f"optimizer?"
+        )
+    for name in names:
+        try:
+            s_leaves = p_def.flatten_up_to(slots[name])  # type: ignore[attr-defined]
+        except (ValueError, TypeError):
+            def paths(tree):
+                flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)
+                return {_path(k) for k, _ in flat[0]}
+
+            s_paths, p_paths = paths(slots[name]), paths(params)
+            missing, extra = sorted(p_paths - s_paths), sorted(s_paths - p_paths)
+            detail = "; ".join(
+                [f"missing leaves {missing}"] * bool(missing)
+                + [f"unexpected leaves {extra}"] * bool(extra)
+            ) or "the containers differ"
+            raise ValueError(
+                f"{who}: the state's {name!r} tree does not match the params ({detail}); "
+                f"was the state initialized with other params?"
+            ) from None
+        for (path, p), s, w in zip(p_leaves, s_leaves, wanted):
+            want = w.get(name)
+            if want is None and s is None:
+                continue
+            if want is None or not hasattr(s, "shape") or jnp.shape(s) != want.shape:
+                raise ValueError(
+                    f"{who}: the state's {name!r} at {_path(path)} has {_describe(s)}, but the "
+                    f"parameter (shape {jnp.shape(p)}) needs {_describe(want)}; was the state "
+                    f"initialized with other params?"
+                )
+            if jnp.result_type(s) != want.dtype:
+                raise TypeError(
+                    f"{who}: the state's {name!r} at {_path(path)} has dtype "
+                    f"{jnp.result_type(s)}, but the parameter (dtype {jnp.result_type(p)}) needs "
+                    f"{want.dtype}; was the state initialized with params of another dtype?"
+                )

@@ -17,6 +17,13 @@ from optx.transformation import GradientTransformation
 TORCH_LAYOUT = TorchLayout("Adafactor")
 
 
+def _py_max(a, b):
+    """Python's ``max(a, b)``, which torch applies to the ``.item()`` of a norm: ``a`` unless
+    ``b > a``, so a NaN ``b`` gives ``a`` (``jnp.maximum`` would give NaN and spread one NaN
+    gradient entry over the whole parameter)."""
+    return jnp.where(b > a, b, a)
+
+
 @torch_switches
 def adafactor(
     lr: Hyperparam = 1e-2,
@@ -120,7 +127,7 @@ def adafactor(
         g = torch_ops.maybe_negate(g, maximize)
         eps1 = jnp.finfo(p.dtype).eps if c["eps1"] is None else c["eps1"]
         rms_p = jnp.linalg.norm(p.ravel()) / (p.size**0.5)
-        alpha = jnp.maximum(c["eps2"], rms_p) * c["rho_t"]
+        alpha = _py_max(c["eps2"], rms_p) * c["rho_t"]
         p = torch_ops.decoupled_decay(p, c["lr"], c["weight_decay"])
         w = c["one_minus_beta2_t"]
         if g.ndim > 1:
@@ -138,7 +145,7 @@ def adafactor(
             var_estimate = variance
             new = {"variance": variance}
         update = (1 / jnp.sqrt(jnp.maximum(var_estimate, eps1 * eps1))) * g
-        denom = jnp.maximum(1.0, jnp.linalg.norm(update.ravel()) / ((update.size**0.5) * c["d"]))
+        denom = _py_max(1.0, jnp.linalg.norm(update.ravel()) / ((update.size**0.5) * c["d"]))
         return p + (-alpha / denom) * update, new
 
     return torch_optimizer(

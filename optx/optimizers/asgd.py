@@ -81,7 +81,9 @@ def asgd(
 
     def init_scalars(hp):
         dtype = float_dtype()
-        return {"eta": jnp.asarray(hp["lr"], dtype), "mu": jnp.ones((), dtype)}
+        # A copy: jnp.asarray would return hp["lr"] itself when the dtypes agree, and a state
+        # holding one buffer twice cannot be donated to a jitted update.
+        return {"eta": jnp.array(hp["lr"], dtype, copy=True), "mu": jnp.ones((), dtype)}
 
     def coefficients(hp, t, scalars):
         lr, lambd = hp["lr"], hp["lambd"]

@@ -17,6 +17,12 @@ from optx.transformation import GradientTransformation
 TORCH_LAYOUT = TorchLayout("Rprop")
 
 
+def _torch_sign(x):
+    """torch's ``sign``: 0 for NaN (``jnp.sign`` gives NaN), so a NaN gradient entry leaves its
+    step size and its parameter untouched, as in torch."""
+    return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
+
+
 @torch_switches
 def rprop(
     lr: Hyperparam = 1e-2,
@@ -100,13 +106,13 @@ def rprop(
             g = -g
         # torch fills step_size with lr when it creates the state, on the first step.
         step_size = jnp.where(c["first"], c["lr"], slots["step_size"])
-        sign = jnp.sign(g * slots["prev"])
+        sign = _torch_sign(g * slots["prev"])
         sign = jnp.where(sign > 0, c["etaplus"], sign)
         sign = jnp.where(sign < 0, c["etaminus"], sign)
         sign = jnp.where(sign == 0, jnp.ones_like(sign), sign)
         step_size = jnp.clip(step_size * sign, c["step_size_min"], c["step_size_max"])
         g = jnp.where(sign == c["etaminus"], jnp.zeros_like(g), g)
-        return p + (-1) * jnp.sign(g) * step_size, {"prev": g, "step_size": step_size}
+        return p + (-1) * _torch_sign(g) * step_size, {"prev": g, "step_size": step_size}
 
     return torch_optimizer(
         "optx.rprop",

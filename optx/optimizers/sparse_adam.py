@@ -56,8 +56,10 @@ def sparse_adam(
       >>> print(jnp.array_str(params["w"], precision=4))
       [ 0.9 -1.9]
     """
-    validation.check_lr(lr)
-    validation.check_eps(eps)
+    # Unlike the other optimizers, torch's SparseAdam refuses lr == 0 and eps == 0 (strict <).
+    validation.scalar_hyperparams({"lr": lr})  # torch checks a tensor lr's size first
+    validation.check(lr, lambda v: 0.0 < v, f"Invalid learning rate: {lr}")
+    validation.check(eps, lambda v: 0.0 < v, f"Invalid epsilon value: {eps}")
     validation.check_betas(betas)
 
     def init_slots(p):
