@@ -29,17 +29,7 @@ def _step_fn(tx, info):
     return step
 
 
-# optx.lbfgs.init reuses one zeros buffer for several state fields (count/func_evals/...,
-# d/prev_flat_grad, t/prev_loss); lbfgs.py is outside this change.
-_SHARED_BUFFERS = {"lbfgs"}
-
-
-@pytest.mark.parametrize("info", [
-    pytest.param(i, id=i.name, marks=[pytest.mark.xfail(
-        strict=True, reason="lbfgs.init shares zeros buffers between state fields")]
-        if i.name in _SHARED_BUFFERS else [])
-    for i in OPTIMIZERS
-])
+@pytest.mark.parametrize("info", OPTIMIZERS, ids=lambda i: i.name)
 def test_fresh_state_can_be_donated(info):
     """No two leaves of a fresh state share a buffer, so a jitted update can donate it."""
     tx = info.fn()
