@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
-from optx.clipping import clip_by_total_norm, total_norm
+from optx.clipping import clip_by_total_norm, clip_grad_value, total_norm
+from optx.transformation import EmptyState
 
 
 def clip_grad_norm_(
@@ -28,8 +28,8 @@ def clip_grad_value_(grads: Any, clip_value: float, foreach: Any = None) -> Any:
     """``torch.nn.utils.clip_grad_value_``: returns the gradients clamped to
     ``[-clip_value, clip_value]``."""
     del foreach
-    v = float(clip_value)
-    return jax.tree_util.tree_map(lambda g: jnp.clip(g, -v, v), grads)
+    clipped, _ = clip_grad_value(clip_value).update(grads, EmptyState())
+    return clipped
 
 
 def get_total_norm(tensors: Any, norm_type: float = 2.0, error_if_nonfinite: bool = False,
