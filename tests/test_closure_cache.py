@@ -5,6 +5,7 @@ arguments (optx.optim.closure_cache)."""
 from __future__ import annotations
 
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -392,3 +393,22 @@ def test_closure_reaching_too_much_is_retraced_with_a_warning(monkeypatch):
         opt.step(closure)
         opt.step(closure)
     assert len(traces) == 2
+
+
+def test_a_closure_recompiled_every_step_warns_once():
+    # A captured object whose contents change every step (a trainer's growing history) makes
+    # every step a compile: correct, as torch re-reads it, but it must not go unnoticed.
+    class Trainer:
+        history: list = []
+
+    trainer = Trainer()
+    opt = O.SGD({"w": jnp.ones(3)}, lr=0.1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(7):
+            def closure(p):
+                return jnp.sum(p["w"] ** 2) * (1 + 0 * len(trainer.history))
+            opt.step(closure)
+            trainer.history = trainer.history + [step]
+    ours = [w for w in caught if "was compiled 5 times" in str(w.message)]
+    assert len(ours) == 1 and ours[0].filename == __file__

@@ -9,10 +9,12 @@ stored dtype, so editing ``group['lr']`` never recompiles). A structural flag (`
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import inspect
 import signal
 import threading
+import warnings
 import weakref
 from typing import Any, Callable, Iterator
 
@@ -43,6 +45,7 @@ __all__ = [
 # Constructor arguments that are torch implementation switches; kept in the groups for torch's
 # layout and ignored by the math.
 _FLOAT_TYPES = (float, int, np.floating, np.integer)
+_RECOMPILE_WARNING_AT = 5  # compiles of one closure code before step(closure) warns
 _BY_IDENTITY: Any = object()  # a closure code that needs its captured arrays' values to trace
 
 
@@ -114,6 +117,7 @@ class Optimizer(HooksMixin):
         self.trace_count = 0
         groups = [{"params": params}] if self._single else list(params)
         self._value_and_grad: dict[Any, Callable[..., Any]] = {}
+        self._closure_compiles: collections.Counter[Any] = collections.Counter()
         for g in groups:
             self.add_param_group(g)
 
@@ -430,6 +434,7 @@ class Optimizer(HooksMixin):
             fn = self._value_and_grad.get(template.key)
             if fn is None:
                 _check_closure(closure)
+                self._warn_recompiles(template)
                 if len(self._value_and_grad) >= 8:
                     self._value_and_grad.clear()
                 fn = jax.jit(_closure_loss(template))
@@ -445,6 +450,25 @@ class Optimizer(HooksMixin):
                 self._value_and_grad[template.key] = _BY_IDENTITY
                 template, captured = closure_cache.by_identity(closure), ()
         raise AssertionError("unreachable")
+
+    def _warn_recompiles(self, template: closure_cache.Template) -> None:
+        """Warns once per closure code compiled ``_RECOMPILE_WARNING_AT`` times: a value it
+        reads by value (a number, a list's contents, an attribute) changes between steps, so
+        every step pays a compile. Correct, as torch re-reads it, but easily unnoticed."""
+        code = getattr(template.fn, "__code__", None)
+        if code is None:
+            return
+        self._closure_compiles[code] += 1
+        if self._closure_compiles[code] == _RECOMPILE_WARNING_AT:
+            warnings.warn(
+                f"step(closure): {template.fn.__qualname__!r} was compiled "
+                f"{_RECOMPILE_WARNING_AT} times: a Python value it reads (a captured number, "
+                "the contents of a list or dict, an object's attribute) changed between steps, "
+                "and each new value recompiles it. Hold values that change every step in jax "
+                "arrays (passed to the compiled step without recompiling); see "
+                "optx.optim.closure_cache.",
+                UserWarning, stacklevel=5,
+            )
 
     # ------------------------------------------------------------------ torch surface
     def state_dict(self) -> dict[str, Any]:
