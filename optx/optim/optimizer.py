@@ -373,10 +373,11 @@ class Optimizer(HooksMixin):
 
             loss = opt.step(lambda params: loss_fn(params, x, y))
 
-        The closure is compiled once per code and static captures, not per function object:
-        a closure defined inside the loop, capturing the current batch, compiles on the first
-        step only (its captured arrays are passed to the compiled step; captured Python
-        scalars and other objects are static, see :mod:`optx.optim.closure_cache`). It is
+        The closure is compiled once per code and captured Python values, not per function
+        object: a closure defined inside the loop, capturing the current batch, compiles on the
+        first step only (its captured arrays are passed to the compiled step). The Python
+        values it reads (numbers, list and dict contents, attributes) are read at every step,
+        as torch does, and a changed one recompiles (see :mod:`optx.optim.closure_cache`). It is
         traced, not run eagerly: a ``print`` in it prints tracers, once per trace (more for
         LBFGS, traced again inside the update), and nothing on later steps. To print values at
         every evaluation, use ``jax.debug.print``::
