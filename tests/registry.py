@@ -420,12 +420,13 @@ OPTIMIZERS: list[OptimizerInfo] = [
     ),
     OptimizerInfo(
         "muon", "Muon",
-        # Muon's Newton-Schulz iteration runs in bfloat16, in torch as here.
+        # Muon's Newton-Schulz iteration runs in bfloat16 with torch's rounding, bit for bit
+        # unless XLA's float32 summation order flips a rounding (rare; not with these params).
         parity=[dict()] + grid(
             lr=[0.02], weight_decay=[0.0, 0.1], momentum=[0.9], nesterov=[False, True],
             adjust_lr_fn=[None, "original", "match_rms_adamw"]),
-        parity_steps=10,
-        parity_tol=1e-2,
+        parity_steps=30,
+        parity_tol=1e-10,
         parity_seed=4,
         parity_shapes=((6, 4), (3, 5)),
         invalid=[dict(lr=-0.1), dict(weight_decay=-0.1), dict(momentum=-0.1),

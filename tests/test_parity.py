@@ -1,6 +1,6 @@
 """float64 parity against torch for every optimizer in the registry: every option and their
-combinations (``registry.OptimizerInfo.parity``), 50 steps, <=1e-10 relative (Muon: 10 steps,
-bfloat16 accuracy, <=1e-2); torch's state entries, scheduled hyperparameters against torch's
+combinations (``registry.OptimizerInfo.parity``), 50 steps, <=1e-10 relative (Muon: 30 steps);
+torch's state entries, scheduled hyperparameters against torch's
 param-group edits, and NAdam's float32 ``mu_product``.
 
 To stay fast, one jitted step is compiled per optimizer and structural hyperparameters (the

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
+from jax import lax
 
 from optx import torch_ops, validation
 from optx.hyperparams import Hyperparam
@@ -12,19 +14,88 @@ from optx.layout import TorchLayout
 from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
 
+Array = jax.Array
 
-def _zeropower_via_newtonschulz(grad, ns_coefficients, ns_steps: int, eps):
-    """Orthogonalizes a matrix with a quintic Newton–Schulz iteration, in bfloat16 as torch."""
-    a, b, c = (x.astype(jnp.bfloat16) for x in ns_coefficients)
-    x = grad.astype(jnp.bfloat16)
+
+def _matmul(x: Array, y: Array) -> Array:
+    """``x @ y`` of bfloat16 matrices, accumulated in float32 and left unrounded.
+
+    torch's CPU bfloat16 matmul (oneDNN) accumulates in float32 and rounds once at the end;
+    the products of bfloat16 numbers are exact in float32, so this is that sum, up to its order.
+    """
+    return jnp.matmul(x, y, preferred_element_type=jnp.float32)
+
+
+def _round(x: Array) -> Array:
+    return x.astype(jnp.bfloat16)
+
+
+def _two_sum(a: Array, b: Array) -> tuple[Array, Array]:
+    """``a + b`` rounded, and its rounding error (exactly; Knuth's TwoSum)."""
+    s = a + b
+    b_virtual = s - a
+    return s, (a - (s - b_virtual)) + (b - b_virtual)
+
+
+def _sum3(a: Array, b: Array, c: Array) -> Array:
+    """``a + b + c`` rounded once, in float32 (Boldo and Melquiond's sum with round-to-odd)."""
+    uh, ul = _two_sum(b, c)
+    th, tl = _two_sum(a, uh)
+    # v = tl + ul rounded to odd: the rounded sum if exact or odd, else its other neighbour.
+    v, err = _two_sum(tl, ul)
+    even = (lax.bitcast_convert_type(v, jnp.uint32) & 1) == 0
+    away = jnp.nextafter(v, jnp.where(err > 0, jnp.inf, -jnp.inf).astype(v.dtype))
+    return th + jnp.where((err != 0) & even, away, v)
+
+
+def _fma(scale: Array, x: Array, y: Array) -> Array:
+    """``scale * x + y`` rounded once, in float32, for a bfloat16 ``x``: XLA has no fma.
+
+    ``scale`` splits into a 16-bit and an 8-bit half whose products with the 8-bit ``x`` are
+    exact in float32, and the three terms are summed with one rounding.
+    """
+    bits = lax.bitcast_convert_type(scale, jnp.uint32)
+    hi = lax.bitcast_convert_type(bits & jnp.uint32(0xFFFFFF00), jnp.float32)
+    x = x.astype(jnp.float32)
+    return _sum3(hi * x, (scale - hi) * x, y)
+
+
+def _addmm(input: Array, m1: Array, m2: Array, beta: Array, alpha: Array | None = None) -> Array:
+    """``torch.addmm(input, m1, m2, beta=beta, alpha=alpha)`` of bfloat16 matrices on CPU.
+
+    oneDNN accumulates ``m1 @ m2`` in float32, scales it by ``alpha`` (a rounding), adds
+    ``beta * input`` with a fused multiply-add and rounds the result to bfloat16: every
+    rounding but the last one in float32. (Rounding ``beta * input`` apart instead changes about
+    one entry in ten thousand by a bfloat16 ulp, where the two terms nearly cancel.)
+    """
+    acc = _matmul(m1, m2)
+    if alpha is not None:
+        acc = alpha * acc
+    return _round(_fma(beta, input, acc))
+
+
+def _zeropower_via_newtonschulz(grad: Array, coefficients: Array, ns_steps: int) -> Array:
+    """torch's ``_zeropower_via_newtonschulz``: a quintic Newton–Schulz iteration in bfloat16.
+
+    ``coefficients`` is ``(a, b, c, eps)`` in float32, as torch's kernels take Python floats.
+    Every torch op rounds to bfloat16 once and computes in float32 before that (see
+    :func:`_addmm`): rounding ``b * A`` and ``c * A @ A`` to bfloat16 apart, say, moves the
+    result by up to 0.1 on entries of size 0.8.
+    """
+    a, b, c, eps = coefficients
+    x = _round(grad)  # grad.bfloat16() (from float64 via float32, as torch and XLA both do)
     transposed = grad.shape[0] > grad.shape[1]
     if transposed:
         x = x.T
-    x = x / jnp.maximum(jnp.linalg.norm(x), eps.astype(jnp.bfloat16))
+    # ortho_grad.div_(ortho_grad.norm().clamp(min=eps)): the norm accumulates in float32 and is
+    # rounded; the clamp of a bfloat16 is a bfloat16; the division rounds once.
+    x32 = x.astype(jnp.float32)
+    norm = _round(jnp.sqrt(jnp.sum(x32 * x32))).astype(jnp.float32)
+    x = _round(x32 / _round(jnp.maximum(norm, eps)).astype(jnp.float32))
     for _ in range(ns_steps):
-        gram = x @ x.T
-        gram_update = b * gram + c * (gram @ gram)
-        x = a * x + gram_update @ x
+        gram = _round(_matmul(x, x.T))
+        gram_update = _addmm(gram, gram, gram, beta=b, alpha=c)
+        x = _addmm(x, gram_update, x, beta=a)
     return x.T if transposed else x
 
 
@@ -70,8 +141,14 @@ def muon(
           \text{ (match\_rms\_adamw) for an } A \times B \text{ parameter}
        \end{aligned}
 
-    Newton–Schulz runs in bfloat16 as in torch, so results agree with torch to bfloat16
-    accuracy. Only 2-D parameters are accepted. State: ``momentum_buffer``.
+    Newton–Schulz runs in bfloat16 with torch's CPU rounding: each of the three matrix
+    products per iteration (``X @ X.T`` and torch's two ``addmm``: :math:`bA + cA^2` and
+    :math:`aX + (\cdot)X`) accumulates in float32 and rounds to bfloat16 once, with the
+    coefficients in float32. The float32 sums inside the products are XLA's, not oneDNN's, so
+    now and then (about one call in a few hundred on small random matrices) one entry differs
+    from torch's by a bfloat16 ulp, which the later iterations spread; otherwise the
+    orthogonalized update is torch's bit for bit and float64 trajectories agree to ~1e-15.
+    Only 2-D parameters are accepted. State: ``momentum_buffer``.
 
     Args:
       lr: learning rate; a constant or a schedule ``count -> value``, as every float argument.
@@ -94,8 +171,8 @@ def muon(
       >>> updates, state = tx.update(grads, state, params)
       >>> params = optx.apply_updates(params, updates)
       >>> print(jnp.array_str(params["w"], precision=4))
-      [[ 0.9322 -1.9347]
-       [ 0.4325 -0.068 ]]
+      [[ 0.9326 -1.9333]
+       [ 0.4348 -0.0676]]
     """
     validation.check(lr, lambda v: v >= 0.0, f"Learning rate should be >= 0 but is: {lr}")
     validation.check(momentum, lambda v: v >= 0.0, f"momentum should be >= 0 but is: {momentum}")
@@ -121,25 +198,28 @@ def muon(
 
     def coefficients(hp, t, scalars):
         del t
+        # torch hands (a, b, c) and eps to float32 kernels as Python floats. The builder casts
+        # every float coefficient to the parameter's dtype, which for a bfloat16 or float16
+        # parameter would round them further, so they travel as the bits of their float32s.
+        ns = jnp.stack([*hp["ns_coefficients"], hp["eps"]]).astype(jnp.float32)
         return {
             "lr": hp["lr"],
-            "weight_decay": hp["weight_decay"],
+            "decay": torch_ops.decay(hp["weight_decay"], hp["lr"]),
             "momentum": hp["momentum"],
             "one_minus_momentum": 1 - hp["momentum"],
-            "ns_coefficients": hp["ns_coefficients"],
-            "eps": hp["eps"],
+            "ns_bits": lax.bitcast_convert_type(ns, jnp.uint32),
         }, scalars
 
     def update_leaf(g, p, slots, c):
         buf = torch_ops.lerp(slots["momentum_buffer"], g, c["one_minus_momentum"])
         update = torch_ops.lerp(g, buf, c["momentum"]) if nesterov else buf
-        # The orthogonalization keeps the bfloat16 coefficients of torch, which keeps them as
-        # Python floats that addmm rounds to bfloat16.
-        coeffs = tuple(jnp.asarray(x) for x in c["ns_coefficients"])
-        update = _zeropower_via_newtonschulz(update, coeffs, ns_steps, c["eps"]).astype(p.dtype)
+        ns = lax.bitcast_convert_type(c["ns_bits"], jnp.float32)
+        update = _zeropower_via_newtonschulz(update, ns, ns_steps)
+        # torch: param.mul_(1 - lr * weight_decay); param.add_(update, alpha=-adjusted_lr),
+        # the bfloat16 update promoted (exactly) to the parameter's dtype.
         adjusted_lr = c["lr"] * _adjust_ratio(adjust_lr_fn, p.shape)
-        p = p * (1 - c["lr"] * c["weight_decay"])
-        return p + (-adjusted_lr) * update, {"momentum_buffer": buf}
+        p = torch_ops.decoupled_decay(p, c["lr"], c["decay"])
+        return p + (-adjusted_lr) * update.astype(p.dtype), {"momentum_buffer": buf}
 
     return torch_optimizer(
         "optx.muon",
