@@ -315,37 +315,37 @@ def test_state_for_some_parameters_only_raises_where_inexact(name, kw):
 
 
 # ---------------------------------------------------------------- 6. replacing group['params']
-@pytest.mark.parametrize("new_shapes", [SHAPES, [(5,), (1, 3)]])
-def test_replaced_params_get_fresh_state_as_in_torch(new_shapes):
+def _adam_pair():
     p0 = _params()
     tp = [torch.tensor(p, requires_grad=True) for p in p0]
-    topt = torch.optim.Adam(tp, lr=0.1)
-    opt = O.Adam([jnp.asarray(p) for p in p0], lr=0.1)
+    return tp, torch.optim.Adam(tp, lr=0.1), O.Adam([jnp.asarray(p) for p in p0], lr=0.1)
+
+
+def _step_both(topt, tp, opt, k, shapes=SHAPES):
+    g = _grads(k, shapes)
+    _torch_step(topt, tp, g)
+    opt.step([jnp.asarray(x) for x in g])
+
+
+@pytest.mark.parametrize("new_shapes", [SHAPES, [(5,), (1, 3)]])
+def test_replaced_params_get_fresh_state_as_in_torch(new_shapes):
+    tp, topt, opt = _adam_pair()
     for k in range(3):
-        g = _grads(k)
-        _torch_step(topt, tp, g)
-        opt.step([jnp.asarray(x) for x in g])
+        _step_both(topt, tp, opt, k)
     new = _params(seed=7, shapes=new_shapes)
     ntp = [torch.tensor(p, requires_grad=True) for p in new]
     topt.param_groups[0]["params"] = ntp
     opt.param_groups[0]["params"] = [jnp.asarray(p) for p in new]
     for k in range(3, 5):
-        g = _grads(k, new_shapes)
-        _torch_step(topt, ntp, g)
-        opt.step([jnp.asarray(x) for x in g])
+        _step_both(topt, ntp, opt, k, new_shapes)
     _close(ntp, opt.params)
     assert [float(s["step"]) for s in opt.state_dict()["state"].values()] == [2.0, 2.0]
 
 
 def test_params_assigned_back_keep_their_state():
-    p0 = _params()
-    tp = [torch.tensor(p, requires_grad=True) for p in p0]
-    topt = torch.optim.Adam(tp, lr=0.1)
-    opt = O.Adam([jnp.asarray(p) for p in p0], lr=0.1)
+    tp, topt, opt = _adam_pair()
     for k in range(4):
-        g = _grads(k)
-        _torch_step(topt, tp, g)
-        opt.step([jnp.asarray(x) for x in g])
+        _step_both(topt, tp, opt, k)
         topt.param_groups[0]["params"] = topt.param_groups[0]["params"]
         opt.param_groups[0]["params"] = opt.param_groups[0]["params"]
     _close(tp, opt.params)
