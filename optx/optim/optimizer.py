@@ -113,7 +113,6 @@ class Optimizer(HooksMixin):
         # that an array given again is already optimized (torch compares tensors by identity).
         self._given: list[dict[int, weakref.ref[Any]]] = []
         self._jitted: dict[Any, Callable[..., Any]] = {}
-        self._step_called = False
         self.trace_count = 0
         groups = [{"params": params}] if self._single else list(params)
         self._value_and_grad: dict[Any, Callable[..., Any]] = {}
@@ -422,7 +421,6 @@ class Optimizer(HooksMixin):
             self._states = list(new_states)
             for g, p in zip(self.param_groups, self._params):
                 dict.__setitem__(g, "params", p)
-            self._step_called = True
         return loss
 
     def _closure_value_and_grad(self, closure: Callable[..., Any]) -> tuple[Any, ...]:
