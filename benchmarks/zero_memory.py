@@ -49,7 +49,7 @@ def main() -> None:
     routes = {
         "jit + `zero_place`": zero_place(state, mesh),
         "pmap + `zero(adam)`": jax.pmap(tx.init, axis_name="dev")(replicated),
-        "`ZeroRedundancyOptimizer`": opt.state,
+        "`ZeroRedundancyOptimizer`": opt.opt_state,
     }
     n_params = sum(int(np.prod(s)) for s in SHAPES.values())
     print(f"Adam, float32 MLP 784-1024-1024-10 ({n_params:,} params), {n} devices\n")

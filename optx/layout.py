@@ -14,12 +14,16 @@ import jax
 
 from optx.transformation import GradientTransformation, TransformInitFn, TransformUpdateFn
 
-# export_state(layout, state, n_params) -> {j: torch state entry of the group's j-th parameter}
-ExportState = Callable[["TorchLayout", Any, int], dict[int, dict[str, Any]]]
-# import_state(layout, fresh, entries, param_ids) -> state: ``fresh`` is the group's new initial
-# state, ``entries[j]`` the torch entry of its j-th parameter (None when absent) and
-# ``param_ids[j]`` its number in the state_dict. Raises ValueError on any mismatch.
-ImportState = Callable[["TorchLayout", Any, Sequence[Any], Sequence[int]], Any]
+# Both see the group's parameters in torch's order: ``order[k]`` is the ``jax.tree_util`` leaf
+# index of torch's k-th parameter and ``sizes[j]`` the size of leaf j.
+# export_state(layout, state, order, sizes) -> {k: torch state entry of torch's k-th parameter}
+ExportState = Callable[["TorchLayout", Any, Sequence[int], Sequence[int]],
+                       dict[int, dict[str, Any]]]
+# import_state(layout, fresh, entries, labels, order, sizes) -> state: ``fresh`` is the group's
+# new initial state, ``entries[k]`` the torch entry of torch's k-th parameter (None when absent)
+# and ``labels[k]`` how to name it in errors. Raises ValueError on any mismatch.
+ImportState = Callable[["TorchLayout", Any, Sequence[Any], Sequence[str], Sequence[int],
+                        Sequence[int]], Any]
 
 
 class TorchLayout(NamedTuple):

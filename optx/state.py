@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 Array = jax.Array
 
@@ -20,19 +21,27 @@ class OptimizerState(NamedTuple):
     """State of an optx optimizer.
 
     Attributes:
-      count: number of updates applied so far (int32 scalar). torch's per-parameter ``step``.
+      count: number of updates applied so far (int32 scalar, saturating at ``2**31 - 1``);
+        torch's per-parameter ``step`` while ``steps`` is ``None``.
       hyperparams: the hyperparameters the next update uses, as arrays, keyed by torch's
         param-group keys (``betas`` is a pair). Read with :func:`optx.get_hyperparams`, replace
         with :func:`optx.set_hyperparams`.
       slots: per-parameter buffers keyed by torch's state names; each is a tree like the params.
       scalars: torch state that is a scalar per parameter and equal for all of them
-        (NAdam's ``mu_product``, ASGD's ``eta`` and ``mu``, SGD's buffer-initialized flag).
+        (NAdam's ``mu_product``, ASGD's ``eta`` and ``mu``, SGD's buffer-initialized flag);
+        once ``steps`` is set, a vector with one entry per parameter leaf.
+      steps: ``None`` while every parameter has taken ``count`` steps. After an update in
+        which some gradient leaves were ``None`` (torch's ``p.grad is None``: the parameter is
+        skipped), the per-parameter step counts, an int32 vector with one entry per leaf in
+        ``jax.tree_util`` order: torch's per-parameter ``step``, which each parameter's bias
+        corrections read. The state's structure changes once, at the first such update.
     """
 
     count: Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
     hyperparams: dict[str, Any]
     slots: dict[str, Any]
     scalars: dict[str, Array]
+    steps: Array | None = None
 
 
 def is_optimizer_state(x: Any) -> bool:
@@ -48,4 +57,24 @@ def is_optimizer_state(x: Any) -> bool:
         isinstance(x, tuple)
         and "hyperparams" in getattr(cls, "_fields", ())
         and cls.__module__.partition(".")[0] == "optx"
+    )
+
+
+def increment(count: Array, by: Any = 1) -> Array:
+    """``count + by`` saturating at the dtype's largest value, as optax's ``safe_increment``: a
+    step count never wraps to a negative number (which would turn bias corrections into NaN).
+    ``by`` may be a 0/1 mask for a vector of counts."""
+    top = jnp.iinfo(count.dtype).max
+    return jnp.where(count < top, count + jnp.asarray(by, count.dtype), count)
+
+
+def with_per_leaf_steps(state: OptimizerState, n_leaves: int) -> OptimizerState:
+    """``state`` with one step count per parameter leaf (``steps``), and its scalars one per
+    leaf too: the form an update with a ``None`` gradient leaf produces. Equal to ``state``
+    in what it computes; a no-op when it already has them."""
+    if state.steps is not None:
+        return state
+    return state._replace(
+        steps=jnp.full((n_leaves,), state.count, state.count.dtype),
+        scalars={k: jnp.broadcast_to(v, (n_leaves,)).copy() for k, v in state.scalars.items()},
     )

@@ -21,15 +21,17 @@ torch's in-place parameter update into an optax-style delta.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from optx import hyperparams as hp_lib
 from optx import torch_ops, validation
 from optx.layout import TorchLayout, TorchTransformation
-from optx.state import OptimizerState
+from optx.state import OptimizerState, increment, with_per_leaf_steps
 
 Array = jax.Array
 Slots = dict[str, Array]
@@ -138,6 +140,54 @@ def _shard_like(slots: Slots, p: Any) -> Slots:
     return {k: tie(v) for k, v in slots.items()}
 
 
+
+def _is_none(x: Any) -> bool:
+    return x is None
+
+
+def _per_dtype(coeffs: Coefficients, t: Array) -> Callable[[int, Any], Coefficients]:
+    """``leaf_coeffs(i, dtype)``: the step's coefficients cast to ``dtype``, memoized per dtype:
+    a model with thousands of leaves traces one set of converts per dtype, not per leaf."""
+    cache: dict[Any, Coefficients] = {}
+
+    def leaf_coeffs(i: int, dtype: Any) -> Coefficients:
+        del i
+        dtype = jnp.dtype(dtype)
+        if dtype not in cache:
+            cache[dtype] = _once_per_step(_cast(coeffs, dtype), t)
+        return cache[dtype]
+
+    return leaf_coeffs
+
+
+def _per_leaf(coefficients, hp, state: OptimizerState, active: list[bool], n: int):
+    """The coefficients of an update where parameters have their own step counts: torch's
+    per-parameter ``step``, which diverge once a gradient leaf is ``None``.
+
+    ``coefficients`` runs once, vectorized over the leaves (``jax.vmap`` over the steps and the
+    per-leaf scalars), so the scalar math is traced once, not once per leaf. Returns
+    ``(leaf_coeffs(i, dtype), scalars, steps)`` with the skipped leaves' scalars and steps
+    unchanged.
+    """
+    state = with_per_leaf_steps(state, n)  # the first such update: each took `count` steps
+    steps, old = state.steps, state.scalars
+    mask = np.asarray(active)
+    new_steps = increment(steps, mask)
+    t = new_steps.astype(hp_lib.float_dtype())
+    coeffs, scalars = jax.vmap(coefficients, in_axes=(None, 0, 0))(hp, t, old)
+    scalars = {k: jnp.where(mask, v, old[k]) for k, v in scalars.items()}
+    cache: dict[Any, Coefficients] = {}
+    t_any = jnp.max(t)
+
+    def leaf_coeffs(i: int, dtype: Any) -> Coefficients:
+        dtype = jnp.dtype(dtype)
+        if dtype not in cache:
+            cache[dtype] = _once_per_step(_cast(coeffs, dtype), t_any)
+        return jax.tree_util.tree_map(lambda c: c[i], cache[dtype])
+
+    return leaf_coeffs, scalars, new_steps
+
+
 def torch_optimizer(
     name: str,
     hyperparams: Mapping[str, Any],
@@ -203,34 +253,40 @@ def torch_optimizer(
         validation.check_matching(updates, params, who=name)
         validation.check_slots(state.slots, params, expected_slots, who=name)
         hp = state.hyperparams
-        t = (state.count + 1).astype(hp_lib.float_dtype())
-        coeffs, scalars = coefficients(hp, t, state.scalars)
-
-        g_leaves, treedef = jax.tree_util.tree_flatten(updates)
+        # A None gradient leaf skips its parameter, as torch skips ``p.grad is None``. Which
+        # leaves are None is static (part of the tree), so each pattern compiles once.
+        g_leaves, treedef = jax.tree_util.tree_flatten(updates, is_leaf=_is_none)
         p_leaves = treedef.flatten_up_to(params)
+        active = [g is not None for g in g_leaves]
         slot_leaves = {k: treedef.flatten_up_to(v) for k, v in state.slots.items()}
-        cast_cache: dict[Any, Coefficients] = {}
-
-        def cast_coeffs(dtype):
-            dtype = jnp.dtype(dtype)
-            if dtype not in cast_cache:
-                cast_cache[dtype] = _once_per_step(_cast(coeffs, dtype), t)
-            return cast_cache[dtype]
+        count = increment(state.count)
+        if state.steps is None and all(active):
+            t = count.astype(hp_lib.float_dtype())
+            coeffs, scalars = coefficients(hp, t, state.scalars)
+            leaf_coeffs = _per_dtype(coeffs, t)
+            steps = None
+        else:
+            leaf_coeffs, scalars, steps = _per_leaf(
+                coefficients, hp, state, active, len(g_leaves))
 
         deltas, new_slot_leaves = [], {k: [] for k in state.slots}
         for i, (g, p) in enumerate(zip(g_leaves, p_leaves)):
-            delta, new = _apply_leaf(
-                update_leaf, g, p, {k: v[i] for k, v in slot_leaves.items()}, cast_coeffs
-            )
+            slots = {k: v[i] for k, v in slot_leaves.items()}
+            if g is None:
+                delta, new = None, slots
+            else:
+                delta, new = _apply_leaf(update_leaf, g, p, slots, functools.partial(
+                    leaf_coeffs, i))
             deltas.append(delta)
             for k in state.slots:
                 new_slot_leaves[k].append(new.get(k))
 
         new_state = OptimizerState(
-            count=state.count + 1,
-            hyperparams=hp_lib.advance(spec, hp, state.count + 1),
+            count=count,
+            hyperparams=hp_lib.advance(spec, hp, count),
             slots={k: treedef.unflatten(v) for k, v in new_slot_leaves.items()},
             scalars=scalars,
+            steps=steps,
         )
         return treedef.unflatten(deltas), new_state
 

@@ -98,9 +98,11 @@ def check_params(params: Any, *, who: str) -> None:
 def check_matching(updates: Any, params: Any, *, who: str, what: str = "gradient") -> None:
     """Raises an error naming the first leaf where ``updates`` and ``params`` disagree.
 
-    Runs at trace time, so it costs nothing inside jit.
+    A ``None`` leaf in ``updates`` stands for a parameter without a gradient (torch's
+    ``p.grad is None``) and matches any parameter. Runs at trace time, so it costs nothing
+    inside jit.
     """
-    u_leaves, u_def = jax.tree_util.tree_flatten_with_path(updates)
+    u_leaves, u_def = jax.tree_util.tree_flatten_with_path(updates, is_leaf=lambda x: x is None)
     p_leaves, p_def = jax.tree_util.tree_flatten_with_path(params)
     if u_def != p_def:  # type: ignore[operator]  # PyTreeDef has no stubs
         u_paths = [_path(k) for k, _ in u_leaves]
@@ -116,6 +118,8 @@ def check_matching(updates: Any, params: Any, *, who: str, what: str = "gradient
             detail.append(f"structure {u_def} differs from {p_def}")
         raise ValueError(f"{who}: the {what} tree does not match the params: " + "; ".join(detail))
     for (path, u), (_, p) in zip(u_leaves, p_leaves):
+        if u is None:
+            continue
         if jnp.shape(u) != jnp.shape(p):
             raise ValueError(
                 f"{who}: the {what} at {_path(path)} has shape {jnp.shape(u)}, "

@@ -87,7 +87,7 @@ else:
                                              weight_decay=0.01)
     sched = optx.optim.lr_scheduler.StepLR(opt, step_size=4, gamma=0.5)
     # Each process holds half of every split slot (w1 along its 8 columns, b1, w2 along its rows).
-    local = opt.state.slots["exp_avg"]["w1"].addressable_shards
+    local = opt.opt_state.slots["exp_avg"]["w1"].addressable_shards
     assert [s.data.shape for s in local] == [(6, 8 // num_processes)], local
     for x, y in batches():
         opt.step(grad_fn(opt.params, x, y))  # mean over the global batch: replicated grads

@@ -19,7 +19,7 @@ def _params():
 
 
 def _snapshot(opt):
-    return jax.tree_util.tree_map(np.array, (opt.params, opt.state))
+    return jax.tree_util.tree_map(np.array, (opt.params, opt.opt_state))
 
 
 @pytest.mark.parametrize("bad", ["missing", "extra", "shape", "dtype"])

@@ -1,5 +1,5 @@
 """Interrupt safety of optx.optim (issue 18.5): a KeyboardInterrupt or exception at any point of
-``step()`` leaves ``opt.params`` and ``opt.state`` readable and consistent, with the values from
+``step()`` leaves ``opt.params`` and ``opt.opt_state`` readable and consistent, with the values from
 before the step or after it (never donated, deleted buffers), and the next step continues the
 uninterrupted trajectory exactly."""
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import optx.optim as O
-import optx.optim.optimizer as optimizer_module
+import optx.optim.step as step_module
 
 P0 = {"w": np.array([[0.5, -1.0], [0.25, 2.0]]), "b": np.array([0.1, -0.3])}
 
@@ -43,9 +43,9 @@ def _reference(n):
 def _assert_at(opt, n):
     """params and state are readable and equal to the uninterrupted run after n steps, and the
     next step continues it."""
-    for leaf in jax.tree_util.tree_leaves((opt.params, opt.state)):
+    for leaf in jax.tree_util.tree_leaves((opt.params, opt.opt_state)):
         np.asarray(leaf)  # raises on a deleted buffer
-    assert int(opt.state.count) == n
+    assert int(opt.opt_state.count) == n
     jax.tree_util.tree_map(np.testing.assert_array_equal,
                            jax.tree_util.tree_map(np.asarray, opt.params), _reference(n))
     opt.step(_loss)
@@ -72,16 +72,16 @@ def test_interrupt_in_closure(exc):
 def test_interrupt_while_tracing_the_update(monkeypatch):
     opt = _make()
     opt.step(_loss)
-    original = optimizer_module.apply_updates
+    original = step_module.apply_updates
 
     def interrupted(*args):
         raise KeyboardInterrupt
 
     opt.param_groups[0]["amsgrad"] = True  # a rebuild, so the step is traced again
-    monkeypatch.setattr(optimizer_module, "apply_updates", interrupted)
+    monkeypatch.setattr(step_module, "apply_updates", interrupted)
     with pytest.raises(KeyboardInterrupt):
         opt.step(_loss)
-    monkeypatch.setattr(optimizer_module, "apply_updates", original)
+    monkeypatch.setattr(step_module, "apply_updates", original)
     opt.param_groups[0]["amsgrad"] = False
     _assert_at(opt, 1)
 
@@ -153,10 +153,11 @@ def test_interrupt_while_preparing_hyperparameters(monkeypatch):
     opt = _make()
     opt.step(_loss)
 
-    def interrupted():
+    def interrupted(i):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(opt, "_hyperparam_args", interrupted)
+    monkeypatch.setattr(opt, "_write_hyperparams", interrupted)
+    opt.param_groups[0]["lr"] = opt.param_groups[0]["lr"]  # an edit to write before the step
     with pytest.raises(KeyboardInterrupt):
         opt.step(_loss)
     monkeypatch.undo()
@@ -177,7 +178,7 @@ def test_lbfgs_interrupt_in_closure_during_line_search_tracing():
     with pytest.raises(KeyboardInterrupt):
         opt.step(closure)
     np.testing.assert_array_equal(np.asarray(opt.params[0]), [1.5, -0.5])
-    assert int(opt.state.count) == 0
+    assert int(opt.opt_state.count) == 0
     ref = O.LBFGS([jnp.asarray([1.5, -0.5])], lr=1, max_iter=2)
 
     def loss(params):

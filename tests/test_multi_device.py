@@ -341,7 +341,7 @@ def test_optim_adapter_keeps_param_sharding(mesh):
     for k, leaf in opt.params.items():
         assert leaf.sharding.is_equivalent_to(shardings[k], leaf.ndim), (k, leaf.sharding)
     checked = 0
-    for leaf_path, leaf in jax.tree_util.tree_leaves_with_path(opt.state):
+    for leaf_path, leaf in jax.tree_util.tree_leaves_with_path(opt.opt_state):
         if not isinstance(leaf, jax.Array):
             continue
         for k, p in params.items():

@@ -238,7 +238,7 @@ def test_repr_matches_torch():
 def test_zero_grad_noop_state_and_bad_kwargs():
     opt = O.Adam({"w": jnp.ones(2)})
     opt.zero_grad()
-    assert opt.state.count == 0
+    assert opt.opt_state.count == 0
     with pytest.raises(TypeError):
         O.Adam({"w": jnp.ones(2)}, momentum=0.9)
     with pytest.raises(ValueError, match="Invalid learning rate"):
@@ -254,7 +254,7 @@ def test_step_keeps_sharding():
     opt = O.AdamW({"w": w}, lr=0.1)
     opt.step({"w": jax.device_put(jnp.ones(8), sharding)})
     assert opt.params["w"].sharding.is_equivalent_to(sharding, 1)
-    assert opt.state.slots["exp_avg"]["w"].sharding.is_equivalent_to(sharding, 1)
+    assert opt.opt_state.slots["exp_avg"]["w"].sharding.is_equivalent_to(sharding, 1)
 
 
 _FUNCTIONAL = {

@@ -114,7 +114,7 @@ def test_state_dict_numbers_leaves_across_groups_and_loads_hyperparams():
     opt.step([{"a": jnp.ones(3), "b": jnp.ones(2)}, [jnp.ones(1)]])
     sd = opt.state_dict()
     assert [g["params"] for g in sd["param_groups"]] == [[0, 1], [2]]
-    assert sd["state"][0]["exp_avg"].shape == (3,)  # leaf order: 'a' before 'b'
+    assert sd["state"][0]["exp_avg"].shape == (2,)  # torch's order: 'b' was inserted first
     assert sd["state"][0]["step"].dtype == np.float32 and sd["state"][0]["step"] == 1
     sd["param_groups"][1]["lr"] = 0.25
     opt.load_state_dict(sd)
@@ -127,20 +127,25 @@ def _bad(sd, how):
         sd["param_groups"].append(dict(sd["param_groups"][0]))
     elif how == "size":
         sd["param_groups"][0]["params"] = [0]
-    elif how == "key":
-        sd["state"][1]["bogus"] = np.zeros(())
+    elif how == "json_key":  # parameter numbers as strings, as after a JSON round trip
+        sd["state"] = {str(k): v for k, v in sd["state"].items()}
+    elif how == "orphan":  # state for a parameter no group lists
+        sd["state"][7] = sd["state"].pop(1)
+    elif how == "step":
+        sd["state"][1]["step"] = np.asarray(-5.0, np.float32)
     elif how == "missing":
         del sd["state"][1]["exp_avg_sq"]
     elif how == "shape":
         sd["state"][1]["exp_avg"] = np.zeros((5,))
     elif how == "dtype":
         sd["state"][1]["exp_avg"] = np.zeros((2, 2), dtype=np.int32)
-    elif how == "partial":
-        del sd["state"][1]
+    elif how == "other":  # another optimizer's state
+        sd["state"][1] = {"momentum_buffer": np.zeros((2, 2))}
     return sd
 
 
-@pytest.mark.parametrize("how", ["groups", "size", "key", "missing", "shape", "dtype", "partial"])
+@pytest.mark.parametrize("how", ["groups", "size", "json_key", "orphan", "step", "missing",
+                                 "shape", "dtype", "other"])
 def test_malformed_state_dict_changes_nothing(how):
     opt = O.Adam([jnp.asarray(p) for p in _params()], lr=0.01)
     _optx_steps(opt, 0, 2)

@@ -86,8 +86,8 @@ def test_torch_state_dict_loads_by_name_and_exports_back(cls, kw):
         "encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias"]
     tree = _tree_from_module(model)
     opt = getattr(O, cls)(tree, **kw)
-    assert opt.param_groups[0]["param_names"] == [  # the dict's (sorted) leaf order
-        "decoder.bias", "decoder.weight", "encoder.bias", "encoder.weight"]
+    assert opt.param_groups[0]["param_names"] == [  # the dict's insertion order: torch's
+        "encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias"]
     opt.load_state_dict(_sd_map(_np, sd))
     # The loaded (torch) order is kept, as torch keeps loaded names.
     assert opt.param_groups[0]["param_names"] == sd["param_groups"][0]["param_names"]
@@ -121,12 +121,11 @@ def test_named_pairs_export_loads_into_torch():
     model = Net()
     pairs = [(n, jnp.asarray(p.detach().numpy())) for n, p in model.named_parameters()]
     opt = O.Adam(pairs, lr=0.01)
-    assert isinstance(opt.params, list) and len(opt.params) == 4
+    assert list(opt.params) == [n for n, _ in pairs]  # one dict keyed by the names
     topt = torch.optim.Adam(model.named_parameters(), lr=0.01)
-    names = [n for n, _ in pairs]
 
     def loss(params):
-        return _jax_loss({m: {k: params[names.index(f"{m}.{k}")] for k in ("weight", "bias")}
+        return _jax_loss({m: {k: params[f"{m}.{k}"] for k in ("weight", "bias")}
                           for m in ("encoder", "decoder")})
 
     for _ in range(2):
@@ -156,12 +155,12 @@ def test_pytree_key_paths_name_leaves_as_torch_names_modules():
     tree = {"layer1": {"weight": jnp.ones((2, 2)), "bias": jnp.ones(2)},
             "blocks": [{"w": jnp.ones(1)}, {"w": jnp.ones(1)}]}
     opt = O.SGD(tree, lr=0.1)
-    assert opt.param_groups[0]["param_names"] == [
-        "blocks.0.w", "blocks.1.w", "layer1.bias", "layer1.weight"]
+    assert opt.param_groups[0]["param_names"] == [  # insertion order, as torch's modules
+        "layer1.weight", "layer1.bias", "blocks.0.w", "blocks.1.w"]
     seq = nn.Sequential(nn.Linear(1, 1), nn.Linear(1, 1))  # torch names children "0", "1"
     assert [n for n, _ in seq.named_parameters()] == ["0.weight", "0.bias", "1.weight", "1.bias"]
     opt = O.SGD([{"weight": jnp.ones(1), "bias": jnp.ones(1)}] * 2, lr=0.1)
-    assert opt.param_groups[0]["param_names"] == ["0.bias", "0.weight", "1.bias", "1.weight"]
+    assert opt.param_groups[0]["param_names"] == ["0.weight", "0.bias", "1.weight", "1.bias"]
     # Unnamed, as model.parameters(): a bare array, a list or tuple of arrays.
     for plain in (jnp.ones(2), [jnp.ones(2), jnp.ones(1)], (jnp.ones(2),)):
         assert "param_names" not in O.SGD(plain, lr=0.1).param_groups[0]
@@ -177,17 +176,17 @@ def test_missing_or_extra_name_is_named_and_changes_nothing():
     del tree["decoder"]["bias"]
     opt = O.Adam(tree, lr=0.01)
     before = (jax.tree_util.tree_map(np.asarray, opt.params),
-              jax.tree_util.tree_map(np.asarray, opt.state), copy.deepcopy(opt.param_groups[0]
+              jax.tree_util.tree_map(np.asarray, opt.opt_state), copy.deepcopy(opt.param_groups[0]
                                                                           ["param_names"]))
     sd["param_groups"][0]["params"] = sd["param_groups"][0]["params"]
     with pytest.raises(ValueError, match=r"missing \['head.weight'\], unexpected "
                                          r"\['decoder.bias'\]"):
         opt.load_state_dict(sd)
     after = (jax.tree_util.tree_map(np.asarray, opt.params),
-             jax.tree_util.tree_map(np.asarray, opt.state), opt.param_groups[0]["param_names"])
+             jax.tree_util.tree_map(np.asarray, opt.opt_state), opt.param_groups[0]["param_names"])
     assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, before[:2], after[:2]))
     assert before[2] == after[2]
-    assert int(opt.state.count) == 0
+    assert int(opt.opt_state.count) == 0
 
 
 def test_torch_errors_for_mixed_names():

@@ -313,11 +313,11 @@ def test_adapter_trajectory_with_groups_and_scheduler(mesh, name):
     assert isinstance(opt, cls) and isinstance(opt, optx.optim.ZeroRedundancyOptimizer)
     assert [g["lr"] for g in opt.param_groups] == [g["lr"] for g in ref.param_groups]
     assert_close(opt.params, ref.params)
-    assert_close(opt.state, ref.state)
+    assert_close(opt.opt_state, ref.opt_state)
     for p in jax.tree_util.tree_leaves(opt.params):
         assert p.sharding.is_fully_replicated
     if name != "adafactor":
-        assert opt.state[0].slots[next(iter(opt.state[0].slots))]["w"].sharding.spec == P(
+        assert opt.opt_state[0].slots[next(iter(opt.opt_state[0].slots))]["w"].sharding.spec == P(
             "data", None)
 
 
@@ -338,7 +338,7 @@ def test_adapter_state_dict_is_full_and_load_reshards(mesh):
             assert isinstance(sd["state"][i][k], np.ndarray) and sd["state"][i][k].shape == v.shape
             np.testing.assert_allclose(sd["state"][i][k], v, rtol=TOL, atol=0)
     # The state itself stayed sharded.
-    assert opt.state[0].slots["exp_avg"]["w"].sharding.spec == P("data", None)
+    assert opt.opt_state[0].slots["exp_avg"]["w"].sharding.spec == P("data", None)
 
     # A fresh ZeRO optimizer loading the full state re-shards it and continues like the reference.
     fresh = optx.optim.ZeroRedundancyOptimizer(
@@ -368,7 +368,7 @@ def test_adapter_adam_memory(mesh):
     opt.step(jax.tree_util.tree_map(jnp.ones_like, params))
     reference = optx.optim.Adam(params, lr=1e-3)
     reference.step(jax.tree_util.tree_map(jnp.ones_like, params))
-    assert_quarter(opt.state, reference.state)
+    assert_quarter(opt.opt_state, reference.opt_state)
 
 
 def test_adapter_arguments(mesh):
@@ -389,7 +389,7 @@ def test_adapter_arguments(mesh):
     opt.param_groups[0]["params"] = make_params()
     opt.step(grad_fn(opt.params))
     assert all(p.sharding.is_fully_replicated for p in jax.tree_util.tree_leaves(opt.params))
-    assert opt.state.slots["momentum_buffer"]["w"].sharding.spec == P("data", None)
+    assert opt.opt_state.slots["momentum_buffer"]["w"].sharding.spec == P("data", None)
 
 
 def test_adapter_positional_closure(mesh):

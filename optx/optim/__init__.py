@@ -31,111 +31,86 @@ from optx.optimizers.rprop import rprop as _rprop
 from optx.optimizers.sgd import sgd as _sgd
 from optx.optimizers.sparse_adam import sparse_adam as _sparse_adam
 
-# Each class is a name plus its functional constructor; written out so type checkers and IDEs
-# see them.
+# Each class is a name plus its functional constructor, which gives it torch's signature and its
+# docstring (optx.optim.signature); written out so type checkers and IDEs see the classes.
 
 
 class SGD(Optimizer):
-    """``torch.optim.SGD`` over :func:`optx.sgd`."""
-
     _constructor = staticmethod(_sgd)
 
 
 class Adam(Optimizer):
-    """``torch.optim.Adam`` over :func:`optx.adam`."""
-
     _constructor = staticmethod(_adam)
 
 
 class AdamW(Optimizer):
-    """``torch.optim.AdamW`` over :func:`optx.adamw`."""
-
     _constructor = staticmethod(_adamw)
+    # torch's AdamW is Adam with decoupled weight decay, and its groups say so (also after
+    # loading an Adam state_dict: torch's AdamW.__setstate__ sets it on every group).
+    _group_extras = {"decoupled_weight_decay": True}
 
 
 class RMSprop(Optimizer):
-    """``torch.optim.RMSprop`` over :func:`optx.rmsprop`."""
-
     _constructor = staticmethod(_rmsprop)
 
 
 class Adagrad(Optimizer):
-    """``torch.optim.Adagrad`` over :func:`optx.adagrad`."""
-
     _constructor = staticmethod(_adagrad)
 
 
 class Adadelta(Optimizer):
-    """``torch.optim.Adadelta`` over :func:`optx.adadelta`."""
-
     _constructor = staticmethod(_adadelta)
 
 
 class NAdam(Optimizer):
-    """``torch.optim.NAdam`` over :func:`optx.nadam`."""
-
     _constructor = staticmethod(_nadam)
 
 
 class Rprop(Optimizer):
-    """``torch.optim.Rprop`` over :func:`optx.rprop`."""
-
     _constructor = staticmethod(_rprop)
 
 
 class Adamax(Optimizer):
-    """``torch.optim.Adamax`` over :func:`optx.adamax`."""
-
     _constructor = staticmethod(_adamax)
 
 
 class ASGD(Optimizer):
-    """``torch.optim.ASGD`` over :func:`optx.asgd`."""
-
     _constructor = staticmethod(_asgd)
 
 
 class RAdam(Optimizer):
-    """``torch.optim.RAdam`` over :func:`optx.radam`."""
-
     _constructor = staticmethod(_radam)
 
 
 class SparseAdam(Optimizer):
-    """``torch.optim.SparseAdam`` over :func:`optx.sparse_adam`."""
-
     _constructor = staticmethod(_sparse_adam)
 
 
 class Adafactor(Optimizer):
-    """``torch.optim.Adafactor`` over :func:`optx.adafactor`."""
-
     _constructor = staticmethod(_adafactor)
 
 
 class Muon(Optimizer):
-    """``torch.optim.Muon`` over :func:`optx.muon`."""
-
     _constructor = staticmethod(_muon)
+    _doc_example = {"example_init": "[[0.0, 2.0], [1.0, 3.0]]", "example_args": ", lr=0.1"}
 
 
 _LBFGS_MAX_ITER = inspect.signature(_lbfgs).parameters["max_iter"].default
 
 
 class LBFGS(Optimizer):
-    """``torch.optim.LBFGS`` over :func:`optx.lbfgs`."""
-
     _constructor = staticmethod(_lbfgs)
     _needs_value_fn = True
+    _doc_example = {"example_args": "", "closure": True}
 
-    def __init__(self, params: Any, **kwargs: Any) -> None:
+    def _construct(self, params: Any, arguments: dict[str, Any]) -> None:
         # torch resolves max_eval's default here, in LBFGS.__init__, and stores the int in its
         # defaults and groups: a torch LBFGS loading this state_dict needs it (``None`` fails at
         # its step). The functional optx.lbfgs keeps ``None`` and resolves it the same way.
-        max_iter = kwargs.get("max_iter", _LBFGS_MAX_ITER)
-        if kwargs.get("max_eval") is None and isinstance(max_iter, int):
-            kwargs["max_eval"] = max_iter * 5 // 4
-        super().__init__(params, **kwargs)
+        max_iter = arguments.get("max_iter", _LBFGS_MAX_ITER)
+        if arguments.get("max_eval") is None and isinstance(max_iter, int):
+            arguments["max_eval"] = max_iter * 5 // 4
+        super()._construct(params, arguments)
 
 
 __all__ = [

@@ -1,17 +1,20 @@
-"""Parameter names, as torch 2.x's ``named_parameters()`` support in ``torch.optim``.
+"""Parameter names and torch's parameter order, as torch 2.x's ``named_parameters()`` support.
 
-A group's parameters are named when they are given as ``(name, array)`` pairs (torch's
-``model.named_parameters()``), or when they are a pytree with dict keys or attributes: each leaf
-is then named by its key path joined with dots, ``{"layer1": {"weight": w}}`` giving
+**Names.** A group's parameters are named when they are given as ``(name, array)`` pairs
+(torch's ``model.named_parameters()``), or when they are a pytree with dict keys or attributes:
+each leaf is then named by its key path joined with dots, ``{"layer1": {"weight": w}}`` giving
 ``"layer1.weight"`` and a list index giving ``"0"``, exactly as torch names the parameters of a
 module that the pytree mirrors (``nn.Sequential`` children are ``"0"``, ``"1"``, ...). A plain
-array or a list of arrays is unnamed, as torch's ``model.parameters()``.
+array or a list of arrays is unnamed, as torch's ``model.parameters()``. Named groups carry
+``param_names`` in ``param_groups`` and in ``state_dict()``, as torch writes them, and a
+state_dict carrying ``param_names`` loads **by name** into a named group.
 
-Named groups carry ``param_names`` in ``param_groups`` and in ``state_dict()``, as torch writes
-them. A state_dict carrying ``param_names`` loads **by name** into a named group (torch loads by
-position): a pytree whose leaf order differs from the torch module's (dicts sort their keys)
-resumes exactly. The loaded order is kept as the group's ``param_names`` and ``state_dict()``
-exports in that order, so torch, which loads by position, reads it back right.
+**Order.** torch numbers parameters in the order its module lists them. A pytree's torch order
+is :func:`torch_order`: a dict's insertion order (what ``named_parameters()`` gives when the dict
+was built from it; ``jax.tree_util`` sorts dict keys instead), a list's order, and every other
+node's own order. ``state_dict()`` numbers parameters in that order and a nameless state_dict
+loads by position in it, so a torch checkpoint saved without names lands on the parameter torch
+had at that position, and torch reads optx's checkpoints the same way.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import collections.abc
 from typing import Any
 
 import jax
-import numpy as np
 
 MIXED = "all optimizer params should be with/without names. Some param names are missing"
 
@@ -75,113 +77,43 @@ def split_named(params: Any) -> tuple[Any, list[str] | None, bool]:
     return params, (names if named and names else None), False
 
 
-def _index(names: list[str], what: str) -> dict[str, int]:
+def torch_order(tree: Any) -> list[int]:
+    """The leaves of ``tree`` (their indices in ``jax.tree_util`` order) in torch's order:
+    each dict's keys in insertion order, every other node's children in their own order."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    if not any(isinstance(k, jax.tree_util.DictKey) for path, _ in flat for k in path):
+        return list(range(len(flat)))
+    children_of: dict[int, dict[Any, tuple[int, Any]]] = {}
+
+    def children(node: Any) -> dict[Any, tuple[int, Any]]:
+        """``{key: (torch rank, child)}`` of a node, computed once per node."""
+        found = children_of.get(id(node))
+        if found is None:
+            if isinstance(node, dict):
+                found = {jax.tree_util.DictKey(k): (r, v) for r, (k, v) in enumerate(node.items())}
+            else:
+                one_level = jax.tree_util.tree_flatten_with_path(
+                    node, is_leaf=lambda x: x is not node)[0]
+                found = {path[0]: (r, child) for r, (path, child) in enumerate(one_level)}
+            children_of[id(node)] = found
+        return found
+
+    def rank(path: Any) -> list[int]:
+        node, out = tree, []
+        for key in path:
+            r, node = children(node)[key]
+            out.append(r)
+        return out
+
+    ranks = [rank(path) for path, _ in flat]
+    return sorted(range(len(flat)), key=ranks.__getitem__)
+
+
+def index_names(names: list[str], what: str) -> dict[str, int]:
+    """``{name: position}``; raises when a name appears twice."""
     pos: dict[str, int] = {}
     for i, n in enumerate(names):
         if n in pos:
             raise ValueError(f"{what} has the parameter name {n!r} twice")
         pos[n] = i
     return pos
-
-
-# LBFGS's state: flat vectors over all parameters, concatenated in parameter order.
-_FLAT_VECTORS = ("d", "prev_flat_grad")
-_FLAT_LISTS = ("old_dirs", "old_stps")
-
-
-def _is_lbfgs(opt: Any) -> bool:
-    return bool(getattr(type(opt), "_needs_value_fn", False))
-
-
-def _sizes(opt: Any, gi: int) -> dict[str, int]:
-    leaves = jax.tree_util.tree_leaves(opt._params[gi])
-    return {n: int(np.size(x)) for n, x in zip(opt._param_names[gi], leaves)}
-
-
-def _permute_flat(entry: Any, sizes: dict[str, int], src: list[str], dst: list[str]) -> Any:
-    """An LBFGS state entry with its flat vectors rearranged from ``src`` to ``dst`` order."""
-    if not isinstance(entry, dict):
-        return entry
-    starts, offset = {}, 0
-    for n in src:
-        starts[n], offset = offset, offset + sizes[n]
-
-    def permute(v: Any) -> Any:
-        v = np.asarray(v)
-        if v.shape != (offset,):
-            return v  # the import reports the shape
-        return np.concatenate([v[starts[n]:starts[n] + sizes[n]] for n in dst])
-
-    out = dict(entry)
-    for k in _FLAT_VECTORS:
-        if k in out:
-            out[k] = permute(out[k])
-    for k in _FLAT_LISTS:
-        if k in out:
-            out[k] = [permute(v) for v in out[k]]
-    return out
-
-
-def to_leaf_order(opt: Any, state_dict: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
-    """``state_dict`` with every named group's ``params`` ids put in the optimizer's leaf order
-    by name (``param_names`` removed), and the ``param_names`` each group keeps after loading
-    (torch: the loaded ones, else the current ones). Raises ``ValueError`` naming any missing
-    or unexpected name."""
-    if not isinstance(state_dict, dict) or not isinstance(state_dict.get("param_groups"), list):
-        return state_dict, [g.get("param_names") for g in opt.param_groups]
-    groups, keep = [], []
-    for gi, saved in enumerate(state_dict["param_groups"]):
-        if gi >= len(opt.param_groups) or not isinstance(saved, dict):
-            groups.append(saved)
-            continue
-        saved = dict(saved)
-        saved_names = saved.pop("param_names", None)
-        keep.append(saved_names if saved_names is not None
-                    else opt.param_groups[gi].get("param_names"))
-        leaf_names = opt._param_names[gi]
-        if saved_names is not None and leaf_names is not None:
-            saved_names = list(saved_names)
-            ids = list(saved.get("params", []))
-            if len(ids) != len(saved_names):
-                raise ValueError(
-                    f"loaded param group {gi} has {len(ids)} params but "
-                    f"{len(saved_names)} param_names"
-                )
-            pos = _index(saved_names, f"loaded param group {gi}")
-            mine = set(_index(leaf_names, f"param group {gi}"))
-            missing = [n for n in leaf_names if n not in pos]
-            extra = [n for n in saved_names if n not in mine]
-            if missing or extra:
-                raise ValueError(
-                    f"loaded state dict's param group {gi} does not name the optimizer's "
-                    f"parameters: missing {missing}, unexpected {extra}"
-                )
-            if saved_names != leaf_names and _is_lbfgs(opt):
-                state_dict = {**state_dict, "state": {
-                    k: _permute_flat(v, _sizes(opt, gi), saved_names, leaf_names)
-                    for k, v in state_dict.get("state", {}).items()}}
-            saved["params"] = [ids[pos[n]] for n in leaf_names]
-        groups.append(saved)
-    return {**state_dict, "param_groups": groups}, keep
-
-
-def to_export_order(opt: Any, state_dict: dict[str, Any]) -> dict[str, Any]:
-    """A state_dict exported in leaf order, rearranged so each named group lists its params in
-    the order of its ``param_names`` (the order a loaded torch state_dict had)."""
-    state = dict(state_dict["state"])
-    for gi, group in enumerate(state_dict["param_groups"]):
-        names, leaf_names = group.get("param_names"), opt._param_names[gi]
-        if names is None or leaf_names is None or list(names) == list(leaf_names):
-            continue
-        pos = _index(list(leaf_names), f"param group {gi}")
-        ids = group["params"]
-        if _is_lbfgs(opt):  # one state, under the first parameter, of flat vectors
-            state = {k: _permute_flat(v, _sizes(opt, gi), list(leaf_names), list(names))
-                     for k, v in state.items()}
-            continue
-        old = {i: state.pop(i) for i in ids if i in state}
-        for k, name in enumerate(names):
-            entry = old.get(ids[pos[name]])
-            if entry is not None:
-                state[ids[k]] = entry
-    return {**state_dict, "state": dict(sorted(state.items()))}

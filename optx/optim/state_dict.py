@@ -1,35 +1,31 @@
 """torch's ``optimizer.state_dict()`` layout for :class:`optx.optim.Optimizer`.
 
 ``{'state': {i: {...}}, 'param_groups': [{..., 'params': [i, ...]}]}`` with parameters numbered
-in ``jax.tree_util`` leaf order across the groups. What a group's state looks like in torch is
-its transformation's :class:`optx.layout.TorchLayout`: by default one entry per parameter, read
-from :class:`optx.OptimizerState` with torch's keys: ``step`` (a 0-d float32 array, torch's
-default scalar dtype) from ``count`` for the optimizers torch counts per parameter, every slot
-under its own name, and the shared scalars torch keeps per parameter (NAdam's ``mu_product``,
-ASGD's ``eta``/``mu``). A layout with its own ``export_state``/``import_state`` (LBFGS) replaces
-that per-group conversion; the groups, their checks and the commit stay here.
-Tensors are numpy arrays both ways.
+in torch's order (:mod:`optx.optim.param_names`: a dict's insertion order, a list's order) across
+the groups; tensors are numpy arrays both ways. What a group's state looks like in torch is its
+transformation's :class:`optx.layout.TorchLayout`: by default one entry per parameter with
+torch's keys, read from :class:`optx.OptimizerState`: ``step`` (a 0-d float32 array, torch's
+default scalar dtype) from the parameter's step count, every slot under its own name, and the
+scalars torch keeps per parameter (NAdam's ``mu_product``, ASGD's ``eta``/``mu``). A parameter
+that has never taken a step has no entry, as in torch, whose state is created lazily. A layout
+with its own ``export_state``/``import_state`` (LBFGS) replaces that per-group conversion; the
+groups, their checks and the commit stay here.
 
-Two kinds of torch state_dicts that a strict reading would refuse load as torch loads them:
+Parameters with different steps (some skipped by a ``None`` gradient, or never stepped) load
+exactly: the state then keeps one step count per parameter (``OptimizerState.steps``).
 
-* From an older torch, a group may lack the implementation switches and flags added since
-  (``foreach``, ``maximize``, ``capturable``, ``differentiable``, ``fused``,
-  ``decoupled_weight_decay``, ...). torch's ``__setstate__`` fills them with its constructor's
-  defaults (not the instance's arguments), and so does optx: each missing argument whose default
-  is a bool or None. A missing numeric hyperparameter (``lr``, ``betas``) is an error here; torch
-  would fail at the next step.
-* torch keeps a ``step`` per parameter: a parameter that never had a gradient has no state (it
-  gets a fresh one, from step 0, at its first step), and one that missed some steps has a
-  smaller ``step``. optx keeps one ``count`` per group. Where the update never reads the step
-  (``TorchLayout.step_free_unless``) that is exact: a parameter without state loads with its
-  initial state, and the group's count is the largest step. The exported ``step`` is then the
-  group's for every parameter, not torch's per-parameter ones (those optimizers never read it).
-  Other optimizers (Adam's bias correction, Rprop's first step, ASGD's averaging, ...) raise.
+Keys of ``state`` that are not parameter numbers (``opt.state["custom"] = 1``) and entries of a
+parameter's state beyond its optimizer's (``opt.state[p]["note"] = x``) are the user's: kept,
+exported and loaded as torch does. Unlike torch, a load refuses what would silently detach state
+from its parameter: an integer key, or a string of digits (``"0"``, as JSON round trips write
+keys), that numbers no parameter of the state_dict; an entry that lacks keys its optimizer's
+state has, or has a ``step`` where its optimizer keeps none (another optimizer's state).
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Sequence
 
 import jax
@@ -37,55 +33,182 @@ import jax.numpy as jnp
 import numpy as np
 
 from optx.layout import TorchLayout
+from optx.optim import param_names
 from optx.state import OptimizerState
 
+_STEP_MAX = np.iinfo(np.int32).max
 
-def _copy_tree(tree: Any) -> Any:
+
+def copy_tree(tree: Any) -> Any:
+    """Own copies of every leaf: the step donates them, and no two may share a buffer."""
     return jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), tree)
+
+
+def _flatten(tree: Any) -> list[Any]:
+    """A slot's leaves, one per parameter; ``None`` where the parameter has no such slot."""
+    return jax.tree_util.tree_flatten(tree, is_leaf=lambda x: x is None)[0]
+
+
+def _steps_and_scalars(state: OptimizerState, n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Each leaf's step count and scalars, as numpy vectors."""
+    if state.steps is None:
+        steps = np.full((n,), int(state.count))
+        scalars = {k: np.repeat(np.asarray(v)[None], n, 0) for k, v in state.scalars.items()}
+    else:
+        steps = np.asarray(state.steps)
+        scalars = {k: np.asarray(v) for k, v in state.scalars.items()}
+    return steps, scalars
+
+
+def _export_default(layout: TorchLayout, state: OptimizerState, order: Sequence[int],
+                    sizes: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """torch's entry of each parameter that has taken a step, keyed by torch position; slots are
+    the state's arrays themselves (copied by :func:`export_state_dict`)."""
+    del sizes
+    n = len(order)
+    if state.steps is None and int(state.count) == 0:
+        return {}
+    steps, scalars = _steps_and_scalars(state, n)
+    flags = {slot: scalars[flag] for slot, flag in layout.slot_flags if flag in scalars}
+    slots = {k: _flatten(v) for k, v in state.slots.items()}
+    public = [k for k in scalars if k not in layout.hidden_scalars]
+    out = {}
+    for k, j in enumerate(order):
+        if steps[j] == 0:
+            continue
+        entry: dict[str, Any] = {}
+        if layout.has_step:
+            entry["step"] = np.asarray(steps[j], np.float32)
+        for name, leaves in slots.items():
+            # A lazily allocated slot (SGD's momentum_buffer) is torch state once its flag is set.
+            if leaves[j] is not None and (name not in flags or bool(flags[name][j])):
+                entry[name] = leaves[j]
+        entry.update({name: scalars[name][j].copy() for name in public})
+        out[k] = entry
+    return out
+
+
+def _step_value(value: Any, label: str) -> int:
+    """A loaded ``step`` as the integer count it must be; raises naming the parameter."""
+    v = np.asarray(value)
+    what = f"state 'step' of parameter {label}"
+    if v.size != 1 or v.ndim > 1:
+        raise ValueError(f"{what} must be a scalar, got shape {v.shape}")
+    if not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)):
+        raise ValueError(f"{what} must be a number, got dtype {v.dtype}")
+    x = float(v.reshape(()))
+    if not math.isfinite(x) or x < 0 or x != int(x) or x > _STEP_MAX:
+        raise ValueError(
+            f"{what} is {x!r}: a step count must be a non-negative integer at most {_STEP_MAX}"
+        )
+    return int(x)
+
+
+def _tensor(key: str, value: Any, ref: Any, label: str) -> Any:
+    what = f"state {key!r} of parameter {label}"
+    try:
+        v = np.asarray(value)
+    except Exception as err:  # a ragged list, an object numpy cannot hold
+        raise ValueError(f"{what} is not an array: {type(value).__name__}") from err
+    if not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.complexfloating)
+            or v.dtype == ref.dtype):
+        raise ValueError(f"{what} has dtype {v.dtype}, expected {ref.dtype}")
+    if v.shape != ref.shape:
+        raise ValueError(
+            f"{what} has shape {v.shape}, expected {ref.shape} (the parameter at that position "
+            "has that shape)"
+        )
+    return jnp.array(v, copy=True, dtype=ref.dtype)
+
+
+def _scalar(key: str, value: Any, like: Any, label: str) -> Any:
+    v = np.asarray(value)
+    if v.size != 1 or v.ndim > 1 or not np.issubdtype(v.dtype, np.number):
+        raise ValueError(
+            f"state {key!r} of parameter {label} must be a scalar number, got "
+            f"{type(value).__name__} of shape {v.shape}"
+        )
+    return v.reshape(()).astype(like.dtype)
+
+
+def _import_default(layout: TorchLayout, fresh: OptimizerState, entries: Sequence[Any],
+                    labels: Sequence[str], order: Sequence[int],
+                    sizes: Sequence[int]) -> tuple[OptimizerState, dict[int, dict[str, Any]]]:
+    """One group's state from torch's per-parameter entries (in torch order), and the entries'
+    keys that are not its optimizer's (the user's), by torch position."""
+    n = len(order)
+    slots = {k: _flatten(v) for k, v in fresh.slots.items()}
+    flagged = {slot: flag for slot, flag in layout.slot_flags if flag in fresh.scalars}
+    public = set(fresh.scalars) - layout.hidden_scalars
+    steps = np.zeros((n,), np.int64)
+    scalars = {k: np.repeat(np.asarray(v)[None], n, 0) for k, v in fresh.scalars.items()}
+    new_slots = {k: list(v) for k, v in slots.items()}
+    user: dict[int, dict[str, Any]] = {}
+    for k, (e, label) in enumerate(zip(entries, labels)):
+        j = order[k]
+        if not e:
+            continue  # the initial state, as torch creates at the parameter's first step
+        if not isinstance(e, dict):
+            raise ValueError(f"state of parameter {label} must be a dict, got {type(e).__name__}")
+        ours = {name for name, leaves in slots.items() if leaves[j] is not None} | public
+        if layout.has_step:
+            ours.add("step")
+        if not ours & set(e) and "step" not in e and not _param_shaped(e, sizes[j]):
+            user[k] = dict(e)  # the user's entries only: no state yet
+            continue
+        missing = sorted(ours - set(flagged) - set(e))
+        if missing or ("step" in e and not layout.has_step):
+            why = (f"lacks {missing}" if missing else
+                   f"has a 'step', which {layout.torch_name}'s state has not")
+            raise ValueError(
+                f"state of parameter {label} has keys {sorted(map(str, e))}: it {why} "
+                f"({layout.torch_name} keeps {sorted(ours)}); was it saved by another optimizer?"
+            )
+        extra = {key: v for key, v in e.items() if key not in ours}
+        if extra:
+            user[k] = extra
+        steps[j] = _step_value(e["step"], label) if layout.has_step else 1
+        for name in slots:
+            if name in e:
+                new_slots[name][j] = _tensor(name, e[name], slots[name][j], label)
+        for name in public:
+            scalars[name][j] = _scalar(name, e[name], scalars[name], label)
+        for slot, flag in flagged.items():
+            scalars[flag][j] = slot in e
+    if not steps.any():
+        return fresh, user
+    treedefs = {k: jax.tree_util.tree_structure(v, is_leaf=lambda x: x is None)
+                for k, v in fresh.slots.items()}
+    state = fresh._replace(
+        slots={k: treedefs[k].unflatten(v) for k, v in new_slots.items()},
+    )
+    uniform = (steps == steps[0]).all() and all((v == v[0]).all() for v in scalars.values())
+    if uniform:
+        return state._replace(
+            count=jnp.asarray(steps[0], fresh.count.dtype),
+            scalars={k: jnp.asarray(v[0], fresh.scalars[k].dtype) for k, v in scalars.items()},
+        ), user
+    return state._replace(
+        count=jnp.asarray(steps.max(), fresh.count.dtype),
+        steps=jnp.asarray(steps, fresh.count.dtype),
+        scalars={k: jnp.asarray(v, fresh.scalars[k].dtype) for k, v in scalars.items()},
+    ), user
+
+
+def _param_shaped(entry: dict[str, Any], size: int) -> bool:
+    """Whether an entry holds an array as large as its parameter: optimizer state, not a note."""
+    return any(np.size(v) == size and np.ndim(v) > 0 for v in entry.values()
+               if isinstance(v, (np.ndarray, jax.Array)))
 
 
 def _signature_defaults(constructor: Any) -> dict[str, Any]:
     return {name: p.default for name, p in inspect.signature(constructor).parameters.items()}
 
 
-def _flatten(tree: Any) -> tuple[list[Any], Any]:
-    """A slot's leaves, one per parameter; ``None`` where the parameter has no such slot."""
-    return jax.tree_util.tree_flatten(tree, is_leaf=lambda x: x is None)
-
-
-def _even_steps(
-    layout: TorchLayout, group: dict[str, Any], entries: list[Any], param_ids: list[Any]
-) -> list[Any]:
-    """``entries`` with one step for all, where torch's differ (some parameters without state,
-    or with a smaller step) and the update never reads it; raises where it does."""
-    missing = [pid for pid, e in zip(param_ids, entries) if not e]
-    steps = {float(np.asarray(e["step"])) for e in entries if e and "step" in e}
-    if len(missing) in (0, len(entries)) and len(steps) <= 1:
-        return entries
-    why = None
-    if layout.step_free_unless is None:
-        why = f"{layout.torch_name}'s update depends on each parameter's own step"
-    else:
-        nonzero = [k for k in layout.step_free_unless
-                   if callable(group.get(k)) or group.get(k, 0) != 0]
-        if nonzero:
-            why = f"with a nonzero {nonzero[0]!r}, {layout.torch_name}'s update depends on it"
-    if why:
-        what = (f"state given for some parameters only (none for parameters {missing})"
-                if missing else f"parameters have different steps {sorted(steps)}")
-        raise ValueError(
-            f"{what}: optx keeps one step count per param group, and {why}, so this state_dict "
-            "cannot be loaded exactly"
-        )
-    step = max(steps, default=None)
-    return [{**e, "step": np.asarray(step, np.float32)} if e and "step" in e else e
-            for e in entries]
-
-
 def _fill_missing(opt: Any, group: dict[str, Any], gi: int) -> dict[str, Any]:
-    """``group`` with the switches and flags an older torch did not save, as torch fills them."""
-    constructor = type(opt)._constructor
-    signature = _signature_defaults(constructor)
+    """``group`` with the switches and flags an older torch did not save, as torch's
+    ``__setstate__`` fills them: each missing argument whose default is a bool or None."""
+    signature = _signature_defaults(type(opt)._constructor)
     filled = dict(group)
     for k in opt.defaults:
         default = signature.get(k, inspect.Parameter.empty)
@@ -106,148 +229,188 @@ def _check_supported(opt: Any) -> None:
             )
 
 
-def _export_state(layout: TorchLayout, state: OptimizerState, n_params: int) -> dict[int, Any]:
-    """torch's per-parameter entries of one group (none before the first step)."""
-    if int(state.count) == 0:
-        return {}
-    # A lazily allocated slot (SGD's momentum_buffer) is not torch state until its flag is set.
-    unallocated = {slot for slot, flag in layout.slot_flags
-                   if flag in state.scalars and not bool(state.scalars[flag])}
-    slots = {k: _flatten(v)[0] for k, v in state.slots.items() if k not in unallocated}
-    scalars = {k: np.array(v) for k, v in state.scalars.items()
-               if k not in layout.hidden_scalars}
-    out = {}
-    for j in range(n_params):
-        entry: dict[str, Any] = {}
-        if layout.has_step:
-            entry["step"] = np.asarray(float(state.count), dtype=np.float32)
-        entry.update({k: np.array(leaves[j]) for k, leaves in slots.items()
-                      if leaves[j] is not None})
-        entry.update({k: v.copy() for k, v in scalars.items()})
-        out[j] = entry
-    return out
+def _sizes(params: Any) -> list[int]:
+    return [int(np.size(x)) for x in jax.tree_util.tree_leaves(params)]
+
+
+def group_entries(opt: Any, i: int) -> dict[int, dict[str, Any]]:
+    """Group ``i``'s torch state, ``{torch position: entry}``, with the user's entries; arrays
+    are the state's own (not copied)."""
+    layout = opt._layout_of(opt._txs[i])
+    meta = opt._meta[i]
+    export = layout.export_state or _export_default
+    entries = export(layout, opt._states[i], meta.order, _sizes(opt._params[i]))
+    for k, extra in meta.user.items():
+        entries[k] = {**entries.get(k, {}), **extra}
+    return entries
+
+
+def torch_keys(opt: Any, i: int, k: int) -> set[str] | None:
+    """The keys torch's state of group ``i``'s ``k``-th parameter has (optional ones too);
+    None for a layout of its own (LBFGS), whose import knows them."""
+    layout = opt._layout_of(opt._txs[i])
+    state = opt._states[i]
+    if layout.import_state is not None or not isinstance(state, OptimizerState):
+        return None
+    j = opt._meta[i].order[k]
+    keys = {name for name, v in state.slots.items() if _flatten(v)[j] is not None}
+    keys |= set(state.scalars) - layout.hidden_scalars
+    return keys | {"step"} if layout.has_step else keys
+
+
+def reimport(opt: Any, i: int, entries: dict[int, Any]) -> tuple[Any, dict[int, Any]]:
+    """Group ``i``'s state and user entries from torch entries ``{position: entry}`` (what
+    ``opt.state[p][key] = value`` writes through); validated as a loaded state_dict is."""
+    layout = opt._layout_of(opt._txs[i])
+    meta = opt._meta[i]
+    params = opt._params[i]
+    n = len(meta.order)
+    ordered = [entries.get(k) for k in range(n)]
+    labels = _labels(opt, i, list(range(n)), meta.order)
+    fresh = opt._txs[i].init(params)
+    if layout.import_state is not None:
+        state = layout.import_state(layout, fresh, ordered, labels, meta.order, _sizes(params))
+        return copy_tree(state), {}
+    state, user = _import_default(layout, fresh, ordered, labels, meta.order, _sizes(params))
+    return copy_tree(state), user
 
 
 def export_state_dict(opt: Any) -> dict[str, Any]:
     _check_supported(opt)
-    state: dict[int, Any] = {}
+    state: dict[Any, Any] = {}
     groups = []
     index = 0
-    for i, (group, params, s) in enumerate(zip(opt.param_groups, opt._params, opt._states)):
-        layout = opt._layout_of(opt._txs[i])
-        n = len(jax.tree_util.tree_leaves(params))
-        export = layout.export_state or _export_state
-        for j, entry in export(layout, s, n).items():
+    for i, group in enumerate(opt.param_groups):
+        meta = opt._meta[i]
+        n = len(meta.order)
+        for k, entry in group_entries(opt, i).items():
             if entry:
-                state[index + j] = entry
-        g = {k: v for k, v in group.items() if k != "params"}
+                state[index + k] = jax.tree_util.tree_map(
+                    lambda x: np.array(x) if isinstance(x, (jax.Array, np.ndarray)) else x,
+                    entry)
+        g = {k: v for k, v in group.items() if k not in ("params", "param_names")}
         g["params"] = list(range(index, index + n))
+        if meta.names is not None:
+            g["param_names"] = [meta.names[j] for j in meta.order]
         groups.append(g)
         index += n
+    state.update(opt._extra_state)
     return {"state": state, "param_groups": groups}
 
 
-def _tensor(key: str, value: Any, ref: Any, pid: Any) -> Any:
-    v = np.asarray(value)
-    if v.shape != ref.shape:
+def _position_ids(opt: Any, gi: int, saved: dict[str, Any]) -> tuple[list[Any], list[int]]:
+    """The saved group's parameter ids for our parameters in torch order, and the order (leaf
+    indices) after loading: by name when both sides are named, else by position."""
+    meta = opt._meta[gi]
+    ids = list(saved["params"])
+    saved_names = saved.get("param_names")
+    if saved_names is None or meta.names is None:
+        return ids, list(meta.order)
+    saved_names = list(saved_names)
+    if len(ids) != len(saved_names):
         raise ValueError(
-            f"state {key!r} of parameter {pid} has shape {v.shape}, expected {ref.shape}"
+            f"loaded param group {gi} has {len(ids)} params but {len(saved_names)} param_names"
         )
-    if not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.complexfloating)):
+    pos = param_names.index_names(saved_names, f"loaded param group {gi}")
+    mine = param_names.index_names(meta.names, f"param group {gi}")
+    missing = [n for n in meta.names if n not in pos]
+    extra = [n for n in saved_names if n not in mine]
+    if missing or extra:
         raise ValueError(
-            f"state {key!r} of parameter {pid} has dtype {v.dtype}, expected {ref.dtype}"
+            f"loaded state dict's param group {gi} does not name the optimizer's parameters: "
+            f"missing {missing}, unexpected {extra}"
         )
-    return jnp.array(v, copy=True, dtype=ref.dtype)
+    # The loaded order becomes the group's torch order, so exporting gives torch its order back.
+    return ids, [mine[n] for n in saved_names]
 
 
-def _import_state(
-    layout: TorchLayout, fresh: OptimizerState, entries: Sequence[Any], param_ids: Sequence[Any]
-) -> OptimizerState:
-    """One group's state from torch's per-parameter entries (``fresh`` where there are none;
-    :func:`_check_partial` has allowed a parameter without one)."""
-    present = [e is not None and len(e) > 0 for e in entries]
-    if not any(present):
-        return fresh
-    flat = {k: _flatten(v) for k, v in fresh.slots.items()}
-    flagged = {slot: flag for slot, flag in layout.slot_flags if flag in fresh.scalars}
-    public_scalars = set(fresh.scalars) - layout.hidden_scalars
-    slot_leaves: dict[str, list[Any]] = {k: [] for k in fresh.slots}
-    scalars = dict(fresh.scalars)
-    counts: set[float] = set()
-    allocated: set[str] = set()
-    for j, (e, pid) in enumerate(zip(entries, param_ids)):
-        refs = {k: leaves[j] for k, (leaves, _) in flat.items()}
-        if not present[j]:  # the initial state, as torch creates at the parameter's first step
-            for k, ref in refs.items():
-                slot_leaves[k].append(ref)
+def _labels(opt: Any, gi: int, ids: Sequence[Any], order: Sequence[int]) -> list[str]:
+    names = opt._meta[gi].names
+    if names is None:
+        return [str(pid) for pid in ids]
+    return [f"{pid} ({names[j]!r})" for pid, j in zip(ids, order)]
+
+
+def _check_keys(state: dict[Any, Any], known: set[Any]) -> None:
+    """Refuses keys that look like parameter numbers but number no parameter."""
+    for key in state:
+        if key in known:
             continue
-        expected = {k for k, ref in refs.items() if ref is not None} | public_scalars
-        if layout.has_step:
-            expected.add("step")
-        got = set(e)
-        if not (expected - set(flagged)) <= got or not got <= expected:
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
             raise ValueError(
-                f"state of parameter {pid} has keys {sorted(got)}, expected {sorted(expected)}"
+                f"the state_dict's 'state' has an entry for parameter {key}, which no param "
+                f"group lists (they list {sorted(known)})"
             )
-        if "step" in e:
-            counts.add(float(np.asarray(e["step"])))
-        for k, ref in refs.items():
-            slot_leaves[k].append(ref if ref is None or k not in e else _tensor(k, e[k], ref, pid))
-        for k in public_scalars & got:
-            v = np.asarray(e[k])
-            if v.shape != ():
-                raise ValueError(f"state {k!r} must be a scalar, got shape {v.shape}")
-            scalars[k] = jnp.array(v, copy=True, dtype=fresh.scalars[k].dtype)
-        allocated |= set(flagged) & got
-    for slot, flag in flagged.items():
-        scalars[flag] = jnp.asarray(slot in allocated)
-    if len(counts) > 1:
-        raise ValueError(f"parameters have different steps {sorted(counts)}")
-    # Without a torch step (SGD, Muon), any state means at least one step was taken.
-    count = int(counts.pop()) if counts else 1
-    return fresh._replace(
-        count=jnp.asarray(count, fresh.count.dtype),
-        slots={k: jax.tree_util.tree_unflatten(flat[k][1], v) for k, v in slot_leaves.items()},
-        scalars=scalars,
-    )
+        if isinstance(key, str) and key.strip().lstrip("-").isdigit():
+            raise ValueError(
+                f"the state_dict's 'state' has the key {key!r}, a parameter number as a string "
+                "(as a JSON round trip writes keys): convert the keys back to int"
+            )
 
 
-def import_state_dict(opt: Any, state_dict: dict[str, Any]) -> None:
-    """Validates everything, then loads; on any error raises ``ValueError`` and changes nothing."""
+def load_groups(opt: Any, state_dict: dict[str, Any]) -> list[Any]:
+    """Validates ``state_dict`` and builds each group's new contents without touching ``opt``:
+    ``[(group, tx, state, order, user entries, loaded names)]``; raises ``ValueError``."""
     _check_supported(opt)
     if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
         raise ValueError("state_dict must be a dict with exactly 'state' and 'param_groups'")
     saved_groups = state_dict["param_groups"]
     saved_state = state_dict["state"]
+    if not isinstance(saved_groups, (list, tuple)) or not isinstance(saved_state, dict):
+        raise ValueError("state_dict's 'param_groups' must be a list and 'state' a dict")
     if len(saved_groups) != len(opt.param_groups):
         raise ValueError(
             "loaded state dict has a different number of parameter groups: "
             f"{len(saved_groups)} != {len(opt.param_groups)}"
         )
-    # Build new groups, their transformations (a flag such as amsgrad may differ) and states
-    # first; commit only when all of them are valid.
+    known: set[Any] = set()
+    for gi, saved in enumerate(saved_groups):
+        if not isinstance(saved, dict) or not isinstance(saved.get("params"), (list, tuple)):
+            raise ValueError(f"loaded param group {gi} must be a dict with a 'params' list")
+        known.update(saved["params"])
+    _check_keys(saved_state, known)
     loaded = []
     for gi, (saved, params) in enumerate(zip(saved_groups, opt._params)):
-        n = len(jax.tree_util.tree_leaves(params))
-        if "params" not in saved or len(saved["params"]) != n:
+        n = len(opt._meta[gi].order)
+        if len(saved["params"]) != n:
             raise ValueError(
                 f"loaded state dict contains a parameter group {gi} that doesn't match the size "
-                f"of optimizer's group ({len(saved.get('params', []))} != {n})"
+                f"of optimizer's group ({len(saved['params'])} != {n})"
             )
-        group = _fill_missing(opt, {k: v for k, v in saved.items() if k != "params"}, gi)
+        hyper = {k: v for k, v in saved.items() if k not in ("params", "param_names")}
+        group = _fill_missing(opt, hyper, gi)
         try:
-            group = opt._clean_hyperparams(group)
+            ids, order = _position_ids(opt, gi, saved)
+            group = opt._loaded_hyperparams(group)
             tx = opt._make_tx(group)
             layout = opt._layout_of(tx)
-            load = layout.import_state or _import_state
-            entries = [saved_state.get(pid) for pid in saved["params"]]
-            if layout.import_state is None:
-                entries = _even_steps(layout, group, entries, list(saved["params"]))
+            entries = [saved_state.get(pid) for pid in ids]
+            labels = _labels(opt, gi, ids, order)
+            fresh = tx.init(params)
+            if layout.import_state is not None:
+                state, user = layout.import_state(
+                    layout, fresh, entries, labels, order, _sizes(params)), {}
+            else:
+                state, user = _import_default(
+                    layout, fresh, entries, labels, order, _sizes(params))
             # Own buffers: the step donates every leaf, and an initial state may share one
-            # buffer between slots (as add_param_group copies).
-            state = _copy_tree(load(layout, tx.init(params), entries, list(saved["params"])))
+            # buffer between slots.
+            state = copy_tree(state)
         except (ValueError, TypeError) as err:
-            raise ValueError(f"param group {gi}: {err}") from err
-        loaded.append((group, tx, state))
-    for i, (group, tx, state) in enumerate(loaded):
-        opt._replace_group_state(i, group, tx, state)
+            raise ValueError(
+                f"param group {gi}: {err}. Parameters are matched "
+                + ("by name (param_names)" if saved.get("param_names") is not None
+                   and opt._meta[gi].names is not None else
+                   "by position in torch's order (a dict's insertion order, as "
+                   "named_parameters() gives it); a torch checkpoint saved with param_names "
+                   "(param groups built from named_parameters()) is matched by name instead")
+            ) from err
+        names = saved.get("param_names")
+        loaded.append((group, tx, state, order, user, None if names is None else list(names)))
+    return loaded
+
+
+def extra_state(state_dict: dict[str, Any]) -> dict[Any, Any]:
+    """The user's entries of ``state`` that are not parameter numbers."""
+    known = {pid for g in state_dict["param_groups"] for pid in g["params"]}
+    return {k: v for k, v in state_dict["state"].items() if k not in known}
