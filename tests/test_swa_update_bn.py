@@ -258,6 +258,32 @@ def test_update_bn_bad_input_changes_nothing():
     assert swa.module is before
 
 
+def test_update_bn_refuses_what_torch_batch_norm_has_not():
+    class Lifted(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            bn = nn.vmap(nn.BatchNorm, variable_axes={"params": 0, "batch_stats": 0},
+                         split_rngs={"params": True})
+            return bn(use_running_average=not train)(x)
+
+    variables = {"params": {"VmapBatchNorm_0": {"scale": jnp.ones((2, 4)),
+                                                "bias": jnp.zeros((2, 4))}},
+                 "batch_stats": {"VmapBatchNorm_0": {"mean": jnp.zeros((2, 4)),
+                                                     "var": jnp.ones((2, 4))}}}
+    with pytest.raises(ValueError, match="lifted transform"):
+        S.update_bn([np.ones((2, 3, 4))], (Lifted(), variables), train=True)
+
+    class Masked(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.BatchNorm(use_running_average=False)(x, mask=x > 0)
+
+    variables = {"params": {"BatchNorm_0": {"scale": jnp.ones(4), "bias": jnp.zeros(4)}},
+                 "batch_stats": {"BatchNorm_0": {"mean": jnp.zeros(4), "var": jnp.ones(4)}}}
+    with pytest.raises(ValueError, match="'BatchNorm_0' was called with a mask"):
+        S.update_bn([np.ones((3, 4))], (Masked(), variables))
+
+
 def test_update_bn_without_batch_norm_returns_at_once():
     class Plain(nn.Module):
         @nn.compact

@@ -152,7 +152,8 @@ def test_averaged_model_evaluates_like_torch(form):
             for p in tmod.parameters():
                 p.add_(torch.tensor(rng.normal(size=p.shape)))
         tavg.update_parameters(tmod)
-        avg.update_parameters(_as_form(form, params()))
+        # The optimizer holds the trained params; the porting guide's model object does not.
+        avg.update_parameters(params() if form == "object" else _as_form(form, params()))
     x = rng.normal(size=(2, 4))
     out = avg(jnp.asarray(x)) if form != "equinox" else jax.vmap(avg)(jnp.asarray(x))
     np.testing.assert_allclose(np.asarray(out), tavg(torch.tensor(x)).detach().numpy(),
@@ -181,6 +182,9 @@ def test_averaged_model_bad_input_changes_nothing():
                          multi_avg_fn=TS.get_ema_multi_avg_fn())
     with pytest.raises(TypeError, match=r"\(apply_fn, variables\)"):
         S.AveragedModel(_mlp)
+    net = _Net({"0.weight": jnp.ones((5, 4))})
+    with pytest.raises(TypeError, match="optimizer.params"):
+        S.AveragedModel(net).update_parameters(net)
     avg = S.AveragedModel((_mlp, {"w": jnp.ones(2)}))
     avg.update_parameters({"w": jnp.ones(2)})
     before = avg.module

@@ -142,7 +142,13 @@ def linen_batch_stats(batches: Iterable[Any], module: Any, variables: PyTree,
     seen = False
     for x in batches:
         seen = True
-        for path, calls in jitted(variables, x).items():
+        try:
+            out = jitted(variables, x)
+        except jax.errors.UnexpectedTracerError:
+            # The statistics were captured inside a lifted transform's own trace.
+            raise ValueError(f"{who}: a BatchNorm inside a flax lifted transform (nn.vmap, "
+                             "nn.scan, ...) is not supported") from None
+        for path, calls in out.items():
             for mean, var in calls:
                 k = counts[path] = counts.get(path, 0) + 1
                 running[path + ("mean",)] = cumulative(running.get(path + ("mean",)), mean, k)

@@ -23,6 +23,7 @@ class Model(NamedTuple):
     variables: PyTree  # the averaged state: params, flax variables, or the equinox module
     apply_fn: Callable[..., Any] | None  # apply_fn(variables, *inputs); None: parameters only
     linen_module: Any = None  # the flax linen Module, when the model is one
+    holder: bool = False  # an object holding its params (read once: they may go stale)
 
 
 def is_array(leaf: Any) -> bool:
@@ -69,7 +70,7 @@ def as_model(model: Any) -> Model:
         return Model(variables, fn if module is None else module.apply, module)
     if _is_function(model):
         if linen_module(model) is None and hasattr(model, "params"):
-            return Model(model.params, model)
+            return Model(model.params, model, holder=True)
         raise TypeError(
             f"{type(model).__name__} is a function without its variables: pass the model as "
             "(apply_fn, variables), e.g. (module, variables) for a flax linen module"

@@ -153,10 +153,17 @@ class AveragedModel:
         first one copies them).
 
         Args:
-          model: the model being trained, in the form given to the constructor, or its
-            variables alone (e.g. ``optimizer.params``).
+          model: the model's current variables (e.g. ``optimizer.params``), or the model as
+            ``(apply_fn, variables)`` or an equinox module.
         """
-        current = as_model(model).variables
+        m = as_model(model)
+        if m.holder:
+            # The porting guide's model object keeps its initial params; the optimizer holds
+            # the trained ones, so reading model.params here would average stale values.
+            raise TypeError(
+                f"update_parameters: pass the current parameters (e.g. optimizer.params), not "
+                f"the {type(model).__name__} object, whose .params the optimizer does not update")
+        current = m.variables
         placeholder = np.zeros(())  # non-array leaves: compared by structure only
 
         def arrays(tree: PyTree) -> PyTree:
@@ -208,7 +215,8 @@ def update_bn(loader: Iterable[Any], model: Any, device: Any = None, *,
       unbiased variance of its input).
 
     Unlike torch, an empty loader is an error, and a BatchNorm the model never calls keeps its
-    statistics (torch resets them).
+    statistics (torch resets them). BatchNorms inside flax lifted transforms (``nn.vmap``,
+    ``nn.scan``) and masked BatchNorm calls are refused.
 
     Args:
       loader: the batches; each is the model's input, or a list or tuple whose first item is.
