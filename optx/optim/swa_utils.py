@@ -83,7 +83,8 @@ class AveragedModel:
       the average).
 
     The average is ``swa_model.module``, like torch's: the averaged variables (params, flax
-    variables, or the equinox module). Only array leaves are averaged; others (an equinox
+    variables, or the equinox module); ``swa_model.apply_fn`` evaluates it (``None`` for
+    parameters alone) and ``swa_model.n_averaged`` counts the updates. Only array leaves are averaged; others (an equinox
     module's activation functions) are kept. Variables in flax's layout (a mapping with
     ``"params"``, applied by a function) hold torch's buffers (batch-norm running statistics)
     in their other collections (``batch_stats``): as torch does, ``update_parameters`` copies
