@@ -84,11 +84,12 @@ class AveragedModel:
 
     The average is ``swa_model.module``, like torch's: the averaged variables (params, flax
     variables, or the equinox module); ``swa_model.apply_fn`` evaluates it (``None`` for
-    parameters alone) and ``swa_model.n_averaged`` counts the updates. Only array leaves are averaged; others (an equinox
-    module's activation functions) are kept. Variables in flax's layout (a mapping with
-    ``"params"``, applied by a function) hold torch's buffers (batch-norm running statistics)
-    in their other collections (``batch_stats``): as torch does, ``update_parameters`` copies
-    them from the model, or averages them too with ``use_buffers=True``.
+    parameters alone) and ``swa_model.n_averaged`` counts the updates. Only array leaves are
+    averaged; others (an equinox module's activation functions) are kept. Variables in
+    flax's layout (a mapping with ``"params"``, applied by a function) hold torch's buffers
+    (batch-norm running statistics) in their other collections (``batch_stats``): as torch
+    does, ``update_parameters`` copies them from the model, or averages them too with
+    ``use_buffers=True``.
 
     Args:
       model: the model to average, in one of the forms above; its arrays are copied.
