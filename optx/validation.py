@@ -95,8 +95,10 @@ def check_params(params: Any, *, who: str) -> None:
             )
 
 
-def check_matching(updates: Any, params: Any, *, who: str, what: str = "gradient") -> None:
-    """Raises an error naming the first leaf where ``updates`` and ``params`` disagree.
+def check_matching(updates: Any, params: Any, *, who: str, what: str = "gradient",
+                   dtypes: bool = True) -> None:
+    """Raises an error naming the first leaf where ``updates`` and ``params`` disagree (in
+    structure, shape, and dtype unless ``dtypes=False``).
 
     A ``None`` leaf in ``updates`` stands for a parameter without a gradient (torch's
     ``p.grad is None``) and matches any parameter. Runs at trace time, so it costs nothing
@@ -125,7 +127,7 @@ def check_matching(updates: Any, params: Any, *, who: str, what: str = "gradient
                 f"{who}: the {what} at {_path(path)} has shape {jnp.shape(u)}, "
                 f"but the parameter has shape {jnp.shape(p)}"
             )
-        if jnp.result_type(u) != jnp.result_type(p):
+        if dtypes and jnp.result_type(u) != jnp.result_type(p):
             raise TypeError(
                 f"{who}: the {what} at {_path(path)} has dtype {jnp.result_type(u)}, "
                 f"but the parameter has dtype {jnp.result_type(p)}"

@@ -103,3 +103,26 @@ def test_graph_sees_every_kind_of_import():
 def test_package_imports_are_acyclic():
     cycle = _find_cycle(_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_module_level_imports_are_runtime_dependencies():
+    """Importing optx needs only pyproject's dependencies: a test-only library (flax, equinox,
+    optax, torch) is imported inside the function that needs it, if at all."""
+    import re
+    import sys
+
+    deps = re.search(r"^dependencies = \[(.*)\]$", (ROOT / "pyproject.toml").read_text(), re.M)
+    assert deps
+    allowed = {re.split(r"[<>=!~ ]", d.strip(' "'))[0] for d in deps.group(1).split(",")}
+    allowed |= set(sys.stdlib_module_names) | {PACKAGE}
+    bad = []
+    for name, path in _modules().items():
+        for node in ast.parse(path.read_text()).body:  # module level only
+            if isinstance(node, ast.Import):
+                roots = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                roots = [(node.module or "").split(".")[0]]
+            else:
+                continue
+            bad += [f"{name}: {r}" for r in roots if r not in allowed]
+    assert allowed >= {"jax", "jaxlib", "chex", "numpy"} and not bad, bad
