@@ -198,6 +198,7 @@ def torch_optimizer(
     init_scalars: Callable[[dict[str, Any]], dict[str, Array]] | None = None,
     elementwise: bool = True,
     layout: TorchLayout,
+    optional: frozenset[str] = frozenset(),
 ) -> TorchTransformation:
     """Builds a :class:`GradientTransformation` from an optimizer's per-parameter algorithm.
 
@@ -216,8 +217,11 @@ def torch_optimizer(
       layout: what the ``optx.optim`` adapter needs to know of the torch class (its name, whether
         it counts a per-parameter ``step``, ...); the returned transformation carries it as
         ``.layout``.
+      optional: hyperparameters (``"eps[0]"`` inside a tuple) that may be None; any other None
+        or non-number is refused with a ``TypeError`` naming it.
     """
     spec = validation.scalar_hyperparams(hyperparams)
+    validation.check_numbers(spec, who=name, optional=optional)
 
     def abstract_slots(structs):
         # The slots init makes for these abstract params, without allocating them. Defined

@@ -36,20 +36,46 @@ def scalar_hyperparams(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: scalar(k, v) for k, v in values.items()}
 
 
-def check(value: Any, ok: Callable[[float], bool], message: str) -> None:
+def check(value: Any, ok: Callable[[Any], bool], message: str, *,
+          allow_none: bool = False) -> None:
     """Raises ``ValueError(message)`` when a constant hyperparameter fails ``ok``.
 
     Schedules cannot be checked before they run, so they pass; torch has no schedules here.
     A multi-element array passes too: :func:`scalar_hyperparams` refuses it with its name.
+    ``None`` (unless ``allow_none``) and non-numbers reach ``ok`` as they are, so they raise
+    the ``TypeError`` torch's own comparison raises (``'<=' not supported between instances
+    of 'float' and 'NoneType'``).
     """
-    if value is None or is_schedule(value):
+    if is_schedule(value) or (value is None and allow_none):
         return
     if _is_array(value):
         if jnp.size(value) != 1:
             return
-        value = jnp.reshape(value, ())
-    if not ok(float(value)):
+        value = float(jnp.reshape(value, ()))
+    if not ok(value):
         raise ValueError(message)
+
+
+def check_numbers(values: Mapping[str, Any], *, who: str, optional: frozenset[str] = frozenset(),
+                  ) -> None:
+    """Refuses a hyperparameter that is neither a number, a 1-element array nor a schedule
+    (``None``, a string, a dict), naming it: torch checks only some of them at construction,
+    and the others would fail inside the traced update. ``optional`` names (as ``eps[0]``)
+    may be None."""
+
+    def visit(name: str, v: Any) -> None:
+        if isinstance(v, (tuple, list)) and not hasattr(v, "_fields"):
+            for i, x in enumerate(v):
+                visit(f"{name}[{i}]", x)
+        elif v is None:
+            if name not in optional:
+                raise TypeError(f"{who}: {name} must be a number or a schedule, got None")
+        elif not (is_schedule(v) or _is_array(v) or isinstance(v, (int, float, np.number))):
+            raise TypeError(
+                f"{who}: {name} must be a number or a schedule, got {type(v).__name__} {v!r}")
+
+    for k, v in values.items():
+        visit(k, v)
 
 
 def check_lr(lr: Any) -> None:

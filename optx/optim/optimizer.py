@@ -250,7 +250,19 @@ class Optimizer(StepMixin, HooksMixin):
         return {**values, **validation.scalar_hyperparams(known)}
 
     def _loaded_hyperparams(self, group: dict[str, Any]) -> dict[str, Any]:
-        """A loaded group's hyperparameters: cleaned, with the values torch forces."""
+        """A loaded group's hyperparameters: cleaned, with the values torch forces; a numeric
+        one (its default is a number, or a tuple of them) that is None or not a number is
+        refused with its name."""
+        defaults = self._signature_defaults()
+        numeric = {}
+        optional = set()
+        for k, d in defaults.items():
+            parts = d if isinstance(d, tuple) else (d,)
+            if k in group and any(isinstance(x, _FLOAT_TYPES) and not isinstance(x, bool)
+                                  for x in parts):
+                numeric[k] = group[k]
+                optional |= {f"{k}[{i}]" for i, x in enumerate(parts) if x is None}
+        validation.check_numbers(numeric, who="loaded param group", optional=frozenset(optional))
         return {**self._clean_hyperparams(group), **self._group_extras}
 
     def _check_disjoint(self, params: Any, skip: int | None) -> dict[int, tuple[Any, int]]:

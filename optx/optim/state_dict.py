@@ -380,9 +380,12 @@ def load_groups(opt: Any, state_dict: dict[str, Any]) -> list[Any]:
         hyper = {k: v for k, v in saved.items() if k not in ("params", "param_names")}
         group = _fill_missing(opt, hyper, gi)
         try:
-            ids, order = _position_ids(opt, gi, saved)
             group = opt._loaded_hyperparams(group)
             tx = opt._make_tx(group)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"param group {gi}: {err}") from err
+        try:
+            ids, order = _position_ids(opt, gi, saved)
             layout = opt._layout_of(tx)
             entries = [saved_state.get(pid) for pid in ids]
             labels = _labels(opt, gi, ids, order)

@@ -93,7 +93,8 @@ def adafactor(
     validation.check(
         beta2_decay, lambda v: v <= 0.0, f"beta2_decay should be <= 0 but is: {beta2_decay}"
     )
-    validation.check(eps1, lambda v: v >= 0.0, f"epsilon1 should be >= 0 but is: {eps1}")
+    validation.check(eps1, lambda v: v >= 0.0, f"epsilon1 should be >= 0 but is: {eps1}",
+                     allow_none=True)
     validation.check(eps2, lambda v: v >= 0.0, f"epsilon2 should be >= 0 but is: {eps2}")
     validation.check(d, lambda v: v >= 1.0, f"Clipping threshold d should be >= 1 but is: {d}")
     validation.check(
@@ -162,4 +163,5 @@ def adafactor(
         update_leaf=update_leaf,
         elementwise=False,
         layout=TORCH_LAYOUT,
+        optional=frozenset({"eps[0]"}),  # None: the dtype's eps, as torch
     )
