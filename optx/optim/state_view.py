@@ -128,9 +128,12 @@ class StateMapping(collections.abc.MutableMapping):  # type: ignore[type-arg]
         if loc is not None:
             return ParamState(self._opt, *loc)
         if isinstance(key, jax.Array) or hasattr(key, "__array__"):
+            why = ("an array of opt.params replaced by a step since (JAX arrays are immutable: "
+                   "each step makes new ones)" if getattr(key, "is_deleted", bool)() else
+                   "not a parameter of the optimizer")
             raise KeyError(
-                "this array is not a parameter of the optimizer: use a leaf of opt.params, or "
-                "an array given to the optimizer"
+                f"this array is {why}: use a leaf of the current opt.params, or an array given "
+                "to the optimizer"
             )
         # torch's state is a defaultdict(dict): reading a new key creates it.
         return self._opt._extra_state.setdefault(key, {})
