@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 import optx
+from optx.optim.checkpoint import _HOST
 
 WORKER = Path(__file__).with_name("checkpoint_crash_worker.py")
 
@@ -58,9 +59,12 @@ def test_kill_during_save_keeps_the_old_checkpoint(tmp_path, point):
     else:
         assert proc.returncode == -signal.SIGKILL, proc.stderr
         assert value(path) == 1.0
-        # Only the dead process's temporary file is left, hidden, beside the checkpoint.
-        assert all(n.startswith(".opt.npz.") and n.endswith(".tmp")
+        # Only the dead process's temporary file is left, hidden, beside the checkpoint; the
+        # next save of the path removes it.
+        assert all(n.startswith(f".opt.npz.optx-tmp-{_HOST}-")
                    for n in leftovers(tmp_path, path.name))
+        optx.optim.save(old_state(), path)
+        assert leftovers(tmp_path, path.name) == []
 
 
 def test_kill_at_random_times(tmp_path):
