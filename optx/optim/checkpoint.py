@@ -26,12 +26,14 @@ import collections
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import os
 import re
 import secrets
 import socket
 import stat
+import sys
 import time
 from typing import IO, Any
 
@@ -123,16 +125,15 @@ def _decode_array(node: dict[str, Any], arrays: Any) -> Any:
 
 def _fsync_dir(directory: str) -> None:
     # Makes the rename itself durable; directories cannot be opened on some systems (Windows).
+    fd = None
     try:
         fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
         os.fsync(fd)
     except OSError:
         pass
     finally:
-        os.close(fd)
+        if fd is not None:  # closed whatever interrupts the fsync
+            os.close(fd)
 
 
 # Temporary files: ".<name>.optx-tmp-<host>-<pid>-<token>". <host> tells whether <pid> is a
@@ -203,21 +204,16 @@ def _remove_stale(directory: str, base: str) -> None:
                 os.unlink(os.path.join(directory, name))
 
 
-def _existing_mode(target: str) -> int | None:
-    """The mode of the file ``target`` replaces (``None``: no file); refuses a file the caller
-    may not write, as ``open(target, 'wb')`` would."""
+def _existing(target: str) -> os.stat_result | None:
+    """The file ``target`` names (``None``: none); refuses a regular file the caller may not
+    write, as ``open(target, 'wb')`` would, although the rename would replace it."""
     try:
         st = os.stat(target)
     except FileNotFoundError:
         return None
-    if stat.S_ISDIR(st.st_mode):
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), target)
-    if not stat.S_ISREG(st.st_mode):  # a device or a fifo: never replace it by a file
-        raise OSError(errno.EINVAL, "not a regular file, cannot be replaced by a checkpoint",
-                      target)
-    if not os.access(target, os.W_OK):
+    if stat.S_ISREG(st.st_mode) and not os.access(target, os.W_OK):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), target)
-    return stat.S_IMODE(st.st_mode) & 0o777
+    return st
 
 
 def save(obj: dict[str, Any], f: str | os.PathLike[str] | IO[bytes]) -> None:
@@ -240,12 +236,21 @@ def save(obj: dict[str, Any], f: str | os.PathLike[str] | IO[bytes]) -> None:
         raise ValueError(f"{_META} is reserved")
     payload: dict[str, Any] = {_META: np.asarray(json.dumps(meta)), **arrays}
     if hasattr(f, "write"):
-        np.savez(f, **payload)
+        _savez(f, payload)
         return
     # torch.save(obj, link) opens the link and so writes its target: replace the target.
     target = os.path.realpath(os.fspath(f))
     directory, base = os.path.split(target)
-    mode = _existing_mode(target)
+    existing = _existing(target)
+    if existing is not None and not stat.S_ISREG(existing.st_mode):
+        # A device or a fifo is written in place, as torch.save does (never replaced by a
+        # file), in one write: zipfile needs a file whose offsets it can trust. A directory
+        # raises open's IsADirectoryError.
+        buffer = io.BytesIO()
+        _savez(buffer, payload)
+        with open(target, "wb") as fh:
+            fh.write(buffer.getbuffer())
+        return
     _remove_stale(directory, base)
     tmp = os.path.join(directory, _temp_name(base))
     try:
@@ -253,9 +258,9 @@ def save(obj: dict[str, Any], f: str | os.PathLike[str] | IO[bytes]) -> None:
         # never an existing file. Nothing between its creation and the rename is unprotected:
         # whatever is raised, the handler below removes the file by name.
         with open(tmp, "xb") as fh:
-            if mode is not None:
-                os.chmod(tmp, mode)
-            np.savez(fh, **payload)
+            if existing is not None:  # replacing keeps the mode, as writing in place does
+                os.chmod(tmp, stat.S_IMODE(existing.st_mode) & 0o777)
+            _savez(fh, payload)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -265,6 +270,28 @@ def save(obj: dict[str, Any], f: str | os.PathLike[str] | IO[bytes]) -> None:
                 os.unlink(tmp)
         raise
     _fsync_dir(directory)
+
+
+def _savez(fh: Any, payload: dict[str, Any]) -> None:
+    """``np.savez``, raising the exception that interrupted it.
+
+    zipfile, interrupted inside a member's ``close``, raises ``ValueError("Can't close the ZIP
+    file while there is an open writing handle")`` while unwinding; the first exception (Ctrl-C,
+    a preemption handler's ``SystemExit``, a full disk's ``OSError``) is what comes out.
+    """
+    outer = sys.exc_info()[1]  # save() may run in an except block: not ours to unwrap
+    first = None
+    try:
+        np.savez(fh, **payload)
+    except BaseException as e:
+        first = e
+        while (first.__context__ is not None and first.__context__ is not outer
+               and first.__cause__ is None and not first.__suppress_context__):
+            first = first.__context__
+        if first is e:
+            raise
+    if first is not None:  # raised here, outside the handler: the cleanup error is dropped
+        raise first
 
 
 def load(f: str | os.PathLike[str] | IO[bytes]) -> Any:
