@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import functools
 import hashlib
 import io
 import json
@@ -37,16 +38,21 @@ import sys
 import time
 from typing import IO, Any
 
-import ml_dtypes
 import numpy as np
 
 _META = "__optx_meta__"
-# The dtypes .npy cannot describe (it stores them as raw |V bytes, or writes a header it cannot
-# read back): saved as unsigned integers of their size, with the name in the metadata.
-_EXTENSION_DTYPES = {
-    np.dtype(t).name: np.dtype(t) for t in vars(ml_dtypes).values()
-    if isinstance(t, type) and issubclass(t, np.generic)
-}
+
+
+@functools.cache
+def _extension_dtypes() -> dict[str, np.dtype]:
+    """ml_dtypes' dtypes (bfloat16, float8...), which .npy cannot describe (it stores them as
+    raw ``|V`` bytes, or writes a header it cannot read back): saved as unsigned integers of
+    their size, with the name in the metadata. Imported on first use: ml_dtypes takes seconds
+    to import, and an array of its dtypes means it is imported already."""
+    import ml_dtypes
+
+    return {np.dtype(t).name: np.dtype(t) for t in vars(ml_dtypes).values()
+            if isinstance(t, type) and issubclass(t, np.generic)}
 
 
 class CheckpointError(ValueError):
@@ -74,7 +80,7 @@ def _encode(value: Any, arrays: dict[str, np.ndarray], path: str) -> Any:
     if array.dtype == object:
         raise TypeError(f"cannot save {type(value).__name__} at {path or '/'} without pickle")
     node: dict[str, Any] = {"array": path}
-    extension = _EXTENSION_DTYPES.get(array.dtype.name)
+    extension = _extension_dtypes().get(array.dtype.name) if "ml_dtypes" in sys.modules else None
     if extension is not None and extension == array.dtype:  # (np.dtype(None) is float64)
         node["dtype"] = array.dtype.name
         array = array.view(f"u{array.dtype.itemsize}")
@@ -111,7 +117,7 @@ def _decode_array(node: dict[str, Any], arrays: Any) -> Any:
         raise ValueError(f"unknown array fields {sorted(set(node))} in checkpoint")
     array = np.array(arrays[node["array"]])
     if "dtype" in node:
-        dtype = _EXTENSION_DTYPES.get(node["dtype"])
+        dtype = _extension_dtypes().get(node["dtype"])
         if dtype is None or array.dtype != np.dtype(f"u{dtype.itemsize}"):
             raise ValueError(
                 f"array {node['array']!r}: {array.dtype} cannot hold dtype {node['dtype']!r}")
@@ -291,7 +297,10 @@ def _savez(fh: Any, payload: dict[str, Any]) -> None:
         if first is e:
             raise
     if first is not None:  # raised here, outside the handler: the cleanup error is dropped
-        raise first
+        try:
+            raise first
+        finally:
+            del first  # no frame <-> traceback cycle keeping numpy's half-written zip alive
 
 
 def load(f: str | os.PathLike[str] | IO[bytes]) -> Any:

@@ -40,8 +40,8 @@ def cosine_annealing_lr_chainable(m: Any, lr: Any, base_lr: Any, e: Any, initial
             + eta_min
         )
 
-    return m.cond(initial, lambda: lr, lambda: m.cond(_restarts(e, resumed), restart, lambda: m.cond(
-        _trough(e, T_max), trough, ratio)))
+    return m.cond(initial, lambda: lr, lambda: m.cond(
+        _restarts(e, resumed), restart, lambda: m.cond(_trough(e, T_max), trough, ratio)))
 
 
 def _restarts(e: Any, resumed: Any) -> Any:
