@@ -254,6 +254,18 @@ def test_only_stale_temporary_files_are_removed(tmp_path):
         sleeper.wait()
 
 
+@pytest.mark.parametrize("base", ["x" * 250 + ".npz", "é" * 120 + ".npz"])
+def test_a_long_file_name_gets_a_temporary_name_within_the_limit(tmp_path, base):
+    """255 bytes per file name: the temporary name shortens a long name (keeping a hash of it),
+    and its stale files are still recognized."""
+    path = tmp_path / base
+    orphan = checkpoint._temp_name(base, pid=_dead_pid())
+    assert len(orphan.encode()) < 255
+    (tmp_path / orphan).write_bytes(b"x")
+    optx.optim.save(state(2.0), path)
+    assert value(path) == 2.0 and others(tmp_path, base) == []
+
+
 def test_concurrent_savers_never_remove_each_others_files(tmp_path):
     """Three processes saving the same path 40 times each: every save succeeds (none loses
     its temporary file to another's cleanup), and the checkpoint is whole."""

@@ -106,9 +106,9 @@ def _decode(node: Any, arrays: Any) -> Any:
         return tuple(_decode(v, arrays) for v in value)
     if kind == "py" and (value is None or isinstance(value, (bool, int, float, str))):
         return value
-    if kind == "complex":
-        real, imag = value
-        return complex(float(real), float(imag))
+    if kind == "complex" and len(value) == 2 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
+        return complex(*value)
     raise ValueError(f"unknown node {kind!r} in checkpoint")
 
 
@@ -163,8 +163,17 @@ def _host_tag() -> str:
 _HOST = _host_tag()
 
 
+def _temp_prefix(base: str) -> str:
+    """What the temporary files of ``base`` start with. A long name is shortened (with a hash
+    of it) so that the temporary name stays within the 255 bytes a file name may have."""
+    if len(base.encode()) > 180:
+        digest = hashlib.sha256(base.encode()).hexdigest()[:16]
+        base = base.encode()[:120].decode(errors="ignore") + "~" + digest
+    return f".{base}{_TMP}"
+
+
 def _temp_name(base: str, pid: int | None = None, host: str | None = None) -> str:
-    return (f".{base}{_TMP}{host or _HOST}-{os.getpid() if pid is None else pid}-"
+    return (f"{_temp_prefix(base)}{host or _HOST}-{os.getpid() if pid is None else pid}-"
             f"{secrets.token_hex(8)}")
 
 
@@ -181,9 +190,9 @@ def _pid_alive(pid: int) -> bool:
 def _stale(directory: str, base: str, name: str) -> bool:
     """Whether ``name`` is a temporary file of a save of ``base`` whose writer is gone: written
     by a dead process of this host (its pid no longer exists), or by anyone and left untouched
-    for :data:`STALE_AFTER_S`. A live writer's file (its pid exists) is never stale here, so
-    concurrent saves of the same path do not delete each other's files."""
-    prefix = f".{base}{_TMP}"
+    for :data:`STALE_AFTER_S`. A live writer's file (its pid exists, and it writes) is kept, so
+    concurrent saves of the same path never delete each other's files."""
+    prefix = _temp_prefix(base)
     match = _TMP_RE.fullmatch(name[len(prefix):]) if name.startswith(prefix) else None
     if match is None:
         return False
@@ -200,7 +209,7 @@ def _stale(directory: str, base: str, name: str) -> bool:
 def _remove_stale(directory: str, base: str) -> None:
     """Best effort: a directory that cannot be listed, or a file another process removes
     first, is left to the next save."""
-    prefix = f".{base}{_TMP}"
+    prefix = _temp_prefix(base)
     names: list[str] = []
     with contextlib.suppress(OSError), os.scandir(directory) as entries:
         names = [e.name for e in entries if e.name.startswith(prefix)]
@@ -235,6 +244,9 @@ def save(obj: dict[str, Any], f: str | os.PathLike[str] | IO[bytes]) -> None:
     Raises:
       TypeError: ``obj`` holds something that cannot be saved without pickle (nothing is
         written).
+      OSError: ``f`` cannot be written: as with ``open(f, "wb")``, a directory raises
+        ``IsADirectoryError`` and a file the caller may not write ``PermissionError``, although
+        the rename could replace it (nothing is written).
     """
     arrays: dict[str, np.ndarray] = {}
     meta = _encode(obj, arrays, "")
