@@ -71,3 +71,13 @@ def groups(opt):
     """What a scheduler writes into the groups: lr, momentum, beta1."""
     return [(g["lr"], g.get("momentum"), g["betas"][0] if "betas" in g else None)
             for g in opt.param_groups]
+
+
+def plain(x):
+    """A state_dict without its callables (the lambdas torch and optx hold are different
+    objects), for comparing optx's with torch's."""
+    if isinstance(x, dict):
+        return {k: plain(v) for k, v in x.items() if not callable(v)}
+    if isinstance(x, (list, tuple)):
+        return type(x)(plain(v) for v in x)
+    return x

@@ -22,6 +22,7 @@ from scheduler_cases import groups as _groups
 from scheduler_cases import lam as _lam
 from scheduler_cases import mult as _mult
 from scheduler_cases import optimizers as _optimizers
+from scheduler_cases import plain as _plain
 from torch.optim import swa_utils as TS
 
 import optx.optim as O
@@ -62,14 +63,6 @@ def test_get_last_lr_is_torchs_python_float(name):
     _run(o_opt, t_opt, o_s, t_s, lambda s, k: s.step())
     # torch's state_dict, key for key and value for value (callables aside).
     assert _plain(o_s.state_dict()) == _plain(t_s.state_dict())
-
-
-def _plain(x):
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items() if not callable(v)}
-    if isinstance(x, (list, tuple)):
-        return type(x)(_plain(v) for v in x)
-    return x
 
 
 def test_reduce_lr_on_plateau_decisions_are_torchs():
