@@ -10,12 +10,14 @@ exception that interrupted the save is the one that comes out of it.
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -341,9 +343,18 @@ def test_a_file_the_caller_may_not_write_is_refused_as_open_would(tmp_path, monk
     assert value(path) == 1.0 and others(tmp_path, path.name) == []
 
 
-def test_a_directory_or_device_is_never_replaced(tmp_path):
+def test_a_directory_or_fifo_is_never_replaced(tmp_path):
+    """A directory raises open's IsADirectoryError; a fifo (or a device: never the real
+    /dev/null here, which a broken save run as root would replace) is written in place, as
+    torch.save writes it, and stays what it was."""
     with pytest.raises(IsADirectoryError):
         optx.optim.save(state(1.0), tmp_path)
-    optx.optim.save(state(1.0), os.devnull)  # written in place, as torch.save does
-    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
-    assert others(tmp_path) == []
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    optx.optim.save(state(2.0), fifo)
+    reader.join(timeout=30)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and others(tmp_path, fifo.name) == []
+    assert received and value(io.BytesIO(received[0])) == 2.0
