@@ -73,18 +73,27 @@ def plateau_is_better(rule: PlateauRule, a: Any, best: Any) -> Any:
     return a > best + rule.threshold
 
 
-def plateau_decision(m: Any, rule: PlateauRule, metric: Any, best: Any, num_bad_epochs: Any,
-                     cooldown_counter: Any) -> tuple[Any, Any, Any, Any]:
-    """One torch ``step(metric)``: the new ``(best, num_bad_epochs, cooldown_counter)`` and
-    whether to reduce. ``m`` is the arithmetic: Python scalars (``optx.schedules.
-    torch_schedule.HOST``, the ``optx.optim`` class) or traced arrays (``TRACED``)."""
+def plateau_counts(m: Any, rule: PlateauRule, metric: Any, best: Any, num_bad_epochs: Any,
+                   cooldown_counter: Any) -> tuple[Any, Any, Any, Any]:
+    """torch's ``step(metric)`` up to its reduction: ``(best, num_bad_epochs,
+    cooldown_counter)`` as they are when ``_reduce_lr`` runs, and whether it runs (after it,
+    torch resets the counts: :func:`plateau_decision`)."""
     better = plateau_is_better(rule, metric, best)
     best = m.where(better, metric, best)
     bad = m.where(better, 0, num_bad_epochs + 1)
     in_cooldown = cooldown_counter > 0
     cooldown_counter = m.where(in_cooldown, cooldown_counter - 1, cooldown_counter)
     bad = m.where(in_cooldown, 0, bad)
-    reduce = bad > rule.patience
+    return best, bad, cooldown_counter, bad > rule.patience
+
+
+def plateau_decision(m: Any, rule: PlateauRule, metric: Any, best: Any, num_bad_epochs: Any,
+                     cooldown_counter: Any) -> tuple[Any, Any, Any, Any]:
+    """One torch ``step(metric)``: the new ``(best, num_bad_epochs, cooldown_counter)`` and
+    whether to reduce. ``m`` is the arithmetic: Python scalars (``optx.schedules.
+    torch_schedule.HOST``) or traced arrays (``TRACED``)."""
+    best, bad, cooldown_counter, reduce = plateau_counts(m, rule, metric, best, num_bad_epochs,
+                                                         cooldown_counter)
     return (best, m.where(reduce, 0, bad), m.where(reduce, rule.cooldown, cooldown_counter),
             reduce)
 

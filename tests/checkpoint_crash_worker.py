@@ -1,11 +1,12 @@
 """A process that dies while saving a checkpoint (tests/test_checkpoint_crash.py).
 
-Usage: python checkpoint_crash_worker.py PATH POINT [N]
+Usage: python checkpoint_crash_worker.py PATH POINT [N [COUNT]]
 
 Saves a state_dict of N float64 values (all 2.0) to PATH with ``optx.optim.save`` and SIGKILLs
 itself at POINT: ``partial`` (half of the file's bytes written), ``fsync`` (all written, before
 fsync), ``replace`` (before the rename), ``done`` (after save returned, never killed: the new
-checkpoint must be there), ``loop`` (saves forever, for a parent that kills it at a random time).
+checkpoint must be there), ``loop`` (saves forever, for a parent that kills it at a random time),
+``repeat`` (saves COUNT times and exits: one of several concurrent savers of PATH).
 
 The module is loaded from its file, without importing optx (whose import pulls in jax), so the
 process starts in a fraction of a second; checkpoint.py needs only numpy.
@@ -24,6 +25,7 @@ import numpy as np
 
 path, point = sys.argv[1], sys.argv[2]
 n = int(sys.argv[3]) if len(sys.argv) > 3 else 1000
+count = int(sys.argv[4]) if len(sys.argv) > 4 else 1
 source = Path(__file__).resolve().parents[1] / "optx" / "optim" / "checkpoint.py"
 spec = importlib.util.spec_from_file_location("checkpoint", source)
 assert spec is not None and spec.loader is not None
@@ -58,4 +60,5 @@ if point == "loop":
     print("saving", flush=True)
     while True:
         checkpoint.save(state, path)
-checkpoint.save(state, path)
+for _ in range(count):
+    checkpoint.save(state, path)

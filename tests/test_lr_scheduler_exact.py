@@ -17,69 +17,17 @@ import numpy as np
 import pytest
 import torch
 import torch.optim.lr_scheduler as TL
+from scheduler_cases import CASES, STEPS
+from scheduler_cases import groups as _groups
+from scheduler_cases import lam as _lam
+from scheduler_cases import mult as _mult
+from scheduler_cases import optimizers as _optimizers
+from scheduler_cases import plain as _plain
 from torch.optim import swa_utils as TS
 
 import optx.optim as O
 from optx.optim import lr_scheduler as L
 from optx.optim import swa_utils as OS
-
-STEPS = 60
-
-
-def _optimizers(cls="SGD", **kw):
-    """The same two-group optimizer in optx (float32 params) and torch."""
-    kw = kw or {"lr": 0.1, "momentum": 0.9}
-    groups_o = [{"params": jnp.zeros(2, jnp.float32)},
-                {"params": jnp.zeros(1, jnp.float32), "lr": 0.03}]
-    groups_t = [{"params": [torch.zeros(2)]}, {"params": [torch.zeros(1)], "lr": 0.03}]
-    return getattr(O, cls)(groups_o, **kw), getattr(torch.optim, cls)(groups_t, **kw)
-
-
-def _lam(e):
-    return 0.93**e
-
-
-def _mult(e):
-    return 0.97 if e % 3 else 0.91
-
-
-# name -> (optimizer class, builder(M, S, opt) -> scheduler), M the lr_scheduler module and S
-# the swa_utils module of one side.
-CASES = {
-    "LambdaLR": ("SGD", lambda M, S, o: M.LambdaLR(o, _lam)),
-    "MultiplicativeLR": ("SGD", lambda M, S, o: M.MultiplicativeLR(o, _mult)),
-    "StepLR": ("SGD", lambda M, S, o: M.StepLR(o, step_size=4, gamma=0.7)),
-    "MultiStepLR": ("SGD", lambda M, S, o: M.MultiStepLR(o, [3, 10, 10, 30], gamma=0.7)),
-    "ConstantLR": ("SGD", lambda M, S, o: M.ConstantLR(o, factor=0.3, total_iters=7)),
-    "LinearLR": ("SGD", lambda M, S, o: M.LinearLR(o, 0.3, 0.9, total_iters=17)),
-    "ExponentialLR": ("SGD", lambda M, S, o: M.ExponentialLR(o, gamma=0.93)),
-    "PolynomialLR": ("SGD", lambda M, S, o: M.PolynomialLR(o, total_iters=40, power=1.7)),
-    "CosineAnnealingLR": ("SGD", lambda M, S, o: M.CosineAnnealingLR(o, T_max=13, eta_min=1e-3)),
-    "CosineAnnealingWarmRestarts": (
-        "SGD", lambda M, S, o: M.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=2, eta_min=1e-3)),
-    "CyclicLR": ("SGD", lambda M, S, o: M.CyclicLR(o, 0.01, 0.1, step_size_up=5,
-                                                     mode="triangular2")),
-    "CyclicLR-exp_range-adam": ("Adam", lambda M, S, o: M.CyclicLR(
-        o, 0.001, 0.01, step_size_up=4, step_size_down=7, mode="exp_range", gamma=0.97)),
-    "OneCycleLR": ("SGD", lambda M, S, o: M.OneCycleLR(o, max_lr=0.3, total_steps=STEPS + 1)),
-    "OneCycleLR-three_phase-adam": ("Adam", lambda M, S, o: M.OneCycleLR(
-        o, max_lr=0.01, total_steps=STEPS + 1, three_phase=True, anneal_strategy="linear")),
-    "SequentialLR": ("SGD", lambda M, S, o: M.SequentialLR(
-        o, [M.LinearLR(o, 0.1, total_iters=9), M.CosineAnnealingLR(o, T_max=30),
-            M.MultiplicativeLR(o, _mult)], milestones=[9, 40])),
-    "ChainedScheduler": ("SGD", lambda M, S, o: M.ChainedScheduler(
-        [M.CosineAnnealingLR(o, T_max=11), M.ExponentialLR(o, 0.97), M.StepLR(o, 5, 0.7)])),
-    "SWALR": ("SGD", lambda M, S, o: S.SWALR(o, swa_lr=0.02, anneal_epochs=23)),
-    "SWALR-linear": ("SGD", lambda M, S, o: S.SWALR(o, swa_lr=[0.02, 0.007], anneal_epochs=9,
-                                                     anneal_strategy="linear")),
-}
-
-
-def _groups(opt):
-    out = []
-    for g in opt.param_groups:
-        out.append((g["lr"], g.get("momentum"), g["betas"][0] if "betas" in g else None))
-    return out
 
 
 def _assert_same(o_opt, t_opt, o_s, t_s, where):
@@ -115,14 +63,6 @@ def test_get_last_lr_is_torchs_python_float(name):
     _run(o_opt, t_opt, o_s, t_s, lambda s, k: s.step())
     # torch's state_dict, key for key and value for value (callables aside).
     assert _plain(o_s.state_dict()) == _plain(t_s.state_dict())
-
-
-def _plain(x):
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items() if not callable(v)}
-    if isinstance(x, (list, tuple)):
-        return type(x)(_plain(v) for v in x)
-    return x
 
 
 def test_reduce_lr_on_plateau_decisions_are_torchs():

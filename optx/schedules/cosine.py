@@ -40,8 +40,26 @@ def cosine_annealing_lr_chainable(m: Any, lr: Any, base_lr: Any, e: Any, initial
             + eta_min
         )
 
-    return m.cond(initial, lambda: lr, lambda: m.cond(resumed & (e > 0), restart, lambda: m.cond(
-        (e - 1 - T_max) % (2 * T_max) == 0, trough, ratio)))
+    return m.cond(initial, lambda: lr, lambda: m.cond(
+        _restarts(e, resumed), restart, lambda: m.cond(_trough(e, T_max), trough, ratio)))
+
+
+def _restarts(e: Any, resumed: Any) -> Any:
+    return resumed & (e > 0)
+
+
+def _trough(e: Any, T_max: int) -> Any:
+    return (e - 1 - T_max) % (2 * T_max) == 0
+
+
+def cosine_annealing_lr_reads_base_lr(e: int, initial: bool, resumed: bool, T_max: int) -> bool:
+    """Whether torch's ``get_lr`` reads ``base_lrs`` at this step (host values only).
+
+    torch zips ``base_lrs`` with the param groups only in the restart and trough branches, so
+    a group added after construction is annealed by the ratio branch and fails (zip's
+    ``ValueError``) only there.
+    """
+    return not initial and bool(_restarts(e, resumed) or _trough(e, T_max))
 
 
 def cosine_annealing_lr(lr: float, T_max: int, eta_min: float = 0.0) -> TorchSchedule:

@@ -30,10 +30,18 @@ class CosineAnnealingLR(LRScheduler):
     def get_lr(self) -> list[Any]:
         _warn_get_lr_called_within_step(self)
         resumed = self._step_count == 1
+        groups = self.optimizer.param_groups
+        # As torch: base_lrs only where the formula reads them, so a group added later (no base
+        # lr) follows the ratio branch, and zip raises torch's error where torch's does.
+        if F.cosine_annealing_lr_reads_base_lr(self.last_epoch, self._is_initial, resumed,
+                                               self.T_max):
+            pairs = list(zip(self.base_lrs, groups, strict=True))
+        else:
+            pairs = [(None, group) for group in groups]
         return [
             F.cosine_annealing_lr_chainable(HOST, group["lr"], base_lr, self.last_epoch,
                                             self._is_initial, resumed, self.T_max, self.eta_min)
-            for base_lr, group in zip(self.base_lrs, self.optimizer.param_groups, strict=True)
+            for base_lr, group in pairs
         ]
 
     def _get_closed_form_lr(self) -> list[Any]:

@@ -17,7 +17,7 @@ from optx.reduce_lr_on_plateau import (
     PlateauRule,
     check_plateau_factor,
     check_plateau_modes,
-    plateau_decision,
+    plateau_counts,
     plateau_is_better,
     plateau_reduced,
 )
@@ -81,10 +81,14 @@ class ReduceLROnPlateau(LRScheduler):
         else:
             warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=2)
         self.last_epoch = epoch
-        self.best, self.num_bad_epochs, self.cooldown_counter, reduce = plateau_decision(
+        # torch's order: the counts are set before _reduce_lr, which may raise (a group added
+        # later, with per-group min_lrs), and reset after it.
+        self.best, self.num_bad_epochs, self.cooldown_counter, reduce = plateau_counts(
             HOST, self._rule(), current, self.best, self.num_bad_epochs, self.cooldown_counter)
         if reduce:
             self._reduce_lr(epoch)
+            self.cooldown_counter = self.cooldown
+            self.num_bad_epochs = 0
         self._last_lr = _param_groups_val_list(self.optimizer, "lr")
 
     def _reduce_lr(self, epoch: Any) -> None:
