@@ -191,11 +191,7 @@ def test_reduce_lr_on_plateau_resumes_from_a_checkpoint(tmp_path, mode):
 
 
 @pytest.mark.parametrize("dtype", [
-    pytest.param("bfloat16", marks=pytest.mark.xfail(
-        reason="state_dict._tensor refuses ml_dtypes floats (np.issubdtype(bfloat16, "
-               "np.floating) is False), even without a checkpoint: lead's load validation",
-        strict=False)),
-    "float16", "complex64", "complex128"])
+    "bfloat16", "float16", "complex64", "complex128"])
 def test_optimizer_state_resumes_bit_for_bit(tmp_path, dtype):
     """Adam on params of the dtype: saved after 3 steps, loaded into a fresh optimizer, the next
     3 steps give the params of the run that never saved, bit for bit."""

@@ -25,10 +25,6 @@ from torch.optim import swa_utils as TS
 from optx.optim import lr_scheduler as L
 from optx.optim import swa_utils as OS
 
-OPTIMIZER_COPY = pytest.mark.xfail(reason="optimizer deepcopy: lead's issue 26 work",
-                                   strict=False)
-
-
 def _steps(opt, sched, n):
     out = []
     with warnings.catch_warnings():
@@ -122,7 +118,6 @@ def test_lambda_lr_with_a_lambda_does_not_pickle_as_in_torch():
     assert errors[0] is errors[1]
 
 
-@OPTIMIZER_COPY
 @pytest.mark.parametrize("how", ["deepcopy", "pickle"])
 @pytest.mark.parametrize("name", ["StepLR", "SequentialLR", "OneCycleLR"])
 def test_whole_scheduler_with_its_optimizer_copies(name, how):

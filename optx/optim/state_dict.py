@@ -110,7 +110,8 @@ def _tensor(key: str, value: Any, ref: Any, label: str) -> Any:
         v = np.asarray(value)
     except Exception as err:  # a ragged list, an object numpy cannot hold
         raise ValueError(f"{what} is not an array: {type(value).__name__}") from err
-    if not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.complexfloating)
+    # jnp's issubdtype knows ml_dtypes' floats (bfloat16, float8) as floating; numpy's does not.
+    if not (jnp.issubdtype(v.dtype, jnp.floating) or jnp.issubdtype(v.dtype, jnp.complexfloating)
             or v.dtype == ref.dtype):
         raise ValueError(f"{what} has dtype {v.dtype}, expected {ref.dtype}")
     if v.shape != ref.shape:
