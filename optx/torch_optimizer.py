@@ -171,6 +171,7 @@ def _per_leaf(coefficients, hp, state: OptimizerState, active: list[bool], n: in
     """
     state = with_per_leaf_steps(state, n)  # the first such update: each took `count` steps
     steps, old = state.steps, state.scalars
+    assert steps is not None
     mask = np.asarray(active)
     new_steps = increment(steps, mask)
     t = new_steps.astype(hp_lib.float_dtype())

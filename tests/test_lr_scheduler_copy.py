@@ -25,6 +25,7 @@ from torch.optim import swa_utils as TS
 from optx.optim import lr_scheduler as L
 from optx.optim import swa_utils as OS
 
+
 def _steps(opt, sched, n):
     out = []
     with warnings.catch_warnings():

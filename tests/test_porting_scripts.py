@@ -1,8 +1,11 @@
-"""Real PyTorch training code ports to optx by renaming (issue 15).
+"""Real PyTorch training code ports to optx by renaming (issues 15 and 27).
 
 ``tests/porting/`` holds two shrunk official PyTorch examples and their optx ports: the MNIST CNN
 (Adadelta + StepLR, generated 8x8 digits) and the time-sequence LSTM (LBFGS with a closure, sine
-waves). Each port starts from the torch model's initial weights; in float64 the two runs' logged
+waves); and a Hugging Face-style fine-tuning script: AdamW with no-decay param groups declared
+by name, warmup ``LambdaLR``, gradient accumulation, ``clip_grad_norm_``, a resume from a torch
+checkpoint saved without names, and an unfreeze by ``add_param_group``. Each port starts from
+the torch model's initial weights; in float64 the two runs' logged
 values (losses, test losses, learning rates) agree to 1e-10 relative, and outside the model block
 each port is its torch script with the line rewrites of ``porting.renames.RENAMES``.
 """
@@ -20,7 +23,7 @@ import torch
 from porting import renames
 
 PORTING = Path(__file__).resolve().parent / "porting"
-SCRIPTS = ("mnist", "sequence")
+SCRIPTS = ("mnist", "sequence", "finetune")
 
 
 def _source(name: str, side: str) -> str:
@@ -38,21 +41,58 @@ def torch_float64():
     torch.set_num_threads(threads)
 
 
-def _run(module_name: str) -> np.ndarray:
+def _run(module_name: str, argv: list[str]) -> np.ndarray:
     module = importlib.import_module(f"porting.{module_name}")
     with contextlib.redirect_stdout(io.StringIO()):
-        return np.asarray(module.main([]), dtype=np.float64)
+        return np.asarray(module.main(argv), dtype=np.float64)
+
+
+def _finetune_checkpoint(tmp_path: Path) -> tuple[list[str], list[str]]:
+    """An earlier torch run's checkpoint, its param groups built without names (as most
+    scripts build them): a ``.pt`` for the torch script, the same as optx's file for the port."""
+    from porting import finetune_torch as ft
+
+    import optx.optim
+
+    model = ft.Classifier()
+    ft.freeze(model, "embed.")
+    groups = [{**g, "params": [p for _, p in g["params"]]}
+              for g in ft.param_groups(model, 0.1, "embed.")]
+    opt = torch.optim.AdamW(groups, lr=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / 3))
+    x, y = ft.data(8, seed=0)
+    for xb, yb in ft.batches(x, y, 4):
+        opt.zero_grad()
+        model.loss(xb, yb, 1.0).backward()
+        opt.step()
+        sched.step()
+    checkpoint = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                  "scheduler": sched.state_dict()}
+    assert "param_names" not in checkpoint["optimizer"]["param_groups"][0]
+    torch.save(checkpoint, tmp_path / "ckpt.pt")
+
+    def numpy(v):
+        if isinstance(v, dict):
+            return {k: numpy(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [numpy(x) for x in v]
+        return v.numpy() if torch.is_tensor(v) else v
+
+    optx.optim.save(numpy(checkpoint), tmp_path / "ckpt.optx")
+    return ["--resume", str(tmp_path / "ckpt.pt")], ["--resume", str(tmp_path / "ckpt.optx")]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
-def test_port_matches_torch_float64(name, torch_float64):
-    expected = _run(f"{name}_torch")
-    got = _run(f"{name}_optx")
+def test_port_matches_torch_float64(name, torch_float64, tmp_path):
+    argv_torch, argv_optx = _finetune_checkpoint(tmp_path) if name == "finetune" else ([], [])
+    expected = _run(f"{name}_torch", argv_torch)
+    got = _run(f"{name}_optx", argv_optx)
     assert got.shape == expected.shape
     rel = np.abs(got - expected) / np.abs(expected)
     assert rel.max() <= 1e-10, (name, rel)
     # Training happened: the last training loss is below the first.
-    assert expected[-3 if name == "mnist" else -2] < expected[0]
+    last = {"mnist": -3, "sequence": -2, "finetune": -2}[name]
+    assert expected[last] < expected[0]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

@@ -113,7 +113,7 @@ class Optimizer(StepMixin, HooksMixin):
             cls.step = with_step_hooks(step)  # type: ignore[method-assign]
         if "_constructor" in cls.__dict__:
             if "__init__" not in cls.__dict__:
-                cls.__init__ = torch_init(cls)  # type: ignore[misc]
+                cls.__init__ = torch_init(cls)  # type: ignore[method-assign,misc]
             if cls.__doc__ is None:
                 cls.__doc__ = class_doc(cls, **cls._doc_example)
 
@@ -201,7 +201,7 @@ class Optimizer(StepMixin, HooksMixin):
             names, explicit = list(given_names), True
         kind = "pairs" if explicit else ("tree" if names is not None else None)
         self._check_name_kinds(kind)
-        order = (list(range(len(names))) if kind == "pairs"
+        order = (list(range(len(names))) if kind == "pairs" and names is not None
                  else param_names.torch_order(raw))
         # Own copies: the step donates params and state, which must not delete the caller's
         # arrays, and no two donated leaves may share a buffer.
@@ -299,7 +299,8 @@ class Optimizer(StepMixin, HooksMixin):
         if same_list or same_tree:
             return
         params = copy_tree(value)
-        order = list(range(len(names))) if kind == "pairs" else param_names.torch_order(params)
+        order = (list(range(len(names))) if kind == "pairs" and names is not None
+                 else param_names.torch_order(params))
         state = self._init_state(self._txs[i], params)
         with signals_deferred():
             self._params[i], self._states[i] = params, state

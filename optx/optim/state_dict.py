@@ -181,7 +181,8 @@ def _import_default(layout: TorchLayout, fresh: OptimizerState, entries: Sequenc
     treedefs = {k: jax.tree_util.tree_structure(v, is_leaf=lambda x: x is None)
                 for k, v in fresh.slots.items()}
     state = fresh._replace(
-        slots={k: treedefs[k].unflatten(v) for k, v in new_slots.items()},
+        slots={k: treedefs[k].unflatten(v)  # type: ignore[attr-defined]  # PyTreeDef has no stubs
+               for k, v in new_slots.items()},
     )
     uniform = (steps == steps[0]).all() and all((v == v[0]).all() for v in scalars.values())
     if uniform:
@@ -271,7 +272,8 @@ def reimport(opt: Any, i: int, entries: dict[int, Any]) -> tuple[Any, dict[int, 
     fresh = opt._txs[i].init(params)
     if layout.import_state is not None:
         state = layout.import_state(layout, fresh, ordered, labels, meta.order, _sizes(params))
-        return copy_tree(state), {}
+        none: dict[int, Any] = {}
+        return copy_tree(state), none
     state, user = _import_default(layout, fresh, ordered, labels, meta.order, _sizes(params))
     return copy_tree(state), user
 
@@ -391,6 +393,7 @@ def load_groups(opt: Any, state_dict: dict[str, Any]) -> list[Any]:
             entries = [saved_state.get(pid) for pid in ids]
             labels = _labels(opt, gi, ids, order)
             fresh = tx.init(params)
+            user: dict[int, Any]
             if layout.import_state is not None:
                 state, user = layout.import_state(
                     layout, fresh, entries, labels, order, _sizes(params)), {}

@@ -139,7 +139,7 @@ class StepMixin:
                 "expected the gradients as a dict keyed by the parameter names, like opt.params; "
                 f"got {type(grads).__name__}"
             )
-        names = [m.names for m in self._meta]
+        names: list[list[str]] = [m.names for m in self._meta]
         wanted = {n for ns in names for n in ns}
         if grads.keys() != wanted:
             missing = [n for ns in names for n in ns if n not in grads]
@@ -159,7 +159,7 @@ class StepMixin:
         if not any(id(g) in donated for g in leaves):
             return grads
         copied = [copy_tree(g) if id(g) in donated else g for g in leaves]
-        return treedef.unflatten(copied)  # type: ignore[no-any-return]
+        return treedef.unflatten(copied)  # type: ignore[attr-defined,no-any-return]
 
     def _split_steps(self, grads: list[Any]) -> None:
         """Gives per-parameter step counts to the states of groups whose gradients skip a
@@ -174,8 +174,7 @@ class StepMixin:
         """A pure function turning one tree per group into :attr:`params`' shape (used inside
         the compiled step, so it holds the names, not the optimizer)."""
         mode = self._mode
-        names = [[m.names[j] for j in range(len(m.order))] if m.names else None
-                 for m in self._meta]
+        names = [list(m.names or ()) for m in self._meta]
 
         def view(trees: list[Any]) -> Any:
             if mode == "tree":

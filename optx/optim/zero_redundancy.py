@@ -161,8 +161,8 @@ class ZeroRedundancyOptimizer(Optimizer):
         super().add_param_group(param_group)
         self._place()
 
-    def _fresh_state(self, i: int, params: Any) -> Any:
-        state = super()._fresh_state(i, params)
+    def _init_state(self, tx: Any, params: Any) -> Any:
+        state = super()._init_state(tx, params)
         return _put(state, zero_shardings(state, self.mesh, self._axis))
 
     def _rebuild_if_needed(self, i: int) -> None:

@@ -22,12 +22,19 @@ MODEL_END = "# --- end model ---"
 
 class Rename(NamedTuple):
     torch: str  # a regex searched in the line (without its indentation)
-    optx: tuple[str, ...]  # what the match becomes (one of these); () deletes the line
+    optx: tuple[str | None, ...]  # what the match becomes (one of these); None deletes the line
     why: str
 
 
 RENAMES: tuple[Rename, ...] = (
     Rename(r"\btorch\.optim\b", ("optx.optim",), "the same classes, in JAX"),
+    Rename(r"\btorch\.nn\.utils\b", ("optx.optim",),
+           "gradient clipping, returning the clipped gradients"),
+    Rename(
+        r"^clip_grad_norm_\(model\.parameters\(\), ",
+        ("grads, _ = clip_grad_norm_(grads, ",),
+        "gradients are values: clipping returns them (and the total norm)",
+    ),
     Rename(
         r"\bmodel\.parameters\(\)",
         ("model.params",),
@@ -38,13 +45,33 @@ RENAMES: tuple[Rename, ...] = (
         ("def closure(params):",),
         "the closure is a function of the parameters; `step(closure)` differentiates it",
     ),
-    Rename(r"^loss\.backward\(\)$", (), "no backward: `step(closure)` takes the gradients"),
+    Rename(
+        r"^loss = model\.loss\(",
+        ("loss, g = jax.value_and_grad(model.loss)(optimizer.params, ",),
+        "the loss and its gradient at the trained parameters",
+    ),
+    Rename(
+        r"^loss\.backward\(\)$",
+        (None, "grads = accumulate(grads, g)"),
+        "no backward: `step(closure)` takes the gradients, or they add up as torch's `.grad`",
+    ),
+    Rename(
+        r"^optimizer\.zero_grad\(\)$",
+        ("optimizer.zero_grad()", "grads = optimizer.zero_grad()"),
+        "a no-op returning None: the empty gradient accumulator",
+    ),
+    Rename(r"^optimizer\.step\(\)$", ("optimizer.step(grads)",), "the gradients are passed"),
     Rename(
         r"\bmodel\(",
         ("model(params, ", "model(optimizer.params, "),
         "the model gets its parameters: the closure's argument, or the trained ones outside",
     ),
     Rename(r"\btorch\.from_numpy\(", ("jnp.asarray(",), "data as JAX arrays"),
+    Rename(
+        r"\btorch\.load\(",
+        ("optim.load(",),
+        "optx's checkpoint file (no pickle); a torch checkpoint's tensors convert to numpy",
+    ),
     Rename(
         r"^torch\.set_default_dtype\(torch\.float64\)$",
         ('jax.config.update("jax_enable_x64", True)',),
@@ -62,10 +89,8 @@ def _rewrites(line: str) -> set[str | None]:
         for text in out:
             if text is None or not re.search(rule.torch, text):
                 nxt.add(text)
-            elif not rule.optx:
-                nxt.add(None)
             else:
-                nxt.update(re.sub(rule.torch, r, text) for r in rule.optx)
+                nxt.update(None if r is None else re.sub(rule.torch, r, text) for r in rule.optx)
         out = nxt
     return {None if t is None else indent + t for t in out}
 
@@ -131,6 +156,6 @@ def markdown() -> str:
     rows = ["| torch | optx | why |", "|---|---|---|"]
     for rule in RENAMES:
         torch = rule.torch.replace("\\b", "").replace("^", "").replace("$", "").replace("\\", "")
-        port = " / ".join(f"`{p}`" for p in rule.optx) or "(delete the line)"
+        port = " / ".join("(delete the line)" if p is None else f"`{p}`" for p in rule.optx)
         rows.append(f"| `{torch}` | {port} | {rule.why} |")
     return "\n".join(rows)
