@@ -141,10 +141,6 @@ def _shard_like(slots: Slots, p: Any) -> Slots:
 
 
 
-def _is_none(x: Any) -> bool:
-    return x is None
-
-
 def _per_dtype(coeffs: Coefficients, t: Array) -> Callable[[int, Any], Coefficients]:
     """``leaf_coeffs(i, dtype)``: the step's coefficients cast to ``dtype``, memoized per dtype:
     a model with thousands of leaves traces one set of converts per dtype, not per leaf."""
@@ -260,8 +256,9 @@ def torch_optimizer(
         hp = state.hyperparams
         # A None gradient leaf skips its parameter, as torch skips ``p.grad is None``. Which
         # leaves are None is static (part of the tree), so each pattern compiles once.
-        g_leaves, treedef = jax.tree_util.tree_flatten(updates, is_leaf=_is_none)
-        p_leaves = treedef.flatten_up_to(params)
+        # (A None subtree of the params, equinox's filtered fields, is structure, not a leaf.)
+        p_leaves, treedef = jax.tree_util.tree_flatten(params)
+        g_leaves = treedef.flatten_up_to(updates)
         active = [g is not None for g in g_leaves]
         slot_leaves = {k: treedef.flatten_up_to(v) for k, v in state.slots.items()}
         count = increment(state.count)

@@ -130,9 +130,14 @@ def check_matching(updates: Any, params: Any, *, who: str, what: str = "gradient
     ``p.grad is None``) and matches any parameter. Runs at trace time, so it costs nothing
     inside jit.
     """
-    u_leaves, u_def = jax.tree_util.tree_flatten_with_path(updates, is_leaf=lambda x: x is None)
     p_leaves, p_def = jax.tree_util.tree_flatten_with_path(params)
-    if u_def != p_def:  # type: ignore[operator]  # PyTreeDef has no stubs
+    try:
+        matched = p_def.flatten_up_to(updates)  # type: ignore[attr-defined]
+    except (ValueError, TypeError):
+        matched = None
+    u_leaves, u_def = jax.tree_util.tree_flatten_with_path(updates, is_leaf=lambda x: x is None)
+    if matched is None or any(u is not None and not hasattr(u, "shape") and not isinstance(
+            u, (int, float, complex)) for u in matched):
         u_paths = [_path(k) for k, _ in u_leaves]
         p_paths = [_path(k) for k, _ in p_leaves]
         missing = [k for k in p_paths if k not in set(u_paths)]
@@ -145,7 +150,7 @@ def check_matching(updates: Any, params: Any, *, who: str, what: str = "gradient
         if not detail:
             detail.append(f"structure {u_def} differs from {p_def}")
         raise ValueError(f"{who}: the {what} tree does not match the params: " + "; ".join(detail))
-    for (path, u), (_, p) in zip(u_leaves, p_leaves):
+    for u, (path, p) in zip(matched, p_leaves):
         if u is None:
             continue
         if jnp.shape(u) != jnp.shape(p):

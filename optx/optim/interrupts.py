@@ -15,9 +15,12 @@ back by a temporary handler, as before.
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
-from typing import Any
+from typing import Any, Callable, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _HAS_SIGMASK = hasattr(signal, "pthread_sigmask")
 _ALL = frozenset(signal.valid_signals()) if _HAS_SIGMASK else frozenset()
@@ -70,3 +73,16 @@ def blocked() -> bool:
     if not _HAS_SIGMASK:  # pragma: no cover
         return False
     return signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, _NONE)
+
+
+def deferring_signals(method: F) -> F:
+    """``method`` run inside :class:`signals_deferred`: a signal handler's exception lands
+    before or after it, never halfway through its writes (a scheduler's step writes every
+    group's ``lr``, then its own counters)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with signals_deferred():
+            return method(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

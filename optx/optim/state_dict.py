@@ -108,7 +108,7 @@ def _tensor(key: str, value: Any, ref: Any, label: str) -> Any:
     what = f"state {key!r} of parameter {label}"
     try:
         v = np.asarray(value)
-    except Exception as err:  # a ragged list, an object numpy cannot hold
+    except (TypeError, ValueError) as err:  # a ragged list, an object numpy cannot hold
         raise ValueError(f"{what} is not an array: {type(value).__name__}") from err
     # jnp's issubdtype knows ml_dtypes' floats (bfloat16, float8) as floating; numpy's does not.
     if not (jnp.issubdtype(v.dtype, jnp.floating) or jnp.issubdtype(v.dtype, jnp.complexfloating)

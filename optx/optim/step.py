@@ -165,9 +165,14 @@ class StepMixin:
         """Gives per-parameter step counts to the states of groups whose gradients skip a
         parameter (a ``None`` leaf), before the call, so the compiled step sees the state's
         final structure: one compile per pattern of ``None`` gradients."""
-        for i, (g, s) in enumerate(zip(grads, self._states)):
-            if isinstance(s, OptimizerState) and s.steps is None and any(
-                    x is None for x in jax.tree_util.tree_leaves(g, is_leaf=_is_none)):
+        for i, (g, s, p) in enumerate(zip(grads, self._states, self._params)):
+            if not isinstance(s, OptimizerState) or s.steps is not None:
+                continue
+            try:
+                leaves = jax.tree_util.tree_structure(p).flatten_up_to(g)  # type: ignore[attr-defined]
+            except (ValueError, TypeError):
+                continue  # the update names the mismatch
+            if any(x is None for x in leaves):
                 self._states[i] = with_per_leaf_steps(s, len(self._meta[i].order))
 
     def _view(self) -> Callable[[list[Any]], Any]:

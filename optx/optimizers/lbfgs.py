@@ -15,6 +15,7 @@ from optx.hyperparams import Hyperparam
 from optx.layout import TorchLayout, TorchTransformation
 from optx.optimizers import lbfgs_state_dict
 from optx.optimizers.line_search import strong_wolfe
+from optx.state import increment
 from optx.transformation import GradientTransformation
 
 Array = jax.Array
@@ -375,7 +376,7 @@ def lbfgs(
                 ),
             ),
         )
-        new_count = state.count + 1
+        new_count = increment(state.count)
         new_state = c.state._replace(
             count=new_count,
             hyperparams=hp_lib.advance(spec, state.hyperparams, new_count),

@@ -97,7 +97,7 @@ def import_state(layout: Any, fresh: Any, entries: Sequence[Any], labels: Sequen
     def vec(key: str, v: Any) -> Any:
         try:
             a = np.array(v, copy=True)  # never alias the caller's (torch's) memory
-        except Exception as err:
+        except (TypeError, ValueError) as err:
             raise ValueError(f"LBFGS state {key!r} is not an array") from err
         if a.shape != (n,) or not np.issubdtype(a.dtype, np.floating):
             raise ValueError(f"LBFGS state {key!r} must be a float vector of shape ({n},)"

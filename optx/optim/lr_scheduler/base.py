@@ -19,6 +19,8 @@ import warnings
 import weakref
 from typing import Any
 
+from optx.optim.interrupts import deferring_signals
+
 EPOCH_DEPRECATION_WARNING = (
     "The epoch parameter in `scheduler.step()` was not necessary and is being "
     "deprecated where possible. Please use `scheduler.step()` to step the "
@@ -196,6 +198,7 @@ class LRScheduler:
         elif not getattr(self.optimizer, "_opt_called", False):
             warnings.warn(_ORDER_WARNING, UserWarning, stacklevel=3)
 
+    @deferring_signals
     def step(self, epoch: int | None = None) -> None:
         """Advance the schedule (call it after ``optimizer.step()``). ``epoch`` is deprecated,
         as in torch: it sets ``last_epoch`` and uses the closed form where there is one."""

@@ -7,6 +7,7 @@ import warnings
 from math import inf
 from typing import Any
 
+from optx.optim.interrupts import deferring_signals
 from optx.optim.lr_scheduler.base import (
     EPOCH_DEPRECATION_WARNING,
     LRScheduler,
@@ -74,6 +75,7 @@ class ReduceLROnPlateau(LRScheduler):
         return PlateauRule(self.mode, self.factor, self.patience, self.threshold,
                              self.threshold_mode, self.cooldown, self.eps)
 
+    @deferring_signals
     def step(self, metrics: Any, epoch: int | None = None) -> None:  # type: ignore[override]
         current = _metric_value(metrics)
         if epoch is None:
