@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -174,6 +174,7 @@ def check_slots(
     expected: Callable[[list[jax.ShapeDtypeStruct]], list[Mapping[str, Any]]],
     *,
     who: str,
+    optional: Collection[str] = (),
 ) -> None:
     """Raises an error naming the first slot that does not fit ``params``: a state initialized
     for other parameters (another shape, float32 instead of float64) or another optimizer.
@@ -182,7 +183,8 @@ def check_slots(
     (``jax.eval_shape`` of the optimizer's ``init_slots``), so slots whose shape legitimately
     differs from their parameter's (Adafactor's factored moments, complex slots, slots only
     some leaves have) are checked against what ``init`` makes, not against the parameter.
-    Only shapes and dtypes are compared, at trace time: it costs nothing inside jit.
+    Only shapes and dtypes are compared, at trace time: it costs nothing inside jit. Slots named
+    in ``optional`` may be in the state besides those (a buffer torch keeps but no longer uses).
     """
     p_leaves, p_def = jax.tree_util.tree_flatten_with_path(params)
     if not p_leaves:
@@ -193,7 +195,7 @@ def check_slots(
     per_key = dict(zip(unique, expected([jax.ShapeDtypeStruct(*k) for k in unique])))
     wanted = [per_key[k] for k in keys]
     names = list(dict.fromkeys(n for w in wanted for n in w))
-    if set(slots) != set(names):
+    if not set(names) <= set(slots) <= set(names) | set(optional):
         raise ValueError(
             f"{who}: the state holds the slots {sorted(slots)}, but these params need "
             f"{sorted(names)}: was the state initialized with other params, or by another "

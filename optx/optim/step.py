@@ -74,13 +74,6 @@ class StepMixin:
         meta = self._meta[i]
         layout = self._layout_of(self._txs[i])  # type: ignore[attr-defined]
         structure = self._structure(group, layout)  # type: ignore[attr-defined]
-        # A momentum lowered to 0 keeps its buffer (the math handles 0); only raising it from a
-        # buffer-less 0 needs a new transformation.
-        built = dict(meta.built)
-        structure = tuple(
-            (k, True) if k in layout.structural_zeros and built.get(k) else (k, v)
-            for k, v in structure
-        )
         if structure == meta.built:
             return
         args = {k: group[k] for k in self.defaults}
@@ -90,8 +83,12 @@ class StepMixin:
         if isinstance(old, OptimizerState) and isinstance(new, OptimizerState):
             if old.steps is not None:
                 new = with_per_leaf_steps(new, len(meta.order))
-            slots = {k: old.slots.get(k, v) for k, v in new.slots.items()}
-            scalars = {k: old.scalars.get(k, v) for k, v in new.scalars.items()}
+            # A buffer torch keeps unused (a momentum lowered to 0) stays, with its flag.
+            kept = {k: v for k, v in old.slots.items() if k in layout.kept_slots}
+            flags = {f for s, f in layout.slot_flags if s in kept and f in old.scalars}
+            slots = {**kept, **{k: old.slots.get(k, v) for k, v in new.slots.items()}}
+            scalars = {**{f: old.scalars[f] for f in flags},
+                       **{k: old.scalars.get(k, v) for k, v in new.scalars.items()}}
             new = new._replace(count=old.count, slots=slots, scalars=scalars, steps=old.steps)
         self._txs[i], self._states[i] = tx, copy_tree(new)
         meta.built, meta.tx_args = structure, args
