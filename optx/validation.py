@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Collection, Mapping
+import contextlib
+import contextvars
+from typing import Any, Callable, Collection, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +38,27 @@ def scalar_hyperparams(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: scalar(k, v) for k, v in values.items()}
 
 
+_INIT_CHECKS: contextvars.ContextVar[bool] = contextvars.ContextVar("init_checks", default=True)
+
+
+@contextlib.contextmanager
+def group_edit() -> Iterator[None]:
+    """Within: :func:`init_checks` is False. The ``optx.optim`` adapter builds a param group's
+    transformation anew when an edit of the group crosses a branch (a momentum set to 0), and
+    torch checks hyperparameters in ``__init__`` only, never the values a step reads (SGD with
+    ``nesterov`` steps with a momentum lowered to 0)."""
+    token = _INIT_CHECKS.set(False)
+    try:
+        yield
+    finally:
+        _INIT_CHECKS.reset(token)
+
+
+def init_checks() -> bool:
+    """Whether torch's constructor checks apply (False within :func:`group_edit`)."""
+    return _INIT_CHECKS.get()
+
+
 def check(value: Any, ok: Callable[[Any], bool], message: str, *,
           allow_none: bool = False) -> None:
     """Raises ``ValueError(message)`` when a constant hyperparameter fails ``ok``.
@@ -44,9 +67,10 @@ def check(value: Any, ok: Callable[[Any], bool], message: str, *,
     A multi-element array passes too: :func:`scalar_hyperparams` refuses it with its name.
     ``None`` (unless ``allow_none``) and non-numbers reach ``ok`` as they are, so they raise
     the ``TypeError`` torch's own comparison raises (``'<=' not supported between instances
-    of 'float' and 'NoneType'``).
+    of 'float' and 'NoneType'``). Within :func:`group_edit` nothing is checked, as torch
+    checks in ``__init__`` only.
     """
-    if is_schedule(value) or (value is None and allow_none):
+    if is_schedule(value) or (value is None and allow_none) or not init_checks():
         return
     if _is_array(value):
         if jnp.size(value) != 1:

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from optx import validation
 from optx.optim import closure_cache
 from optx.optim.groups import leaves_in_order
 from optx.optim.hooks import with_step_hooks
@@ -77,7 +78,8 @@ class StepMixin:
         if structure == meta.built:
             return
         args = {k: group[k] for k in self.defaults}
-        tx = self._make_tx(args)  # type: ignore[attr-defined]
+        with validation.group_edit():  # torch checks values in __init__, not at a step
+            tx = self._make_tx(args)  # type: ignore[attr-defined]
         new = tx.init(self._params[i])
         old = self._states[i]
         if isinstance(old, OptimizerState) and isinstance(new, OptimizerState):

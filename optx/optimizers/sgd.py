@@ -95,6 +95,7 @@ def sgd(
         {"momentum": momentum, "dampening": dampening}).values()
     if (
         nesterov
+        and validation.init_checks()
         and not is_schedule(momentum)
         and not is_schedule(dampening)
         and (float(momentum) <= 0 or float(dampening) != 0)  # type: ignore[arg-type]
