@@ -25,6 +25,7 @@ from parity import (
     make_params,
     max_rel_error,
     run_torch,
+    torch_step,
     trajectory,
 )
 from registry import BY_NAME, cases
@@ -116,10 +117,7 @@ def _run_both(info, kwargs, schedules, steps):
                 tuple(float(v(k)) if callable(v) else v for v in sched) if isinstance(sched, tuple)
                 else float(sched(k))
             )
-        gs = grad_fn([p.detach().numpy() for p in ps], k)
-        for p, g in zip(ps, gs, strict=True):
-            p.grad = torch.from_numpy(np.array(g, copy=True))
-        opt.step()
+        gs = torch_step(opt, ps, k)
         params, state = step(params, state, [jnp.asarray(g) for g in gs])
         assert max_rel_error([[np.asarray(p) for p in params]],
                              [[p.detach().numpy() for p in ps]]) <= TOL, f"step {k}"

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from parity import apply_update, grad_fn, make_params, max_rel_error
+from parity import apply_update, make_params, max_rel_error, torch_step
 
 import optx
 
@@ -66,10 +66,7 @@ def test_adapter_recompiles_exactly_at_zero_flips_and_matches_torch(cls, kwargs,
         if k in at:
             key, value, expected = at[k]
             topt.param_groups[0][key] = opt.param_groups[0][key] = value
-        gs = grad_fn([p.detach().numpy() for p in ps], k)
-        for p, g in zip(ps, gs, strict=True):
-            p.grad = torch.from_numpy(np.array(g, copy=True))
-        topt.step()
+        gs = torch_step(topt, ps, k)
         opt.step([jnp.asarray(g) for g in gs])
         assert opt.trace_count == max(expected, 1), f"step {k}"
         assert max_rel_error([[np.asarray(p) for p in opt.params]],
@@ -154,10 +151,7 @@ def test_set_hyperparams_values_never_recompile_and_match_torch(make_tx, changes
         values = {key: v for key, v in topt.param_groups[0].items()
                   if key in optx.get_hyperparams(state)}
         state = optx.set_hyperparams(state, **values)
-        gs = grad_fn([p.detach().numpy() for p in ps], k)
-        for p, g in zip(ps, gs, strict=True):
-            p.grad = torch.from_numpy(np.array(g, copy=True))
-        topt.step()
+        gs = torch_step(topt, ps, k)
         params, state = step(params, state, [jnp.asarray(g) for g in gs])
         assert max_rel_error([[np.asarray(p) for p in params]],
                              [[p.detach().numpy() for p in ps]]) <= 1e-10, f"step {k}"
