@@ -12,6 +12,7 @@ never lost to an exception raised by a signal handler.
 from __future__ import annotations
 
 import collections
+import copy
 import inspect
 import warnings
 from typing import Any, Callable
@@ -102,7 +103,7 @@ class StepMixin:
         stored = getattr(state, "hyperparams", None)
         if stored is None:
             return
-        hp = {}
+        hp = copy.copy(stored)  # its type and metadata (optx.state.Hyperparams.fixed) kept
         for k, old in stored.items():
             new = group[k]
             if any(callable(x) for x in jax.tree_util.tree_leaves(new, is_leaf=callable)):
