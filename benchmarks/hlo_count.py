@@ -14,15 +14,19 @@ every computation, fused ones included) of
 float32 leaves minus that for ``LEAVES_LO``, divided by the difference, where ``step`` is
 ``update`` followed by ``apply_updates``.
 
-Peers:
+Columns:
 
+* ``optx``: optx with torch's defaults otherwise (``weight_decay=0`` except AdamW's 1e-2). Its
+  hyperparameters are runtime values; a constant 0 where torch branches on zero
+  (``if weight_decay != 0``, SGD's ``dampening``) leaves the branch out, as torch skips it;
+* ``optx_wd``: the same with a nonzero ``weight_decay=1e-2`` (a runtime value, torch's branch
+  in), the like-for-like row of ``optax_inject_wd``;
 * ``optax``: optax's own optimizer with its hyperparameters baked in as constants;
 * ``optax_inject``: the same under ``optax.inject_hyperparams``, so its hyperparameters are
-  runtime values as optx's are (a new value does not recompile);
+  runtime values as optx's are (a new value does not recompile): ``optx``'s peer;
 * ``optax_inject_wd``: that, plus the runtime weight decay torch's optimizer has (coupled
   ``add_decayed_weights`` before the optimizer, as torch adds ``weight_decay * p`` to the
-  gradient); optx handles a runtime ``weight_decay`` in every one of these optimizers, so this
-  is the like-for-like peer where plain optax has no weight decay.
+  gradient): ``optx_wd``'s peer where optax's optimizer has no weight decay.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ _INSTRUCTION = re.compile(r"\s*(ROOT )?%?[\w.\-]+ = ")
 
 
 def _optimizers():
-    """name -> (optx factory, optax factory, optax inject factory, optax inject + wd factory)."""
+    """name -> one factory per column of :data:`PEERS`, in its order."""
     import optax
 
     import optx
@@ -65,14 +69,17 @@ def _optimizers():
         return factory
 
     sgd_static = ("nesterov",)
+    wd = 1e-2
     return {
         "adam": (
             lambda: optx.adam(1e-3),
+            lambda: optx.adam(1e-3, weight_decay=wd),
             lambda: optax.adam(1e-3),
             lambda: inj(optax.adam)(learning_rate=1e-3),
-            lambda: inj(with_wd(optax.adam))(learning_rate=1e-3, weight_decay=0.0),
+            lambda: inj(with_wd(optax.adam))(learning_rate=1e-3, weight_decay=wd),
         ),
         "adamw": (
+            lambda: optx.adamw(1e-3, weight_decay=1e-2),
             lambda: optx.adamw(1e-3, weight_decay=1e-2),
             lambda: optax.adamw(1e-3, weight_decay=1e-2),
             lambda: inj(optax.adamw)(learning_rate=1e-3, weight_decay=1e-2),
@@ -80,44 +87,48 @@ def _optimizers():
         ),
         "sgd_momentum": (
             lambda: optx.sgd(1e-2, momentum=0.9),
+            lambda: optx.sgd(1e-2, momentum=0.9, weight_decay=wd),
             lambda: optax.sgd(1e-2, momentum=0.9),
             lambda: inj(optax.sgd, static_args=sgd_static)(learning_rate=1e-2, momentum=0.9),
             lambda: inj(with_wd(optax.sgd), static_args=sgd_static)(
-                learning_rate=1e-2, momentum=0.9, weight_decay=0.0
+                learning_rate=1e-2, momentum=0.9, weight_decay=wd
             ),
         ),
         "sgd_nesterov": (
             lambda: optx.sgd(1e-2, momentum=0.9, nesterov=True),
+            lambda: optx.sgd(1e-2, momentum=0.9, nesterov=True, weight_decay=wd),
             lambda: optax.sgd(1e-2, momentum=0.9, nesterov=True),
             lambda: inj(optax.sgd, static_args=sgd_static)(
                 learning_rate=1e-2, momentum=0.9, nesterov=True
             ),
             lambda: inj(with_wd(optax.sgd), static_args=sgd_static)(
-                learning_rate=1e-2, momentum=0.9, nesterov=True, weight_decay=0.0
+                learning_rate=1e-2, momentum=0.9, nesterov=True, weight_decay=wd
             ),
         ),
         "rmsprop": (
             lambda: optx.rmsprop(1e-2),
+            lambda: optx.rmsprop(1e-2, weight_decay=wd),
             lambda: optax.rmsprop(1e-2, decay=0.99, eps=1e-8),
             lambda: inj(optax.rmsprop)(learning_rate=1e-2, decay=0.99, eps=1e-8),
             lambda: inj(with_wd(optax.rmsprop))(
-                learning_rate=1e-2, decay=0.99, eps=1e-8, weight_decay=0.0
+                learning_rate=1e-2, decay=0.99, eps=1e-8, weight_decay=wd
             ),
         ),
         "adagrad": (
             lambda: optx.adagrad(1e-2),
+            lambda: optx.adagrad(1e-2, weight_decay=wd),
             lambda: optax.adagrad(1e-2, initial_accumulator_value=0.0, eps=1e-10),
             lambda: inj(optax.adagrad)(
                 learning_rate=1e-2, initial_accumulator_value=0.0, eps=1e-10
             ),
             lambda: inj(with_wd(optax.adagrad))(
-                learning_rate=1e-2, initial_accumulator_value=0.0, eps=1e-10, weight_decay=0.0
+                learning_rate=1e-2, initial_accumulator_value=0.0, eps=1e-10, weight_decay=wd
             ),
         ),
     }
 
 
-PEERS = ("optx", "optax", "optax_inject", "optax_inject_wd")
+PEERS = ("optx", "optx_wd", "optax", "optax_inject", "optax_inject_wd")
 OPTIMIZERS = ("adam", "adamw", "sgd_momentum", "sgd_nesterov", "rmsprop", "adagrad")
 
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optx.state import is_optimizer_state
+from optx.state import Hyperparams, is_optimizer_state
 
 Schedule = Callable[[Any], Any]
 """A callable ``count -> value``; ``count`` is a Python int or a traced integer array."""
@@ -24,6 +24,20 @@ Hyperparam = Union[float, int, Schedule, jax.Array]
 
 def is_schedule(value: Any) -> bool:
     return callable(value)
+
+
+def is_constant(value: Any) -> bool:
+    """Whether ``value`` is known when the update is built: not a schedule, not traced."""
+    return not (value is None or is_schedule(value) or isinstance(value, jax.core.Tracer))
+
+
+def is_zero(value: Any) -> bool:
+    """Whether ``value`` is a constant equal to 0 (a Python number or a concrete one-element
+    array). A constant 0 given to an optimizer's constructor for a hyperparameter whose zero is
+    a torch branch (``if weight_decay != 0``) leaves that branch out of the compiled update."""
+    return is_constant(value) and bool(
+        np.size(value) == 1 and float(np.reshape(np.asarray(value), ())) == 0.0
+    )
 
 
 def float_dtype() -> Any:
@@ -81,7 +95,7 @@ def advance(spec: Mapping[str, Any], current: dict[str, Any], count: Any) -> dic
             return jnp.asarray(x(count), dtype=dtype)
         return cur
 
-    return jax.tree_util.tree_map(value, dict(spec), current, is_leaf=_is_spec_leaf)
+    return jax.tree_util.tree_map(value, dict(spec), dict(current), is_leaf=_is_spec_leaf)
 
 
 def _find_states(state: Any) -> list[Any]:
@@ -112,11 +126,52 @@ def get_hyperparams(state: Any) -> dict[str, Any]:
     return dict(found[0].hyperparams)
 
 
+def _check_side(name: str, value: Any, stored: Any, nonzero: bool) -> None:
+    """Raises when ``value`` (``stored`` as the state would store it) is on the side of zero
+    the compiled update leaves out."""
+    if isinstance(stored, jax.core.Tracer):
+        raise ValueError(
+            f"set_hyperparams: {name!r} must be a concrete number, not a traced value: the "
+            f"compiled update holds it {'nonzero' if nonzero else 'at 0'} (it was given to the "
+            f"constructor as a {'nonzero constant' if nonzero else 'constant 0'}). Construct "
+            f"the optimizer with {name} as a schedule `count -> value` to change it freely"
+        )
+    if (float(stored) != 0.0) == nonzero:
+        return
+    if nonzero:
+        raise ValueError(
+            f"set_hyperparams: {name}=0 needs torch's code for a zero {name}, which this "
+            f"optimizer's compiled update leaves out ({name} was given to its constructor as a "
+            f"nonzero constant). To set it to 0 at run time, construct the optimizer with "
+            f"{name} as a schedule `count -> value`"
+        )
+    raise ValueError(
+        f"set_hyperparams: {name}={value!r} needs torch's `if {name} != 0` branch, which this "
+        f"optimizer's compiled update leaves out ({name} was given to its constructor as the "
+        f"constant 0). To change {name} at run time, construct the optimizer with a nonzero "
+        f"{name} or a schedule `count -> value`"
+    )
+
+
 def set_hyperparams(state: Any, **values: Any) -> Any:
     """A copy of ``state`` with the named hyperparameters replaced.
 
     Values keep the stored dtype and shape, so a jitted update does not recompile. A scheduled
     hyperparameter takes the new value for the next update only; its schedule then resumes.
+
+    Where torch branches on a hyperparameter being zero (``if weight_decay != 0``, SGD's
+    ``if momentum != 0`` and ``dampening``), a constant 0 given to the constructor leaves the
+    branch out of the compiled update, as torch skips it; setting it to a nonzero value then
+    raises ``ValueError`` (setting 0 is fine). SGD's and RMSprop's ``momentum`` given as a
+    nonzero constant likewise leave out torch's code for a zero momentum, and refuse 0. Every
+    other change (``momentum`` 0.9 to 0.95, ``weight_decay`` 0.1 to 0.2 or to 0) is data and
+    never recompiles. To move a hyperparameter across zero at run time, construct with a
+    nonzero value or, for ``momentum``, a schedule ``count -> value`` (a schedule keeps both
+    branches).
+
+    Raises:
+      ValueError: an unknown name, a value of the wrong structure, a value on the side of zero
+        the compiled update leaves out, or a state holding zero or several optx states.
     """
     found = _find_states(state)
     if len(found) != 1:
@@ -124,7 +179,9 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
             f"set_hyperparams expects a state holding exactly one optx optimizer state, "
             f"found {len(found)}"
         )
-    hp = dict(found[0].hyperparams)
+    stored = found[0].hyperparams
+    fixed = getattr(stored, "fixed", {})
+    hp = dict(stored)
     for name, new in values.items():
         if name not in hp:
             raise ValueError(
@@ -145,6 +202,11 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
                 for o, n in zip(old_leaves, new_leaves)
             ],
         )
+        if name in fixed:
+            _check_side(name, new, hp[name], fixed[name])
+
+    if isinstance(stored, Hyperparams):
+        hp = Hyperparams(hp, stored.fixed)
 
     def replace(x):
         return x._replace(hyperparams=hp) if is_optimizer_state(x) else x

@@ -38,9 +38,16 @@ class TorchLayout(NamedTuple):
       slot_flags: ``(slot, flag)`` pairs: torch allocates ``slot`` lazily and the boolean scalar
         ``flag`` (private too) says whether it has. Until then the slot is left out of exported
         state and may be missing from loaded state (SGD's ``momentum_buffer``).
-      structural_zeros: hyperparameters whose zero changes the state's structure (SGD's and
-        RMSprop's ``momentum``: torch allocates no buffer for 0); raising one from 0 rebuilds the
-        adapter's transformation.
+      structural_zeros: hyperparameters whose zero is a branch of torch's update
+        (``if weight_decay != 0``, SGD's ``if momentum != 0``): a constant 0 given to the
+        constructor leaves the branch out of the compiled update (see
+        :func:`optx.set_hyperparams`), so the adapter builds each group's transformation from its
+        current values and rebuilds it when one of these crosses zero (one compile, where torch
+        switches branch); other changes of value never recompile.
+      kept_slots: slots torch keeps, untouched, while the hyperparameter that uses them is 0
+        (SGD's and RMSprop's ``momentum_buffer`` after the momentum is lowered to 0). A state may
+        hold them although this configuration allocates none; the update carries them over
+        unchanged, and the adapter keeps them (and their ``slot_flags``) across a rebuild.
       supports_param_groups: False when torch refuses several param groups (LBFGS).
       step_free_unless: None when the update reads each parameter's own step (or first-step
         state), so a torch state_dict whose parameters disagree on it (some without state, some
@@ -57,6 +64,7 @@ class TorchLayout(NamedTuple):
     private_scalars: frozenset[str] = frozenset()
     slot_flags: tuple[tuple[str, str], ...] = ()
     structural_zeros: frozenset[str] = frozenset()
+    kept_slots: frozenset[str] = frozenset()
     supports_param_groups: bool = True
     step_free_unless: tuple[str, ...] | None = None
     export_state: ExportState | None = None

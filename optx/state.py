@@ -9,12 +9,51 @@ NamedTuple with the same ``count`` and ``hyperparams`` fields. :func:`is_optimiz
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 Array = jax.Array
+
+
+class Hyperparams(dict):  # type: ignore[type-arg]
+    """``OptimizerState.hyperparams``: a dict of torch's param-group keys to arrays, which also
+    records which hyperparameters the compiled update holds on one side of zero.
+
+    torch decides ``if weight_decay != 0`` (and SGD's ``if momentum != 0``, ...) in Python at
+    each step. optx decides it when the optimizer is built: a constant 0 leaves the branch out
+    of the update, a nonzero constant may leave out the code for 0 (SGD's and RMSprop's
+    momentum), and a schedule keeps both. ``fixed`` maps each hyperparameter so decided to
+    whether it is nonzero; :func:`optx.set_hyperparams` refuses a value on the other side.
+    It is pytree metadata, not data, so it survives ``jit``, ``scan``, ``tree_map`` and
+    checkpoints restored into a freshly initialized state's structure.
+    """
+
+    def __init__(self, values: Any = (), fixed: Mapping[str, bool] | None = None) -> None:
+        super().__init__(values)
+        self.fixed: dict[str, bool] = dict(fixed or {})
+
+    def __repr__(self) -> str:
+        return f"Hyperparams({dict.__repr__(self)}, fixed={self.fixed!r})"
+
+
+def _flatten(hp: Hyperparams) -> tuple[list[Any], Any]:
+    keys = tuple(sorted(hp))  # as jax flattens a dict
+    return [hp[k] for k in keys], (keys, tuple(sorted(hp.fixed.items())))
+
+
+def _flatten_with_keys(hp: Hyperparams) -> tuple[list[Any], Any]:
+    children, aux = _flatten(hp)
+    return [(jax.tree_util.DictKey(k), c) for k, c in zip(aux[0], children)], aux
+
+
+def _unflatten(aux: Any, children: Any) -> Hyperparams:
+    keys, fixed = aux
+    return Hyperparams(zip(keys, children), dict(fixed))
+
+
+jax.tree_util.register_pytree_with_keys(Hyperparams, _flatten_with_keys, _unflatten, _flatten)
 
 
 class OptimizerState(NamedTuple):
@@ -24,8 +63,8 @@ class OptimizerState(NamedTuple):
       count: number of updates applied so far (int32 scalar, saturating at ``2**31 - 1``);
         torch's per-parameter ``step`` while ``steps`` is ``None``.
       hyperparams: the hyperparameters the next update uses, as arrays, keyed by torch's
-        param-group keys (``betas`` is a pair). Read with :func:`optx.get_hyperparams`, replace
-        with :func:`optx.set_hyperparams`.
+        param-group keys (``betas`` is a pair): a :class:`Hyperparams` dict. Read with
+        :func:`optx.get_hyperparams`, replace with :func:`optx.set_hyperparams`.
       slots: per-parameter buffers keyed by torch's state names; each is a tree like the params.
       scalars: torch state that is a scalar per parameter and equal for all of them
         (NAdam's ``mu_product``, ASGD's ``eta`` and ``mu``, SGD's buffer-initialized flag);

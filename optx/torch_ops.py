@@ -45,15 +45,19 @@ class PreparedLerp(NamedTuple):
 
 class Decay(NamedTuple):
     """A weight decay with the decoupled factor ``1 - lr * weight_decay`` already computed on
-    the unrounded scalars, as torch does with Python floats; each leaf then only multiplies."""
+    the unrounded scalars, as torch does with Python floats; each leaf then only multiplies.
+    ``value`` None: a constant 0, torch's ``if weight_decay != 0`` branch left out."""
 
-    value: Array
+    value: Array | None
     factor: Array | None = None
 
 
-def decay(weight_decay: Array, lr: Array | None = None) -> Decay:
-    """A :class:`Decay`; pass ``lr`` for decoupled (AdamW-style) decay."""
-    return Decay(weight_decay, None if lr is None else 1 - lr * weight_decay)
+def decay(weight_decay: Array | None, lr: Array | None = None) -> Decay:
+    """A :class:`Decay`; pass ``lr`` for decoupled (AdamW-style) decay. ``weight_decay`` None
+    (the builder's value for a constant 0, see :mod:`optx.torch_optimizer`): no decay code."""
+    if weight_decay is None or lr is None:
+        return Decay(weight_decay)
+    return Decay(weight_decay, 1 - lr * weight_decay)
 
 
 def prepare_lerp(weight: Array) -> PreparedLerp:
@@ -73,29 +77,32 @@ def lerp(start: Array, end: Array, weight: Array | PreparedLerp) -> Array:
     return lax.select(w.small, start, end) + w.coef * (end - start)
 
 
-def _decay(weight_decay: Array | Decay) -> Decay:
+def _decay(weight_decay: Array | Decay | None) -> Decay:
     return weight_decay if isinstance(weight_decay, Decay) else decay(weight_decay)
 
 
-def add_weight_decay(g: Array, p: Array, weight_decay: Array | Decay) -> Array:
-    """L2 decay ``g.add(p, alpha=weight_decay)``.
+def add_weight_decay(g: Array, p: Array, weight_decay: Array | Decay | None) -> Array:
+    """L2 decay ``g.add(p, alpha=weight_decay)``; ``g`` itself for a constant 0 (None).
 
-    torch skips it when ``weight_decay == 0``; here ``g + 0 * p`` is ``g`` exactly for every
-    finite ``p``, so the skip is left out: a select per leaf would cost three instructions in
-    every kernel that reads the decayed gradient, for every leaf (Adam reads it in two). The
-    one difference: a parameter that is already inf or NaN, with ``weight_decay == 0``, turns
-    the gradient (and the state it feeds) NaN where torch's stays finite; torch's parameter is
-    inf or NaN as well from then on.
+    torch skips it when ``weight_decay == 0``. A constant 0 leaves it out here too; a runtime
+    value (a nonzero constant or a schedule, possibly 0 later) computes ``g + wd * p``, which is
+    ``g`` exactly for ``wd == 0`` and every finite ``p``, so the skip needs no select (three
+    instructions in every kernel that reads the decayed gradient, for every leaf). The one
+    difference: a parameter that is already inf or NaN, with a runtime ``weight_decay == 0``,
+    turns the gradient (and the state it feeds) NaN where torch's stays finite; torch's
+    parameter is inf or NaN as well from then on.
     """
     wd = _decay(weight_decay)
-    return g + wd.value * p
+    return g if wd.value is None else g + wd.value * p
 
 
-def decoupled_decay(p: Array, lr: Array, weight_decay: Array | Decay) -> Array:
-    """``p.mul_(1 - lr * weight_decay)``. torch skips it when ``weight_decay == 0``, where the
-    factor is exactly 1 and ``p * 1`` is ``p`` bit for bit (inf and NaN included), so no
-    select is needed."""
+def decoupled_decay(p: Array, lr: Array, weight_decay: Array | Decay | None) -> Array:
+    """``p.mul_(1 - lr * weight_decay)``; ``p`` itself for a constant 0 (None). torch skips it
+    when ``weight_decay == 0``, where the factor is exactly 1 and ``p * 1`` is ``p`` bit for
+    bit (inf and NaN included), so a runtime value needs no select."""
     wd = _decay(weight_decay)
+    if wd.value is None:
+        return p
     factor = 1 - lr * wd.value if wd.factor is None else wd.factor
     return p * factor
 
@@ -105,7 +112,7 @@ def maybe_negate(g: Array, maximize: bool) -> Array:
 
 
 def weight_decay(
-    g: Array, p: Array, lr: Array, weight_decay: Array | Decay, decoupled: bool
+    g: Array, p: Array, lr: Array, weight_decay: Array | Decay | None, decoupled: bool
 ) -> tuple[Array, Array]:
     """The Adam family's decay: ``p.mul_(1 - lr * wd)`` if decoupled, else ``g += wd * p``.
     Returns ``(g, p)``."""

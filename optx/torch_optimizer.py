@@ -16,13 +16,21 @@ torch's in-place parameter update into an optax-style delta.
 * ``update_leaf(g, p, slots, c) -> (new_p, new_slots)``: torch's ``_single_tensor_*`` loop
   body for one parameter, written out of place. When torch's last op is ``p.add_(x)`` on the
   untouched ``p``, return :class:`optx.torch_ops.Increment` ``(x)`` instead of ``p + x``: the
-  update is then ``x`` itself, with no subtraction to turn a new parameter into a delta.
+  update is then ``x`` itself, with no subtraction to turn a new parameter into a delta. A slot
+  it does not return is carried over unchanged (the layout's ``kept_slots``).
+
+torch decides ``if weight_decay != 0`` (each hyperparameter of the layout's
+``structural_zeros``) in Python at each step; the builder decides it once. A constant 0 leaves
+the branch out: ``coefficients`` sees ``None`` for it (:func:`optx.torch_ops.decay` of None is no
+decay), the state still stores the 0 and :func:`optx.set_hyperparams` refuses a nonzero value.
+The ``fixed_when_nonzero`` ones given as a nonzero constant refuse 0 likewise (the optimizer
+leaves out its code for 0). Schedules and traced values keep both branches.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +39,7 @@ import numpy as np
 from optx import hyperparams as hp_lib
 from optx import torch_ops, validation
 from optx.layout import TorchLayout, TorchTransformation
-from optx.state import OptimizerState, increment, with_per_leaf_steps
+from optx.state import Hyperparams, OptimizerState, increment, with_per_leaf_steps
 
 Array = jax.Array
 Slots = dict[str, Array]
@@ -196,6 +204,7 @@ def torch_optimizer(
     elementwise: bool = True,
     layout: TorchLayout,
     optional: frozenset[str] = frozenset(),
+    fixed_when_nonzero: Collection[str] = (),
 ) -> TorchTransformation:
     """Builds a :class:`GradientTransformation` from an optimizer's per-parameter algorithm.
 
@@ -216,9 +225,19 @@ def torch_optimizer(
         ``.layout``.
       optional: hyperparameters (``"eps[0]"`` inside a tuple) that may be None; any other None
         or non-number is refused with a ``TypeError`` naming it.
+      fixed_when_nonzero: hyperparameters of ``layout.structural_zeros`` for which the update,
+        given a nonzero constant, has no code for 0 (SGD's momentum); they then refuse 0.
     """
     spec = validation.scalar_hyperparams(hyperparams)
     validation.check_numbers(spec, who=name, optional=optional)
+    # name -> nonzero, for each torch branch decided now (see the module docstring).
+    fixed = {
+        k: not hp_lib.is_zero(v)
+        for k, v in spec.items()
+        if k in layout.structural_zeros
+        and (hp_lib.is_zero(v) or (k in fixed_when_nonzero and hp_lib.is_constant(v)))
+    }
+    dropped = frozenset(k for k, nonzero in fixed.items() if not nonzero)
 
     def abstract_slots(structs):
         # The slots init makes for these abstract params, without allocating them. Defined
@@ -240,7 +259,7 @@ def torch_optimizer(
             names = dict.fromkeys(init_slots(jnp.zeros(())))
         slots = {k: treedef.unflatten([s.get(k) for s in per_leaf]) for k in names}
         scalars = init_scalars(hp) if init_scalars is not None else {}
-        return OptimizerState(jnp.zeros((), jnp.int32), hp, slots, scalars)
+        return OptimizerState(jnp.zeros((), jnp.int32), Hyperparams(hp, fixed), slots, scalars)
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
@@ -252,8 +271,12 @@ def torch_optimizer(
             raise TypeError(f"{name}: expected an OptimizerState, got {type(state).__name__}")
         validation.check_params(params, who=name)
         validation.check_matching(updates, params, who=name)
-        validation.check_slots(state.slots, params, expected_slots, who=name)
+        validation.check_slots(
+            state.slots, params, expected_slots, who=name, optional=layout.kept_slots
+        )
         hp = state.hyperparams
+        # A branch left out: coefficients see None (torch_ops.decay(None) is no decay).
+        hp_args = {k: None if k in dropped else v for k, v in hp.items()}
         # A None gradient leaf skips its parameter, as torch skips ``p.grad is None``. Which
         # leaves are None is static (part of the tree), so each pattern compiles once.
         # (A None subtree of the params, equinox's filtered fields, is structure, not a leaf.)
@@ -264,12 +287,12 @@ def torch_optimizer(
         count = increment(state.count)
         if state.steps is None and all(active):
             t = count.astype(hp_lib.float_dtype())
-            coeffs, scalars = coefficients(hp, t, state.scalars)
+            coeffs, scalars = coefficients(hp_args, t, state.scalars)
             leaf_coeffs = _per_dtype(coeffs, t)
             steps = None
         else:
             leaf_coeffs, scalars, steps = _per_leaf(
-                coefficients, hp, state, active, len(g_leaves))
+                coefficients, hp_args, state, active, len(g_leaves))
 
         deltas, new_slot_leaves = [], {k: [] for k in state.slots}
         for i, (g, p) in enumerate(zip(g_leaves, p_leaves)):
@@ -281,11 +304,11 @@ def torch_optimizer(
                     leaf_coeffs, i))
             deltas.append(delta)
             for k in state.slots:
-                new_slot_leaves[k].append(new.get(k))
+                new_slot_leaves[k].append(new[k] if k in new else slot_leaves[k][i])
 
         new_state = OptimizerState(
             count=count,
-            hyperparams=hp_lib.advance(spec, hp, count),
+            hyperparams=Hyperparams(hp_lib.advance(spec, hp, count), fixed),
             slots={k: treedef.unflatten(v) for k, v in new_slot_leaves.items()},
             scalars=scalars,
             steps=steps,

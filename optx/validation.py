@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+import contextlib
+import contextvars
+from typing import Any, Callable, Collection, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +38,27 @@ def scalar_hyperparams(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: scalar(k, v) for k, v in values.items()}
 
 
+_INIT_CHECKS: contextvars.ContextVar[bool] = contextvars.ContextVar("init_checks", default=True)
+
+
+@contextlib.contextmanager
+def group_edit() -> Iterator[None]:
+    """Within: :func:`init_checks` is False. The ``optx.optim`` adapter builds a param group's
+    transformation anew when an edit of the group crosses a branch (a momentum set to 0), and
+    torch checks hyperparameters in ``__init__`` only, never the values a step reads (SGD with
+    ``nesterov`` steps with a momentum lowered to 0)."""
+    token = _INIT_CHECKS.set(False)
+    try:
+        yield
+    finally:
+        _INIT_CHECKS.reset(token)
+
+
+def init_checks() -> bool:
+    """Whether torch's constructor checks apply (False within :func:`group_edit`)."""
+    return _INIT_CHECKS.get()
+
+
 def check(value: Any, ok: Callable[[Any], bool], message: str, *,
           allow_none: bool = False) -> None:
     """Raises ``ValueError(message)`` when a constant hyperparameter fails ``ok``.
@@ -44,9 +67,10 @@ def check(value: Any, ok: Callable[[Any], bool], message: str, *,
     A multi-element array passes too: :func:`scalar_hyperparams` refuses it with its name.
     ``None`` (unless ``allow_none``) and non-numbers reach ``ok`` as they are, so they raise
     the ``TypeError`` torch's own comparison raises (``'<=' not supported between instances
-    of 'float' and 'NoneType'``).
+    of 'float' and 'NoneType'``). Within :func:`group_edit` nothing is checked, as torch
+    checks in ``__init__`` only.
     """
-    if is_schedule(value) or (value is None and allow_none):
+    if is_schedule(value) or (value is None and allow_none) or not init_checks():
         return
     if _is_array(value):
         if jnp.size(value) != 1:
@@ -179,6 +203,7 @@ def check_slots(
     expected: Callable[[list[jax.ShapeDtypeStruct]], list[Mapping[str, Any]]],
     *,
     who: str,
+    optional: Collection[str] = (),
 ) -> None:
     """Raises an error naming the first slot that does not fit ``params``: a state initialized
     for other parameters (another shape, float32 instead of float64) or another optimizer.
@@ -187,7 +212,8 @@ def check_slots(
     (``jax.eval_shape`` of the optimizer's ``init_slots``), so slots whose shape legitimately
     differs from their parameter's (Adafactor's factored moments, complex slots, slots only
     some leaves have) are checked against what ``init`` makes, not against the parameter.
-    Only shapes and dtypes are compared, at trace time: it costs nothing inside jit.
+    Only shapes and dtypes are compared, at trace time: it costs nothing inside jit. Slots named
+    in ``optional`` may be in the state besides those (a buffer torch keeps but no longer uses).
     """
     p_leaves, p_def = jax.tree_util.tree_flatten_with_path(params)
     if not p_leaves:
@@ -198,7 +224,7 @@ def check_slots(
     per_key = dict(zip(unique, expected([jax.ShapeDtypeStruct(*k) for k in unique])))
     wanted = [per_key[k] for k in keys]
     names = list(dict.fromkeys(n for w in wanted for n in w))
-    if set(slots) != set(names):
+    if not set(names) <= set(slots) <= set(names) | set(optional):
         raise ValueError(
             f"{who}: the state holds the slots {sorted(slots)}, but these params need "
             f"{sorted(names)}: was the state initialized with other params, or by another "

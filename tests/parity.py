@@ -55,6 +55,16 @@ def run_torch(
     return traj
 
 
+def torch_step(opt: Any, ps: Sequence[Any], k: int, grads: Callable = grad_fn) -> list:
+    """One torch ``opt.step()`` with ``grads(params, k)`` as the gradients of the tensors
+    ``ps``; returns those gradients (numpy), for optx's step to take the same."""
+    gs = grads([p.detach().numpy() for p in ps], k)
+    for p, g in zip(ps, gs, strict=True):
+        p.grad = torch.from_numpy(np.array(g, copy=True))
+    opt.step()
+    return gs
+
+
 def run_optx(
     tx: optx.GradientTransformation,
     params0: Sequence[np.ndarray],

@@ -50,7 +50,8 @@ class OptimizerInfo:
       parity_shapes: parameter shapes of parity runs; ``None``: ``parity.SHAPES``.
       structural: hyperparameters whose value is fixed when the transformation is built (they
         change the state's structure or are checked together at construction). Parity runs
-        compile one step per optimizer and structural values, and put every other numeric
+        compile one step per optimizer, structural values and side of zero of the layout's
+        ``structural_zeros`` (built with the config's own values), and put every other numeric
         hyperparameter into the state with ``optx.set_hyperparams``.
         (Not the layout's ``structural_zeros``: these also cover values checked together.)
       sparse_grads: torch takes the gradients as sparse tensors (zeros are absent entries).

@@ -3,8 +3,10 @@ combinations (``registry.OptimizerInfo.parity``), 50 steps, <=1e-10 relative (Mu
 torch's state entries, scheduled hyperparameters against torch's
 param-group edits, and NAdam's float32 ``mu_product``.
 
-To stay fast, one jitted step is compiled per optimizer and structural hyperparameters (the
-flags closed over by the update: ``maximize``, ``nesterov``, SGD's ``momentum``, ...); the
+To stay fast, one jitted step is compiled per optimizer, structural hyperparameters (the
+flags closed over by the update: ``maximize``, ``nesterov``, SGD's ``momentum``, ...) and side
+of zero of each hyperparameter whose zero is a torch branch (the layout's ``structural_zeros``:
+a constant 0 leaves the branch out, so ``weight_decay=0`` and ``0.1`` compile apart); the
 numeric hyperparameters of each configuration are put into the state with
 ``optx.set_hyperparams``, which does not recompile.
 """
@@ -23,6 +25,7 @@ from parity import (
     make_params,
     max_rel_error,
     run_torch,
+    torch_step,
     trajectory,
 )
 from registry import BY_NAME, cases
@@ -43,10 +46,14 @@ def run_optx_cached(info, kwargs, params0, steps, grads=grad_fn):
     hp = optx.get_hyperparams(info.fn().init([jnp.asarray(p) for p in params0]))
     flags = {k: v for k, v in kwargs.items() if k not in hp or _flag(info, k, v)}
     numeric = {k: v for k, v in kwargs.items() if k not in flags}
+    # Built with its own value of each branch-deciding hyperparameter: set_hyperparams keeps a
+    # value on its side of zero (a constant 0 has no code for a nonzero one).
+    branches = {k: v for k, v in numeric.items() if k in info.fn().layout.structural_zeros}
     shapes = tuple(np.shape(p) for p in params0)
-    key = (info.name, repr(sorted(flags.items())), shapes)
+    sides = sorted((k, v != 0) for k, v in branches.items())
+    key = (info.name, repr(sorted(flags.items())), repr(sides), shapes)
     if key not in _COMPILED:
-        tx = info.fn(**flags)
+        tx = info.fn(**flags, **branches)
         _COMPILED[key] = (tx, jax.jit(functools.partial(apply_update, tx)))
     tx, step = _COMPILED[key]
     params = [jnp.asarray(p) for p in params0]
@@ -110,10 +117,7 @@ def _run_both(info, kwargs, schedules, steps):
                 tuple(float(v(k)) if callable(v) else v for v in sched) if isinstance(sched, tuple)
                 else float(sched(k))
             )
-        gs = grad_fn([p.detach().numpy() for p in ps], k)
-        for p, g in zip(ps, gs, strict=True):
-            p.grad = torch.from_numpy(np.array(g, copy=True))
-        opt.step()
+        gs = torch_step(opt, ps, k)
         params, state = step(params, state, [jnp.asarray(g) for g in gs])
         assert max_rel_error([[np.asarray(p) for p in params]],
                              [[p.detach().numpy() for p in ps]]) <= TOL, f"step {k}"

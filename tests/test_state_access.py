@@ -121,13 +121,13 @@ def test_chained_states(make_tx):
     step = make_step(tx, traces)
     params, state = step(params, state, 0)
     assert float(optx.get_hyperparams(state)["lr"]) == 0.1
-    state = optx.set_hyperparams(state, lr=0.0, momentum=0.0)
+    state = optx.set_hyperparams(state, lr=0.0, momentum=0.5)
     assert jax.tree_util.tree_structure(state) == jax.tree_util.tree_structure(tx.init(params))
     new_params, state = step(params, state, 1)
     for a, b in zip(jax.tree_util.tree_leaves(new_params), jax.tree_util.tree_leaves(params),
                     strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert float(optx.get_hyperparams(state)["momentum"]) == 0.0
+    assert float(optx.get_hyperparams(state)["momentum"]) == 0.5
     assert len(traces) == 1
 
 

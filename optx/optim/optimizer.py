@@ -7,8 +7,10 @@ torch's ``optimizer.state`` mapping (:mod:`.state_view`) and the state_dict layo
 (:mod:`.state_dict`). The group dicts in ``param_groups`` are the source of truth for
 hyperparameters: an edited value is written into that group's ``state.hyperparams`` before the
 next step (an array of the stored dtype, so editing ``group['lr']`` never recompiles); a
-structural one (``amsgrad``, a ``momentum`` raised from 0, which allocates a buffer) rebuilds
-that group's transformation.
+structural one (``amsgrad``), or one of the layout's ``structural_zeros`` crossing zero (a
+``momentum`` raised from 0, which allocates a buffer, a ``weight_decay`` set to 0), rebuilds that
+group's transformation: torch switches branch there, and optx compiles only the branches the
+groups take.
 
 How the params are given decides what :attr:`Optimizer.params` and ``step``'s gradients are:
 
@@ -327,8 +329,8 @@ class Optimizer(StepMixin, HooksMixin):
 
     def _structure(self, group: dict[str, Any], layout: TorchLayout) -> tuple[Any, ...]:
         """What, if changed, needs a new transformation: non-float arguments, and whether a
-        hyperparameter of ``layout.structural_zeros`` is zero (torch allocates SGD's momentum
-        buffer only for a nonzero momentum)."""
+        hyperparameter of ``layout.structural_zeros`` is zero (a branch of torch's update, left
+        out of the compiled one when it is not taken)."""
         items = []
         for k in self.defaults:
             v = group[k]

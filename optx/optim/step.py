@@ -12,6 +12,7 @@ never lost to an exception raised by a signal handler.
 from __future__ import annotations
 
 import collections
+import copy
 import inspect
 import warnings
 from typing import Any, Callable
@@ -19,6 +20,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from optx import validation
 from optx.optim import closure_cache
 from optx.optim.groups import leaves_in_order
 from optx.optim.hooks import with_step_hooks
@@ -74,24 +76,22 @@ class StepMixin:
         meta = self._meta[i]
         layout = self._layout_of(self._txs[i])  # type: ignore[attr-defined]
         structure = self._structure(group, layout)  # type: ignore[attr-defined]
-        # A momentum lowered to 0 keeps its buffer (the math handles 0); only raising it from a
-        # buffer-less 0 needs a new transformation.
-        built = dict(meta.built)
-        structure = tuple(
-            (k, True) if k in layout.structural_zeros and built.get(k) else (k, v)
-            for k, v in structure
-        )
         if structure == meta.built:
             return
         args = {k: group[k] for k in self.defaults}
-        tx = self._make_tx(args)  # type: ignore[attr-defined]
+        with validation.group_edit():  # torch checks values in __init__, not at a step
+            tx = self._make_tx(args)  # type: ignore[attr-defined]
         new = tx.init(self._params[i])
         old = self._states[i]
         if isinstance(old, OptimizerState) and isinstance(new, OptimizerState):
             if old.steps is not None:
                 new = with_per_leaf_steps(new, len(meta.order))
-            slots = {k: old.slots.get(k, v) for k, v in new.slots.items()}
-            scalars = {k: old.scalars.get(k, v) for k, v in new.scalars.items()}
+            # A buffer torch keeps unused (a momentum lowered to 0) stays, with its flag.
+            kept = {k: v for k, v in old.slots.items() if k in layout.kept_slots}
+            flags = {f for s, f in layout.slot_flags if s in kept and f in old.scalars}
+            slots = {**kept, **{k: old.slots.get(k, v) for k, v in new.slots.items()}}
+            scalars = {**{f: old.scalars[f] for f in flags},
+                       **{k: old.scalars.get(k, v) for k, v in new.scalars.items()}}
             new = new._replace(count=old.count, slots=slots, scalars=scalars, steps=old.steps)
         self._txs[i], self._states[i] = tx, copy_tree(new)
         meta.built, meta.tx_args = structure, args
@@ -103,7 +103,7 @@ class StepMixin:
         stored = getattr(state, "hyperparams", None)
         if stored is None:
             return
-        hp = {}
+        hp = copy.copy(stored)  # its type and metadata (optx.state.Hyperparams.fixed) kept
         for k, old in stored.items():
             new = group[k]
             if any(callable(x) for x in jax.tree_util.tree_leaves(new, is_leaf=callable)):

@@ -12,7 +12,7 @@ from optx.optimizers.adam import _adam
 from optx.transformation import GradientTransformation
 
 # What the optx.optim adapter needs of the torch class (see optx.layout).
-TORCH_LAYOUT = TorchLayout("AdamW")
+TORCH_LAYOUT = TorchLayout("AdamW", structural_zeros=frozenset({"weight_decay"}))
 
 
 @torch_switches

@@ -107,7 +107,9 @@ def _adjust_ratio(adjust_lr_fn: str | None, shape: tuple[int, ...]) -> float:
 
 
 # torch.optim.Muon keeps no per-parameter ``step``.
-TORCH_LAYOUT = TorchLayout("Muon", has_step=False, step_free_unless=())
+TORCH_LAYOUT = TorchLayout(
+    "Muon", has_step=False, structural_zeros=frozenset({"weight_decay"}), step_free_unless=()
+)
 
 
 def muon(

@@ -14,7 +14,7 @@ from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
 
 # What the optx.optim adapter needs of the torch class (see optx.layout).
-TORCH_LAYOUT = TorchLayout("RAdam")
+TORCH_LAYOUT = TorchLayout("RAdam", structural_zeros=frozenset({"weight_decay"}))
 
 
 @torch_switches

@@ -9,14 +9,18 @@ from jax import lax
 
 from optx import torch_ops, validation
 from optx._doc_fragments import torch_switches
-from optx.hyperparams import Hyperparam, is_schedule
+from optx.hyperparams import Hyperparam, is_constant, is_zero
 from optx.layout import TorchLayout
 from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
 
-# torch.optim.RMSprop allocates ``momentum_buffer`` only for a nonzero momentum.
+# torch.optim.RMSprop allocates ``momentum_buffer`` only for a nonzero momentum, and leaves it
+# alone while the momentum is 0; its update branches on weight_decay and momentum being nonzero.
 TORCH_LAYOUT = TorchLayout(
-    "RMSprop", structural_zeros=frozenset({"momentum"}), step_free_unless=()
+    "RMSprop",
+    structural_zeros=frozenset({"momentum", "weight_decay"}),
+    kept_slots=frozenset({"momentum_buffer"}),
+    step_free_unless=(),
 )
 
 
@@ -58,7 +62,10 @@ def rmsprop(
     scheduled lr stays exact.
 
     State: ``square_avg``; ``momentum_buffer`` when ``momentum`` is a schedule or a nonzero
-    constant; ``grad_avg`` when centered.
+    constant; ``grad_avg`` when centered. As torch decides ``if weight_decay != 0`` and
+    ``if momentum > 0`` at each step, a constant 0 leaves its code out of the compiled update and
+    a nonzero constant ``momentum`` leaves out the code for 0: :func:`optx.set_hyperparams`
+    refuses to move them across zero (a schedule may take any value).
 
     Args:
       lr: learning rate; a constant or a schedule ``count -> value``, as every float argument.
@@ -90,7 +97,10 @@ def rmsprop(
     validation.check_weight_decay(weight_decay)
     validation.check(alpha, lambda v: v >= 0.0, f"Invalid alpha value: {alpha}")
     momentum = validation.scalar_hyperparams({"momentum": momentum})["momentum"]
-    has_buffer = is_schedule(momentum) or float(momentum) != 0  # type: ignore[arg-type]
+    has_buffer = not is_zero(momentum)
+    # A nonzero constant momentum always takes torch's momentum branch (set_hyperparams refuses
+    # 0); a schedule may reach 0, so its kernel also carries torch's plain step.
+    runtime_momentum = has_buffer and not is_constant(momentum)
 
     def init_slots(p):
         slots = {"square_avg": jnp.zeros_like(p)}
@@ -112,7 +122,7 @@ def rmsprop(
         }
         if centered:
             c["grad_avg_weight"] = torch_ops.Lerp(1 - alpha_)
-        if has_buffer:
+        if runtime_momentum:
             # torch updates the buffer only while momentum > 0. As a scalar-weighted sum
             # b' = decay * b + weight * g / avg, without a select between the donated old
             # buffer and the new one (which makes XLA copy the buffer): (momentum, 1) while
@@ -121,6 +131,8 @@ def rmsprop(
             c["use_momentum"] = use
             c["buf_decay"] = jnp.where(use, hp["momentum"], 1.0)
             c["buf_weight"] = jnp.where(use, 1.0, 0.0)
+        elif has_buffer:
+            c["momentum"] = hp["momentum"]
         return c, scalars
 
     def update_leaf(g, p, slots, c):
@@ -134,9 +146,14 @@ def rmsprop(
             avg = jnp.sqrt(square_avg + (-1) * grad_avg * grad_avg) + c["eps"]
         else:
             avg = jnp.sqrt(square_avg) + c["eps"]
-        plain = (c["neg_lr"] * g) / avg  # torch: param.addcdiv_(grad, avg, value=-lr)
-        if not has_buffer:
-            return torch_ops.Increment(plain), new
+        if not has_buffer:  # torch: param.addcdiv_(grad, avg, value=-lr)
+            return torch_ops.Increment((c["neg_lr"] * g) / avg), new
+        if not runtime_momentum:
+            # torch: buf.mul_(momentum).addcdiv_(grad, avg); param.add_(buf, alpha=-lr)
+            buf = slots["momentum_buffer"] * c["momentum"] + g / avg
+            new["momentum_buffer"] = buf
+            return torch_ops.Increment(c["neg_lr"] * buf), new
+        plain = (c["neg_lr"] * g) / avg
         # torch: buf.mul_(momentum).addcdiv_(grad, avg); param.add_(buf, alpha=-lr), only
         # while momentum > 0 (a scalar test, made once per step in coefficients).
         buf = slots["momentum_buffer"] * c["buf_decay"] + c["buf_weight"] * (g / avg)
@@ -151,4 +168,5 @@ def rmsprop(
         coefficients=coefficients,
         update_leaf=update_leaf,
         layout=TORCH_LAYOUT,
+        fixed_when_nonzero=("momentum",),
     )
