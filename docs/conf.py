@@ -75,6 +75,8 @@ html_theme_options = {
     "use_download_button": False,
     "use_fullscreen_button": False,
     "use_repository_button": False,
+    # One search box: the sidebar's. (pydata-sphinx-theme would add a second to the header.)
+    "navbar_persistent": [],
 }
 html_static_path = ["_static"]
 html_css_files = ["custom.css"]

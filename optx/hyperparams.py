@@ -102,6 +102,15 @@ def get_hyperparams(state: Any) -> dict[str, Any]:
     ``state`` may be an optx optimizer's state or any pytree holding exactly one (a chain's
     tuple of states, a flax ``TrainState.opt_state``). Keys are torch's param-group keys
     (``lr``, ``betas``, ``momentum``, ...).
+
+    Args:
+        state: an optimizer state, or a pytree holding exactly one.
+
+    Returns:
+        ``{name: value}``, each value an array (a tuple of arrays for ``betas``).
+
+    Raises:
+        ValueError: ``state`` holds no optx optimizer state, or more than one.
     """
     found = _find_states(state)
     if len(found) != 1:
@@ -117,6 +126,18 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
 
     Values keep the stored dtype and shape, so a jitted update does not recompile. A scheduled
     hyperparameter takes the new value for the next update only; its schedule then resumes.
+
+    Args:
+        state: an optimizer state, or a pytree holding exactly one.
+        **values: the new values by name (``lr=3e-4``, ``betas=(0.9, 0.99)``), each with the
+            structure of the stored value.
+
+    Returns:
+        The state with those values replaced; ``state`` itself is unchanged.
+
+    Raises:
+        ValueError: ``state`` does not hold exactly one optx optimizer state, a name is not one
+            of its hyperparameters, or a value's structure differs from the stored one.
     """
     found = _find_states(state)
     if len(found) != 1:
