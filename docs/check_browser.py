@@ -7,9 +7,13 @@ In a 1400 x 900 window, on every page of the site:
 1. every image has loaded (``naturalWidth > 0``);
 2. on pages with math, MathJax has finished, and no formula is an error (``merror``), shows
    raw LaTeX (a backslash in the rendered formula's text: an unknown macro, or a ``\\_`` inside
-   ``\\text{}``), or is wider than the column that holds it (cut off, scrolled sideways);
+   ``\\text{}``), or is wider than the column that holds it (cut off, scrolled sideways); a
+   display formula that ``_static/fit-math.js`` had to shrink below ``MIN_SCALE`` fails too;
 3. no element of the article is wider than the content column (nothing scrolls sideways; the
-   porting tables fit).
+   porting tables fit);
+4. the page shows one search box, and no sidebar entry is cut off.
+
+The source listings (``_modules/``) are left out: code blocks scroll by design.
 
 Chromium is driven over its DevTools pipe (``--remote-debugging-pipe``: JSON messages on file
 descriptors 3 and 4), so the check needs no Python package beyond the standard library. It fails,
@@ -21,6 +25,8 @@ Exits 1 and lists the failures if anything is wrong.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -28,58 +34,79 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 WIDTH, HEIGHT = 1400, 900
 PAGE_TIMEOUT_S = 30.0
+WORKERS = 2
+# fit-math.js may shrink a display formula to its column; at 1400 px none should need to
+# shrink below this (write the formula on more lines instead).
+MIN_SCALE = 0.85
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 
 # Runs in the page once it has loaded; returns the facts the checks read (a JSON-able dict).
 PROBE = r"""
 (async () => {
+  const MIN_SCALE = @MIN_SCALE@;
   const out = {images: [], math: null, wide: [], column: null, tables: []};
   for (const img of document.images) {
     if (!(img.complete && img.naturalWidth > 0)) out.images.push(img.getAttribute('src'));
   }
   const hasMath = document.querySelector('.math, mjx-container') !== null;
   if (hasMath) {
-    const m = {ready: false, containers: 0, errors: [], raw: [], cut: []};
+    const m = {ready: false, containers: 0, errors: [], raw: [], cut: [], small: []};
+    const wait = (p) => Promise.race([p, new Promise(r => setTimeout(r, 20000))]);
     if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
-      await Promise.race([MathJax.startup.promise, new Promise(r => setTimeout(r, 20000))]);
-      m.ready = !!(MathJax.startup.document && MathJax.startup.document.processed !== undefined);
-      // typesetPromise resolves once every pending typeset (the whole page) has finished
-      await Promise.race([MathJax.typesetPromise ? MathJax.typesetPromise() : null,
-                          new Promise(r => setTimeout(r, 20000))]);
-      m.ready = true;
+      await wait(MathJax.startup.promise);
+      // fit-math.js scales wide display formulas once the page is typeset
+      for (let i = 0; i < 100 && !document.documentElement.dataset.optxMathFitted; i++) {
+        await new Promise(r => setTimeout(r, 50));
+      }
+      m.ready = !!MathJax.startup.document;
     }
     const containers = document.querySelectorAll('mjx-container');
     m.containers = containers.length;
     m.unrendered = document.querySelectorAll('.math').length > 0 && containers.length === 0;
+    m.fitted = !!document.documentElement.dataset.optxMathFitted;
     for (const c of containers) {
       const mml = c.querySelector('mjx-assistive-mml');
-      const text = (mml ? mml.textContent : '').trim();
-      const tex = (c.closest('.math') || c.parentElement).getAttribute('data-tex') || text;
+      const text = (mml ? mml.textContent : c.textContent).replace(/\s+/g, ' ').trim();
       if (c.querySelector('mjx-merror, merror')) m.errors.push(text.slice(0, 120));
       else if (text.includes('\\')) m.raw.push(text.slice(0, 120));
-      if (c.getAttribute('display') === 'true') {
-        const box = c.parentElement.getBoundingClientRect();
-        const inner = c.firstElementChild ? c.firstElementChild.getBoundingClientRect() : null;
-        if (inner && (inner.width > box.width + 1 || c.scrollWidth > c.clientWidth + 1)) {
-          m.cut.push(`${Math.round(inner.width)}px in ${Math.round(box.width)}px: ` +
-                     text.slice(0, 60));
-        }
+      const box = c.parentElement.getBoundingClientRect();
+      const inner = c.firstElementChild ? c.firstElementChild.getBoundingClientRect() : null;
+      if (inner && inner.width > box.width + 1) {
+        m.cut.push(`${Math.round(inner.width)}px in ${Math.round(box.width)}px: ` +
+                   text.slice(0, 60));
+      }
+      const scale = parseFloat(c.dataset.optxScale || '1');
+      if (scale < MIN_SCALE) {
+        m.small.push(`scaled to ${Math.round(100 * scale)}%: ${text.slice(0, 60)}`);
       }
     }
     out.math = m;
   }
+  const visible = (el) => {
+    const r = el.getBoundingClientRect();
+    return r.width > 0 && r.height > 0 && getComputedStyle(el).visibility !== 'hidden';
+  };
+  out.searchBoxes = [...document.querySelectorAll(
+    '.search-button-field, .search-button, form.bd-search, input[type=search]')]
+    .filter(el => visible(el) && !el.closest('#pst-search-dialog, .bd-search-container'))
+    .length;
+  out.sidebarCut = [...document.querySelectorAll('.bd-sidebar-primary a')]
+    .filter(a => visible(a) && a.scrollWidth > a.clientWidth + 1)
+    .map(a => a.textContent.trim());
   const article = document.querySelector('article.bd-article') || document.querySelector('main');
   if (article) {
     const col = article.getBoundingClientRect();
     out.column = Math.round(col.width);
     for (const el of article.querySelectorAll('*')) {
-      if (el.closest('mjx-container, .highlight, .MathJax')) continue;  // checked above / code
+      // formulas are checked above; code blocks scroll by design
+      if (el.closest('.math, mjx-container, .highlight')) continue;
       const r = el.getBoundingClientRect();
       const over = el.scrollWidth > el.clientWidth + 1 &&
                    getComputedStyle(el).overflowX !== 'visible';
@@ -97,7 +124,15 @@ PROBE = r"""
   }
   return out;
 })()
-"""
+""".replace("@MIN_SCALE@", str(MIN_SCALE))
+
+
+def _above_9(fd: int) -> int:
+    """``fd`` moved above 9, so that bash's ``3<&N 4>&M`` cannot clobber one pipe end
+    with the other (a pipe end may itself be fd 3 or 4)."""
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return high
 
 
 class Browser:
@@ -107,6 +142,7 @@ class Browser:
         self._profile = tempfile.mkdtemp(prefix="optx-docs-check-")
         to_browser_r, self._to_browser = os.pipe()
         self._from_browser, from_browser_w = os.pipe()
+        to_browser_r, from_browser_w = _above_9(to_browser_r), _above_9(from_browser_w)
         args = [executable, "--headless", "--remote-debugging-pipe", "--no-sandbox",
                 "--disable-gpu", "--no-first-run", "--no-default-browser-check",
                 "--disable-extensions", "--hide-scrollbars", "--mute-audio",
@@ -115,7 +151,7 @@ class Browser:
         # Chromium reads commands on fd 3 and writes answers on fd 4.
         cmd = f'exec "$@" 3<&{to_browser_r} 4>&{from_browser_w}'
         self._proc = subprocess.Popen(
-            ["/bin/sh", "-c", cmd, "sh", *args], pass_fds=(to_browser_r, from_browser_w),
+            ["bash", "-c", cmd, "bash", *args], pass_fds=(to_browser_r, from_browser_w),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(to_browser_r)
         os.close(from_browser_w)
@@ -180,10 +216,8 @@ class Browser:
         path.write_bytes(base64.b64decode(data))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError, TimeoutError, OSError):
             self.call("Browser.close", timeout=5)
-        except (RuntimeError, TimeoutError, OSError):
-            pass
         try:
             self._proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -213,9 +247,15 @@ def problems(page: str, facts: dict[str, Any]) -> list[str]:
             out.append(f"{page}: math on the page but MathJax rendered none of it")
         out += [f"{page}: MathJax error in {t!r}" for t in math["errors"]]
         out += [f"{page}: raw LaTeX shown in {t!r}" for t in math["raw"]]
+        if not math.get("fitted"):
+            out.append(f"{page}: fit-math.js did not run")
         out += [f"{page}: formula cut off, {t}" for t in math["cut"]]
+        out += [f"{page}: formula too wide for the column, {t}" for t in math["small"]]
     out += [f"{page}: wider than the {facts['column']}px content column: {w}"
             for w in facts["wide"]]
+    if page != "search.html" and facts.get("searchBoxes", 1) != 1:
+        out.append(f"{page}: {facts['searchBoxes']} search boxes (one is wanted)")
+    out += [f"{page}: sidebar entry cut off: {t}" for t in facts.get("sidebarCut", [])]
     return out
 
 
@@ -227,19 +267,25 @@ def check(root: Path, pages: list[Path] | None = None) -> tuple[list[str], dict[
                  "Debian's chromium package (make docs-check does: apt-get install chromium)"],
                 {})
     if pages is None:
+        # _modules holds the source listings (code, which scrolls by design; no math, images)
         pages = sorted(p for p in root.rglob("*.html")
-                       if "_static" not in p.relative_to(root).parts)
-    errors: list[str] = []
-    facts: dict[str, Any] = {}
-    browser = Browser(executable)
-    try:
-        for path in pages:
-            name = str(path.relative_to(root))
-            browser.open(path.resolve().as_uri())
-            facts[name] = browser.evaluate(PROBE)
-            errors += problems(name, facts[name])
-    finally:
-        browser.close()
+                       if not {"_static", "_modules"} & set(p.relative_to(root).parts))
+    def probe(share: list[Path]) -> dict[str, Any]:
+        browser = Browser(executable)
+        try:
+            out = {}
+            for path in share:
+                browser.open(path.resolve().as_uri())
+                out[str(path.relative_to(root))] = browser.evaluate(PROBE)
+            return out
+        finally:
+            browser.close()
+
+    # Two browsers at once: a page's load is mostly waiting (scripts, fonts, MathJax).
+    with ThreadPoolExecutor(WORKERS) as pool:
+        shares = list(pool.map(probe, [pages[i::WORKERS] for i in range(WORKERS)]))
+    facts = {name: f for share in shares for name, f in share.items()}
+    errors = [e for name in sorted(facts) for e in problems(name, facts[name])]
     return errors, facts
 
 
@@ -261,7 +307,8 @@ def main(argv: list[str]) -> int:
             return 1
         browser = Browser(executable)
         try:
-            browser.open((root / shot[0]).as_uri())
+            page, _, fragment = shot[0].partition("#")
+            browser.open((root / page).as_uri() + (f"#{fragment}" if fragment else ""))
             browser.evaluate(PROBE)  # waits for MathJax
             browser.screenshot(shot[1])
         finally:

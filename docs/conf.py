@@ -80,4 +80,5 @@ html_theme_options = {
 }
 html_static_path = ["_static"]
 html_css_files = ["custom.css"]
+html_js_files = ["fit-math.js"]
 html_show_sourcelink = False

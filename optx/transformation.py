@@ -95,8 +95,8 @@ def chain(*transformations: Any) -> GradientTransformation:
         >>> params = jnp.zeros(2)
         >>> state = tx.init(params)
         >>> updates, state = tx.update(jnp.array([3.0, 4.0]), state, params)
-        >>> updates.round(2)
-        Array([-0.06, -0.08], dtype=float32)
+        >>> [round(float(u), 6) for u in updates]  # the gradient clipped to norm 1, times -lr
+        [-0.06, -0.08]
     """
     txs = tuple(transformations)
     takes_extra = tuple(_accepts_extra_args(tx.update) for tx in txs)

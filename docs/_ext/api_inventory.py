@@ -31,8 +31,9 @@ ROOT_MODULES = ["optx", "optx.schedules", "optx.optim", "optx.sharding"]
 # name is then checked.
 PENDING_ISSUE_26 = frozenset(
     f"optx.optim.{n}" for n in (
-        "Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "NAdam", "Rprop", "Adamax",
-        "ASGD", "RAdam", "SparseAdam", "Adafactor", "Muon", "LBFGS", "ZeroRedundancyOptimizer",
+        "Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "NAdam", "Rprop",
+        "Adamax", "ASGD", "RAdam", "SparseAdam", "Adafactor", "Muon", "LBFGS",
+        "ZeroRedundancyOptimizer",
     )
 )
 
@@ -168,10 +169,10 @@ def _attribute_docstrings(cls: type) -> set[str]:
         if target is None:
             continue
         nxt = stmts[i + 1] if i + 1 < len(stmts) else None
-        if (isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                and isinstance(nxt.value.value, str)):
-            out.add(target)
-        elif stmt.lineno >= 2 and lines[stmt.lineno - 2].strip().startswith("#:"):
+        docstring_after = (isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                           and isinstance(nxt.value.value, str))
+        comment_before = stmt.lineno >= 2 and lines[stmt.lineno - 2].strip().startswith("#:")
+        if docstring_after or comment_before:
             out.add(target)
     return out
 
@@ -260,7 +261,7 @@ def undocumented(full: str, obj: Any, k: str, public: set[int]) -> list[str]:
     # its bases (``self.base_lrs: list[Any] = ...``): each needs a docstring after it.
     seen = set(_members(obj, public))
     for base in obj.__mro__:
-        if not base.__module__.startswith("optx"):
+        if base is not obj and not base.__module__.startswith("optx"):
             continue
         for name, has_doc in _instance_attributes(base).items():
             if name not in seen and not has_doc:

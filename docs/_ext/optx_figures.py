@@ -21,8 +21,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-from schedule_gallery import GALLERY, NOT_SCHEDULES, PLATEAU_EPOCHS, PLATEAU_OPTX, PLATEAU_TORCH
-from schedule_gallery import LR, load, metric
+from schedule_gallery import (
+    GALLERY,
+    LR,
+    NOT_SCHEDULES,
+    PLATEAU_EPOCHS,
+    PLATEAU_OPTX,
+    PLATEAU_TORCH,
+    load,
+    metric,
+)
 from sphinx.application import Sphinx
 from sphinx.util import logging
 

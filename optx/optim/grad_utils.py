@@ -56,8 +56,8 @@ def clip_grad_value_(grads: Any, clip_value: float, foreach: Any = None) -> Any:
 
     Example:
         >>> import jax.numpy as jnp, optx
-        >>> optx.optim.clip_grad_value_(jnp.array([-2.0, 0.5, 3.0]), 1.0)
-        Array([-1. ,  0.5,  1. ], dtype=float32)
+        >>> optx.optim.clip_grad_value_(jnp.array([-2.0, 0.5, 3.0]), 1.0).tolist()
+        [-1.0, 0.5, 1.0]
     """
     del foreach
     clipped, _ = clip_grad_value(clip_value).update(grads, EmptyState())

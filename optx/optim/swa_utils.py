@@ -93,7 +93,7 @@ def get_ema_multi_avg_fn(decay: float = 0.999) -> Callable[[list, list, Any], li
         >>> for w in (1.0, 2.0, 3.0):
         ...     ema.update_parameters({"w": jnp.full(1, w)})
         >>> round(float(ema.module["w"][0]), 4)
-        1.19
+        1.29
     """
     if decay < 0.0 or decay > 1.0:
         raise ValueError(
@@ -319,7 +319,8 @@ class SWALR(LRScheduler):
     Example:
         >>> import jax.numpy as jnp, optx
         >>> opt = optx.optim.SGD([jnp.zeros(1)], lr=0.1)
-        >>> sched = optx.optim.swa_utils.SWALR(opt, swa_lr=0.05, anneal_epochs=3, anneal_strategy="linear")
+        >>> sched = optx.optim.swa_utils.SWALR(opt, swa_lr=0.05, anneal_epochs=3,
+        ...                                    anneal_strategy="linear")
         >>> lrs = []
         >>> for epoch in range(5):
         ...     lrs.append(sched.get_last_lr()[0])

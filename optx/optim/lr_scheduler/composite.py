@@ -131,8 +131,9 @@ class ChainedScheduler(_Composite):
     Example:
         >>> import jax.numpy as jnp, optx
         >>> opt = optx.optim.SGD([jnp.zeros(1)], lr=0.1)
-        >>> sched = optx.optim.lr_scheduler.ChainedScheduler([optx.optim.lr_scheduler.ConstantLR(opt, factor=0.5, total_iters=2),
-        ...                                  optx.optim.lr_scheduler.ExponentialLR(opt, gamma=0.9)])
+        >>> L = optx.optim.lr_scheduler
+        >>> sched = L.ChainedScheduler([L.ConstantLR(opt, factor=0.5, total_iters=2),
+        ...                             L.ExponentialLR(opt, gamma=0.9)])
         >>> lrs = []
         >>> for epoch in range(5):
         ...     lrs.append(sched.get_last_lr()[0])
