@@ -5,8 +5,8 @@ Usage: python docs/check_content.py [docs/_build/html]
 1. On every API page (``generated/api/*.html``): each entry (class, function, method,
    attribute, property) has a description, and each item of a Parameters or Variables list
    has one (``name (type) – description``, not a bare ``name (type)``).
-2. On every page: no LaTeX outside the math (a ``\\frac`` or ``\\textit`` in the prose means a
-   formula was not marked as math), and inside the math no ``\\text{}``-like argument holding a
+2. On every page: no LaTeX outside the math (a ``\\frac`` or ``\\textit`` in the prose or in
+   inline code means a formula was not marked as math), and inside the math no ``\\text{}``-like argument holding a
    macro: MathJax typesets text-mode arguments as they are, so ``\\text{max\\_iter}`` shows its
    backslash (write ``\\mathit{max\\_iter}``).
 
@@ -22,6 +22,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "_ext"))
+
+from api_inventory import PENDING_ISSUE_26  # noqa: E402
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
         "track", "wbr"}
 ENTRY_KINDS = {"class", "function", "method", "attribute", "property", "data", "exception",
@@ -132,7 +135,9 @@ def raw_latex(root: Node) -> list[str]:
     out: list[str] = []
 
     def visit(node: Node, in_math: bool, skip: bool) -> None:
-        if node.tag in ("script", "style", "pre", "code", "textarea", "head"):
+        # Code blocks are left alone; inline code is read as prose (a ``\\text{lr}`` there is a
+        # formula that lost its math role, as the module tables once showed them).
+        if node.tag in ("script", "style", "pre", "textarea", "head"):
             return
         is_math = in_math or "math" in node.classes or node.tag in ("math", "mjx-container")
         for child in node.children:
@@ -160,17 +165,22 @@ def _pages(root: Path) -> list[Path]:
                   and "_modules" not in p.relative_to(root).parts)
 
 
-def check(root: Path) -> tuple[list[str], dict[str, int]]:
-    """(failures, counts): pages with undescribed API entries, pages with raw LaTeX."""
+def check(root: Path, pending: frozenset[str] = PENDING_ISSUE_26
+          ) -> tuple[list[str], dict[str, int]]:
+    """(failures, counts): pages with undescribed API entries, pages with raw LaTeX. The pages
+    of the names in ``pending`` (api_inventory.PENDING_ISSUE_26) are counted, not failed."""
     errors: list[str] = []
-    counts = {"api pages": 0, "api pages with gaps": 0, "pages with raw LaTeX": 0}
+    counts = {"api pages": 0, "api pages with gaps": 0, "pending api pages with gaps": 0,
+              "pages with raw LaTeX": 0}
     for path in _pages(root):
         rel = str(path.relative_to(root))
         tree = parse(path.read_text(encoding="utf-8", errors="replace"))
         if rel.startswith("generated/api/"):
             counts["api pages"] += 1
             gaps = undescribed(tree)
-            if gaps:
+            if gaps and path.stem in pending:
+                counts["pending api pages with gaps"] += 1
+            elif gaps:
                 counts["api pages with gaps"] += 1
                 errors += [f"{rel}: {g}" for g in gaps]
         latex = raw_latex(tree)

@@ -31,12 +31,13 @@ logger = logging.getLogger(__name__)
 OUT = "generated/api"
 
 
-_ROLE = re.compile(r":(?:[\w-]+:)?[\w-]+:`~?([^`]+)`")
+# Cross-reference roles; ``:math:`` (a formula, not a reference) is kept as it is.
+_ROLE = re.compile(r":(?!math:)(?:[\w-]+:)?[\w-]+:`~?([^`]+)`")
 
 
 def summary(obj: Any) -> str:
-    """The docstring's first sentence, roles turned into literals (a table cell is no place
-    for a reference that only resolves inside its class's page)."""
+    """The docstring's first sentence, reference roles turned into literals (a table cell is
+    no place for a reference that only resolves inside its class's page)."""
     doc = inspect.getdoc(obj) or ""
     if isinstance(obj, type) and doc == inspect.getdoc(type(obj)):
         doc = ""
