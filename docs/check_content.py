@@ -6,9 +6,9 @@ Usage: python docs/check_content.py [docs/_build/html]
    attribute, property) has a description, and each item of a Parameters or Variables list
    has one (``name (type) – description``, not a bare ``name (type)``).
 2. On every page: no LaTeX outside the math (a ``\\frac`` or ``\\textit`` in the prose or in
-   inline code means a formula was not marked as math), and inside the math no ``\\text{}``-like argument holding a
-   macro: MathJax typesets text-mode arguments as they are, so ``\\text{max\\_iter}`` shows its
-   backslash (write ``\\mathit{max\\_iter}``).
+   inline code means a formula was not marked as math), and inside the math no ``\\text{}``-like
+   argument holding a macro: MathJax typesets text-mode arguments as they are, so
+   ``\\text{max\\_iter}`` shows its backslash (write ``\\mathit{max\\_iter}``).
 
 Exits 1 and lists the failures if anything is wrong. The browser check (``check_browser.py``)
 then looks at the rendered formulas themselves.
@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "_ext"))
 
 from api_inventory import PENDING_ISSUE_26  # noqa: E402
+
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
         "track", "wbr"}
 ENTRY_KINDS = {"class", "function", "method", "attribute", "property", "data", "exception",
