@@ -8,7 +8,7 @@ export XLA_FLAGS := --xla_force_host_platform_device_count=4
 # PYTEST_ARGS=` runs it in one process.
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test lint bench docs clean
+.PHONY: demo test lint bench docs docs-check chromium clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,11 +39,32 @@ lint: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_step.py
 
-# The site: warnings are errors, references nitpicky; then every internal link, anchor and
-# public name's page is checked. Open docs/_build/html/index.html.
+# The site: warnings are errors, references nitpicky (an undescribed argument is one); then
+# every internal link, anchor and public name's page is checked, and every API entry's
+# description and the absence of raw LaTeX. Open docs/_build/html/index.html.
 docs: $(VENV)/.installed-docs
 	$(BIN)/python -m sphinx -W --keep-going -n -q -b html docs docs/_build/html
 	$(BIN)/python docs/check_links.py docs/_build/html
+	$(BIN)/python docs/check_content.py docs/_build/html
+
+# The built site (make docs first) in headless Chromium: formulas render and fit, images load,
+# nothing is wider than the content column, one search box. Chromium is the docs' one system
+# dependency: Debian's chromium package, installed here when missing (as root, with apt-get);
+# without it the check fails. CHROMIUM=/path/to/chrome uses another build.
+docs-check: $(VENV)/.installed-docs
+	@if [ -z "$$CHROMIUM" ] && ! command -v chromium >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory chromium; fi
+	$(BIN)/python docs/check_browser.py docs/_build/html
+
+chromium:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium package (docs-check's browser)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "docs-check needs Chromium: apt-get install chromium (as root), or set CHROMIUM" >&2; \
+		exit 1; \
+	fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info docs/_build docs/generated docs/notebooks

@@ -78,7 +78,7 @@ def check_links(root: Path) -> list[str]:
 def check_api_pages(root: Path) -> list[str]:
     sys.path.insert(0, str(HERE / "_ext"))
     sys.path.insert(0, str(HERE.parent))
-    from optx_api import public_names
+    from api_inventory import public_names
 
     errors = []
     cache: dict[Path, _Page] = {}

@@ -40,6 +40,9 @@ nitpicky = True
 nitpick_ignore_regex = [
     ("py:.*", r"(jax|jaxlib|numpy|np|optax|chex|flax|torch|os|collections\.abc)(\..*)?"),
     ("py:.*", r"(PyTree|ArrayTree|Array|ArrayLike|Params|Updates|OptState|Numeric)"),
+    # optx's own alias for "a float or a schedule", as the optx.optim classes' signatures
+    # (copied from the functional constructors) write it: it has no page.
+    ("py:.*", r"Hyperparam"),
     # The call signatures of GradientTransformation's fields (typing Protocols), as written
     # unqualified in its docstring.
     ("py:.*", r"Transform(Init|Update)Fn"),
@@ -75,7 +78,10 @@ html_theme_options = {
     "use_download_button": False,
     "use_fullscreen_button": False,
     "use_repository_button": False,
+    # One search box: the sidebar's. (pydata-sphinx-theme would add a second to the header.)
+    "navbar_persistent": [],
 }
 html_static_path = ["_static"]
 html_css_files = ["custom.css"]
+html_js_files = ["fit-math.js"]
 html_show_sourcelink = False

@@ -49,6 +49,15 @@ def total_norm(
     needs a concrete value: outside ``jit`` it raises here; under ``jit`` the check runs through
     ``jax.debug.callback``, so the error surfaces when the computation runs (wrapped by JAX's
     runtime error, with torch's message inside) instead of at this call.
+
+    Args:
+        grads: a pytree of gradients (``None`` leaves are skipped, as torch skips parameters
+            without a gradient).
+        norm_type: the order ``p`` of the norms; ``float('inf')`` for the largest entry.
+        error_if_nonfinite: raise torch's ``RuntimeError`` when the norm is NaN or Inf.
+
+    Returns:
+        The total norm, a scalar array.
     """
     norm_type = float(norm_type)
     leaves = _leaves(grads)
@@ -72,6 +81,15 @@ def clip_by_total_norm(
 
     ``clip_coef = max_norm / (total_norm + 1e-6)``, clamped to at most 1 and multiplied into
     every gradient, also when it is 1 (torch avoids the branch the same way).
+
+    Args:
+        grads: a pytree of gradients (``None`` leaves stay ``None``).
+        max_norm: the largest total norm the clipped gradients may have.
+        norm_type: the order ``p`` of the norm (see :func:`total_norm`).
+        error_if_nonfinite: raise torch's ``RuntimeError`` when the total norm is NaN or Inf.
+
+    Returns:
+        ``(clipped_grads, total_norm)``, the norm taken before clipping.
     """
     norm = total_norm(grads, norm_type, error_if_nonfinite)
     coef = jnp.minimum(float(max_norm) / (norm + 1e-6), 1.0)
@@ -95,11 +113,11 @@ def clip_grad_norm(
 
     .. math::
        \begin{aligned}
-         &\textit{total\_norm} = \big\|\,(\|g_1\|_p, \dots, \|g_n\|_p)\,\big\|_p
+         &\mathit{total\_norm} = \big\|\,(\|g_1\|_p, \dots, \|g_n\|_p)\,\big\|_p
             \qquad \text{(} p=\infty\text{: } \max_i \max |g_i| \text{)} \\
-         &\textit{clip\_coef} = \min\Big(\frac{\textit{max\_norm}}
-            {\textit{total\_norm} + 10^{-6}},\ 1\Big) \\
-         &g_i \leftarrow \textit{clip\_coef}\cdot g_i
+         &\mathit{clip\_coef} = \min\Big(\frac{\mathit{max\_norm}}
+            {\mathit{total\_norm} + 10^{-6}},\ 1\Big) \\
+         &g_i \leftarrow \mathit{clip\_coef}\cdot g_i
        \end{aligned}
 
     Args:
@@ -130,7 +148,7 @@ def clip_grad_value(clip_value: float) -> GradientTransformation:
     ``torch.nn.utils.clip_grad_value_``.
 
     .. math::
-       g \leftarrow \operatorname{clamp}(g,\ -\textit{clip\_value},\ \textit{clip\_value})
+       g \leftarrow \operatorname{clamp}(g,\ -\mathit{clip\_value},\ \mathit{clip\_value})
 
     Args:
         clip_value: maximum allowed absolute value of the gradients.

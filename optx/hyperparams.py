@@ -116,6 +116,15 @@ def get_hyperparams(state: Any) -> dict[str, Any]:
     ``state`` may be an optx optimizer's state or any pytree holding exactly one (a chain's
     tuple of states, a flax ``TrainState.opt_state``). Keys are torch's param-group keys
     (``lr``, ``betas``, ``momentum``, ...).
+
+    Args:
+        state: an optimizer state, or a pytree holding exactly one.
+
+    Returns:
+        ``{name: value}``, each value an array (a tuple of arrays for ``betas``).
+
+    Raises:
+        ValueError: ``state`` holds no optx optimizer state, or more than one.
     """
     found = _find_states(state)
     if len(found) != 1:
@@ -169,9 +178,17 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
     nonzero value or, for ``momentum``, a schedule ``count -> value`` (a schedule keeps both
     branches).
 
+    Args:
+        state: an optimizer state, or a pytree holding exactly one.
+        **values: the new values by name (``lr=3e-4``, ``betas=(0.9, 0.99)``), each with the
+            structure of the stored value.
+
+    Returns:
+        The state with those values replaced; ``state`` itself is unchanged.
+
     Raises:
-      ValueError: an unknown name, a value of the wrong structure, a value on the side of zero
-        the compiled update leaves out, or a state holding zero or several optx states.
+        ValueError: an unknown name, a value of the wrong structure, a value on the side of zero
+            the compiled update leaves out, or a state holding zero or several optx states.
     """
     found = _find_states(state)
     if len(found) != 1:

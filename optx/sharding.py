@@ -32,6 +32,14 @@ def mean_across(fn: Callable[[Any], jax.Array], axis_name: Hashable) -> Callable
     function averages the value in the forward pass and the gradient in the backward pass, so
     ``jax.value_and_grad`` of it gives the global-batch loss and gradient on every device.
     Use it as LBFGS's ``value_fn`` inside ``pmap``/``shard_map``.
+
+    Args:
+        fn: the per-device loss, ``fn(params) -> scalar``, on this device's batch.
+        axis_name: the ``pmap``/``shard_map`` axis to average over.
+
+    Returns:
+        ``mean_fn(params) -> scalar``: the mean of ``fn`` over the axis, whose gradient is the
+        mean gradient.
     """
 
     @jax.custom_vjp
@@ -74,8 +82,13 @@ def zero_shardings(state: Any, mesh: Mesh, axis: AxisName = "data") -> Any:
     the new params are all-gathered. The result equals the unsharded step (sharding never
     changes what jit computes). ``axis`` may be a tuple of mesh axes (split over all of them).
 
+    Args:
+        state: an optimizer state (its arrays' shapes are read; nothing is moved).
+        mesh: the device mesh.
+        axis: the data-parallel mesh axis (or tuple of axes) to split the state over.
+
     Returns:
-      A pytree like ``state`` with a ``NamedSharding`` at every array leaf.
+        A pytree like ``state`` with a ``NamedSharding`` at every array leaf.
     """
     n = _axis_size(mesh, axis)
     replicated = NamedSharding(mesh, P())
@@ -103,13 +116,26 @@ def zero_shardings(state: Any, mesh: Mesh, axis: AxisName = "data") -> Any:
 
 
 def zero_place(state: Any, mesh: Mesh, axis: AxisName = "data") -> Any:
-    """``state`` moved onto ``mesh`` with :func:`zero_shardings` (each device keeps its slices)."""
+    """``state`` moved onto ``mesh`` with :func:`zero_shardings` (each device keeps its slices).
+
+    Args:
+        state: an optimizer state.
+        mesh: the device mesh.
+        axis: the data-parallel mesh axis (or tuple of axes) to split the state over.
+
+    Returns:
+        ``jax.device_put(state, zero_shardings(state, mesh, axis))``.
+    """
     return jax.device_put(state, zero_shardings(state, mesh, axis))
 
 
 class ZeroState(NamedTuple):
     """State of :func:`zero`: the wrapped transformation's state, for this replica's slice of
-    every parameter (or for the whole parameters when its update is not elementwise)."""
+    every parameter (or for the whole parameters when its update is not elementwise).
+
+    Attributes:
+        inner_state: the wrapped transformation's state.
+    """
 
     inner_state: Any
 
@@ -150,6 +176,15 @@ def zero(
     slice.
 
     :func:`optx.get_hyperparams` and :func:`optx.set_hyperparams` see through the wrapper.
+
+    Args:
+        tx: the transformation to shard (an optx optimizer, or any transformation).
+        axis_name: the ``pmap``/``shard_map`` axis the replicas run over.
+        elementwise: whether ``tx``'s update treats every element on its own, so its state can
+            be sliced; ``None`` reads it from optx's optimizers (``False`` for the others).
+
+    Returns:
+        An :class:`optx.GradientTransformation` whose state is a :class:`ZeroState`.
     """
     sliced = _is_elementwise(tx) if elementwise is None else elementwise
 

@@ -36,6 +36,11 @@ class GradientTransformation(NamedTuple):
     **extra_args) -> (updates, new_state)`` turns gradients into deltas to add to the params
     (see :func:`apply_updates`). Extra keyword arguments (``value``, ``value_fn``, ...) are passed
     to every transformation; those that do not use them ignore them.
+
+    Args:
+        init: ``init(params) -> state``: the initial state for a params pytree.
+        update: ``update(updates, state, params=None, **extra_args) -> (updates, new_state)``:
+            the gradients turned into updates, and the next state.
     """
 
     init: TransformInitFn
@@ -76,6 +81,22 @@ def chain(*transformations: Any) -> GradientTransformation:
     Accepts optx and optax transformations alike. Extra keyword arguments of ``update`` reach
     every member that accepts ``**extra_args``; plain ``update(updates, state, params)`` members
     (older optax transformations) are called without them.
+
+    Args:
+        *transformations: the transformations, applied first to last (clipping first, the
+            optimizer after it, as torch users call ``clip_grad_norm_`` before ``step``).
+
+    Returns:
+        One :class:`GradientTransformation` whose state is the tuple of the members' states.
+
+    Example:
+        >>> import jax.numpy as jnp, optx
+        >>> tx = optx.chain(optx.clip_grad_norm(1.0), optx.sgd(lr=0.1))
+        >>> params = jnp.zeros(2)
+        >>> state = tx.init(params)
+        >>> updates, state = tx.update(jnp.array([3.0, 4.0]), state, params)
+        >>> [round(float(u), 6) for u in updates]  # the gradient clipped to norm 1, times -lr
+        [-0.06, -0.08]
     """
     txs = tuple(transformations)
     takes_extra = tuple(_accepts_extra_args(tx.update) for tx in txs)
@@ -103,6 +124,13 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     """Adds ``updates`` to ``params`` leaf by leaf, keeping each parameter's dtype.
 
     ``None`` update leaves (masked parameters) leave the parameter unchanged.
+
+    Args:
+        params: the parameter pytree.
+        updates: a pytree of the same structure, as ``update`` returned it.
+
+    Returns:
+        The new parameters: ``params + updates``, each leaf cast back to its parameter's dtype.
     """
 
     def add(p, u):

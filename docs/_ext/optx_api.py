@@ -2,7 +2,10 @@
 
 One page per module (its docstring and a summary table) and one page per public name, written
 into ``generated/api/`` when the build starts. A name added to a module's ``__all__`` gets its
-page on the next build with no edit here; a public name without a docstring fails the build.
+page on the next build with no edit here; a public name without a docstring, or whose page would
+show a parameter or attribute without a description (``api_inventory.report``), fails the build.
+In the sidebar each page is listed under its module by its short name (``OneCycleLR`` under
+``optx.optim.lr_scheduler``), so long names stay distinguishable.
 
 References that name an object by its defining module (``optx.transformation.chain``, as type
 hints in signatures do) are resolved to the page of its public name; an optx object that exists
@@ -15,67 +18,26 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
-import types
 from pathlib import Path
 from typing import Any
 
+from api_inventory import private_bases, public_classes, public_names, record_fields, report
+from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.util import logging
 
 logger = logging.getLogger(__name__)
 
-# Roots; submodules listed in a root's __all__ (optx.optim.lr_scheduler, ...) are added.
-ROOT_MODULES = ["optx", "optx.schedules", "optx.optim", "optx.sharding"]
-
 OUT = "generated/api"
 
 
-def public_modules() -> list[str]:
-    """The root modules and, recursively, every optx module named in their ``__all__``."""
-    seen: list[str] = []
-    todo = list(ROOT_MODULES)
-    while todo:
-        name = todo.pop(0)
-        if name in seen:
-            continue
-        seen.append(name)
-        module = importlib.import_module(name)
-        for attr in getattr(module, "__all__", []):
-            obj = getattr(module, attr)
-            if isinstance(obj, types.ModuleType) and obj.__name__.startswith("optx"):
-                todo.append(obj.__name__)
-    return seen
-
-
-def kind(obj: Any) -> str:
-    if isinstance(obj, types.ModuleType):
-        return "module"
-    if inspect.isclass(obj):
-        return "class"
-    if inspect.isroutine(inspect.unwrap(obj)):
-        return "function"
-    return "data"
-
-
-def public_names() -> dict[str, list[tuple[str, Any, str]]]:
-    """``{module: [(name, object, kind), ...]}`` for every public module, in ``__all__`` order."""
-    out: dict[str, list[tuple[str, Any, str]]] = {}
-    for modname in public_modules():
-        module = importlib.import_module(modname)
-        names = getattr(module, "__all__", None)
-        if names is None:  # the names the module defines itself
-            names = [n for n, v in vars(module).items() if not n.startswith("_")
-                     and getattr(v, "__module__", None) == modname]
-        out[modname] = [(n, getattr(module, n), kind(getattr(module, n))) for n in names]
-    return out
-
-
-_ROLE = re.compile(r":(?:[\w-]+:)?[\w-]+:`~?([^`]+)`")
+# Cross-reference roles; ``:math:`` (a formula, not a reference) is kept as it is.
+_ROLE = re.compile(r":(?!math:)(?:[\w-]+:)?[\w-]+:`~?([^`]+)`")
 
 
 def summary(obj: Any) -> str:
-    """The docstring's first sentence, roles turned into literals (a table cell is no place
-    for a reference that only resolves inside its class's page)."""
+    """The docstring's first sentence, reference roles turned into literals (a table cell is
+    no place for a reference that only resolves inside its class's page)."""
     doc = inspect.getdoc(obj) or ""
     if isinstance(obj, type) and doc == inspect.getdoc(type(obj)):
         doc = ""
@@ -105,6 +67,9 @@ def _page(modname: str, name: str, obj: Any, k: str) -> str:
     if k == "class":
         text = head + f".. autoclass:: {name}\n   :members:\n   :undoc-members:\n"
         text += "   :show-inheritance:\n"
+        fields = record_fields(obj)
+        if fields:  # described in its Attributes section (see _drop_record_parameters)
+            text += f"   :exclude-members: __init__, __new__, {', '.join(fields)}\n"
         excluded = _documented_elsewhere(obj)
         if excluded is not None:
             text += f"   :inherited-members: {', '.join(excluded)}\n"
@@ -121,14 +86,10 @@ def _documented_elsewhere(cls: type) -> list[str] | None:
     base has no page; from the first public base on (its own page lists them) and from builtins
     (``tuple``, ``object``) nothing is repeated.
     """
-    mro = cls.__mro__[1:]
-    public = _PUBLIC_CLASSES.get("set", set())
-    first_public = next((i for i, b in enumerate(mro) if id(b) in public), len(mro))
-    private = [b for b in mro[:first_public]
-               if b.__module__.startswith("optx") and b.__module__ != "builtins"]
+    private = private_bases(cls, _PUBLIC_CLASSES.get("set", set()))
     if not private:
         return None
-    return sorted({b.__name__ for b in mro if b not in private})
+    return sorted({b.__name__ for b in cls.__mro__[1:] if b not in private})
 
 
 _PUBLIC_CLASSES: dict[str, set[int]] = {}
@@ -157,9 +118,11 @@ def _module_page(modname: str, entries: list[tuple[str, Any, str]]) -> str:
         for n in names:
             text += f"   * - :obj:`~{modname}.{n}`\n     - {summary(getattr(module, n))}\n"
         text += "\n"
-    pages = [f"{modname}.{n}" for n, _, k in entries if k != "module"]
+    pages = sorted(n for n, _, k in entries if k != "module")
     if pages:
-        text += ".. toctree::\n   :hidden:\n\n" + "".join(f"   {p}\n" for p in sorted(pages))
+        # Short titles: the sidebar lists them under the module's full name.
+        text += ".. toctree::\n   :hidden:\n\n" + "".join(
+            f"   {n} <{modname}.{n}>\n" for n in pages)
     return text
 
 
@@ -174,8 +137,11 @@ def generate(app: Sphinx) -> None:
     out.mkdir(parents=True, exist_ok=True)
     wanted = set()
     table = public_names()
-    _PUBLIC_CLASSES["set"] = {id(obj) for entries in table.values() for _, obj, k in entries
-                              if k == "class"}
+    _PUBLIC_CLASSES["set"] = public_classes(table)
+    for full, gaps in report(table).items():
+        logger.warning("%s: its page leaves these without a description (write them in its "
+                       "docstring's Args:, or an attribute docstring): %s", full,
+                       ", ".join(gaps))
     index = _title("Modules") + "\n.. toctree::\n   :maxdepth: 1\n\n"
     for modname, entries in table.items():
         index += f"   {modname}\n"
@@ -282,7 +248,31 @@ def _exists(path: str) -> bool:
     return False
 
 
+def _drop_record_parameters(app: Sphinx, domain: str, objtype: str, content: Any) -> None:
+    """A NamedTuple's or dataclass's page describes its fields in its Attributes section; the
+    bare "Parameters" list that the type hints add (the same names, no descriptions) goes."""
+    if domain != "py" or objtype != "class":
+        return
+    signature = content.parent[0]
+    target = f"{signature.get('module')}.{signature.get('fullname')}"
+    if not target.startswith("optx.") or not _exists(target):
+        return
+    module, _, name = target.rpartition(".")
+    if not record_fields(getattr(importlib.import_module(module), name)):
+        return
+    # Still raw fields here (``:param count:``, ``:type count:``); the Parameters list is
+    # assembled from them after this event.
+    for field_list in list(content.findall(nodes.field_list)):
+        for field in list(field_list.children):
+            if field[0].astext().split(" ", 1)[0] in ("param", "type"):
+                field_list.remove(field)
+        if not field_list.children:
+            field_list.parent.remove(field_list)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("builder-inited", generate)
     app.connect("missing-reference", resolve_private_path)
+    # After autodoc's own handler (priority 500), which adds the Parameters list.
+    app.connect("object-description-transform", _drop_record_parameters, priority=600)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -3,144 +3,54 @@
 At ``builder-inited`` this writes PNGs into ``generated/figures/`` and Markdown fragments into
 ``generated/fragments/`` (included by ``gallery.md`` and ``performance.md``):
 
-- every optx schedule evaluated next to the torch scheduler it reproduces, run in this process
-  (float64, so the curves agree to rounding), with the largest relative difference printed;
+- every optx schedule evaluated in this process (float64) next to the values of the torch
+  scheduler it reproduces, read from ``docs/_data/torch_schedules.json`` (``schedule_gallery``:
+  the entries, and the script that recomputes the file with torch), with the largest relative
+  difference printed; the build needs no torch;
 - the benchmark tables and ratio plots, read from ``benchmarks/results/*.json``;
 - copies of ``notebooks/*.ipynb`` into ``docs/notebooks/``, rendered without execution.
 
-A schedule in ``optx.schedules.__all__`` without a gallery entry fails the build.
+A schedule in ``optx.schedules.__all__`` without a gallery entry, or an entry whose torch values
+are missing or stale in the JSON file, fails the build.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from schedule_gallery import (
+    GALLERY,
+    LR,
+    NOT_SCHEDULES,
+    PLATEAU_EPOCHS,
+    PLATEAU_OPTX,
+    PLATEAU_TORCH,
+    load,
+    metric,
+)
 from sphinx.application import Sphinx
 from sphinx.util import logging
 
 logger = logging.getLogger(__name__)
 
-LR = 0.1
 
-
-@dataclass
-class Entry:
-    name: str  # the optx.schedules name
-    steps: int
-    optx_code: str  # evaluated with optx, jnp in scope
-    torch_code: str  # evaluated with torch, opt (an SGD over one tensor, lr=LR) in scope
-    read: str = "lr"  # the param-group key the torch curve reads
-    note: str = ""
-
-
-GALLERY = [
-    Entry("step_lr", 60, "S.step_lr(0.1, step_size=10, gamma=0.5)",
-          "L.StepLR(opt, step_size=10, gamma=0.5)"),
-    Entry("multi_step_lr", 60, "S.multi_step_lr(0.1, milestones=[15, 30, 45], gamma=0.5)",
-          "L.MultiStepLR(opt, milestones=[15, 30, 45], gamma=0.5)"),
-    Entry("constant_lr", 40, "S.constant_lr(0.1, factor=1/3, total_iters=20)",
-          "L.ConstantLR(opt, factor=1/3, total_iters=20)"),
-    Entry("linear_lr", 40, "S.linear_lr(0.1, start_factor=0.1, end_factor=1.0, total_iters=30)",
-          "L.LinearLR(opt, start_factor=0.1, end_factor=1.0, total_iters=30)"),
-    Entry("exponential_lr", 60, "S.exponential_lr(0.1, gamma=0.95)",
-          "L.ExponentialLR(opt, gamma=0.95)"),
-    Entry("polynomial_lr", 50, "S.polynomial_lr(0.1, total_iters=40, power=2.0)",
-          "L.PolynomialLR(opt, total_iters=40, power=2.0)"),
-    Entry("cosine_annealing_lr", 90, "S.cosine_annealing_lr(0.1, T_max=30, eta_min=0.01)",
-          "L.CosineAnnealingLR(opt, T_max=30, eta_min=0.01)",
-          note="As in torch, the lr rises again after `T_max` (period `2 T_max`)."),
-    Entry("cosine_annealing_warm_restarts", 70,
-          "S.cosine_annealing_warm_restarts(0.1, T_0=10, T_mult=2, eta_min=0.001)",
-          "L.CosineAnnealingWarmRestarts(opt, T_0=10, T_mult=2, eta_min=0.001)"),
-    Entry("cyclic_lr", 80, "S.cyclic_lr(0.01, 0.1, step_size_up=10, mode='triangular2')",
-          "L.CyclicLR(opt, 0.01, 0.1, step_size_up=10, mode='triangular2')"),
-    Entry("cyclic_momentum", 80,
-          "S.cyclic_momentum(0.01, 0.1, step_size_up=10, mode='triangular2',"
-          " base_momentum=0.8, max_momentum=0.9)",
-          "L.CyclicLR(opt, 0.01, 0.1, step_size_up=10, mode='triangular2',"
-          " base_momentum=0.8, max_momentum=0.9)", read="momentum"),
-    Entry("one_cycle_lr", 100, "S.one_cycle_lr(0.1, total_steps=100)",
-          "L.OneCycleLR(opt, max_lr=0.1, total_steps=100)"),
-    Entry("one_cycle_momentum", 100, "S.one_cycle_momentum(0.1, total_steps=100)",
-          "L.OneCycleLR(opt, max_lr=0.1, total_steps=100)", read="momentum"),
-    Entry("lambda_lr", 60, "S.lambda_lr(0.1, lambda e: 1.0 / (1.0 + 0.1 * e))",
-          "L.LambdaLR(opt, lambda e: 1.0 / (1.0 + 0.1 * e))"),
-    Entry("multiplicative_lr", 60, "S.multiplicative_lr(0.1, lambda e: 0.95)",
-          "L.MultiplicativeLR(opt, lambda e: 0.95)"),
-    Entry("sequential_lr", 60,
-          "S.sequential_lr([S.linear_lr(0.1, start_factor=0.1, total_iters=10),"
-          " S.cosine_annealing_lr(0.1, T_max=50)], milestones=[10])",
-          "L.SequentialLR(opt, [L.LinearLR(opt, start_factor=0.1, total_iters=10),"
-          " L.CosineAnnealingLR(opt, T_max=50)], milestones=[10])",
-          note="Warm-up then cosine: the usual transformer schedule."),
-    Entry("chained_scheduler", 60,
-          "S.chained_scheduler([S.constant_lr(0.1, factor=0.5, total_iters=10),"
-          " S.exponential_lr(0.1, gamma=0.97)])",
-          "L.ChainedScheduler([L.ConstantLR(opt, factor=0.5, total_iters=10),"
-          " L.ExponentialLR(opt, gamma=0.97)])"),
-    Entry("swalr", 40, "S.swalr(0.1, swa_lr=0.02, anneal_epochs=15)",
-          "swa_utils.SWALR(opt, swa_lr=0.02, anneal_epochs=15)"),
-]
-
-NOT_SCHEDULES = {"TorchSchedule"}  # public names of optx.schedules that are not schedules
-
-# The plateau scheduler depends on a metric; the gallery feeds both the same made-up metric.
-PLATEAU_OPTX = "optx.reduce_lr_on_plateau(factor=0.5, patience=3)"
-PLATEAU_TORCH = "L.ReduceLROnPlateau(opt, factor=0.5, patience=3)"
-
-
-def _metric(epochs: int) -> list[float]:
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    e = np.arange(epochs)
-    return list(1.0 / (1.0 + e / 4.0) + 0.02 * rng.standard_normal(epochs))
-
-
-def _torch_curve(code: str, steps: int, read: str) -> list[float]:
-    import torch
-    from torch.optim import lr_scheduler as L
-    from torch.optim import swa_utils
-
-    p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
-    opt = torch.optim.SGD([p], lr=LR, momentum=0.9)
-    sched = eval(code, {"L": L, "swa_utils": swa_utils, "opt": opt})
-    values = [opt.param_groups[0][read]]
-    for _ in range(steps - 1):
-        opt.step()
-        sched.step()
-        values.append(opt.param_groups[0][read])
-    return values
-
-
-def _plateau_curves(epochs: int) -> tuple[list[float], list[float]]:
+def _plateau_curve(epochs: int) -> list[float]:
+    """optx's side of the plateau entry: the lr the scale gives, epoch by epoch."""
     import jax.numpy as jnp
-    import torch
-    from torch.optim import lr_scheduler as L
 
     import optx
 
-    metric = _metric(epochs)
     tx = eval(PLATEAU_OPTX, {"optx": optx})
     params = jnp.zeros(1)
     state = tx.init(params)
     ours = []
-    for m in metric:
+    for m in metric(epochs):
         _, state = tx.update(jnp.zeros(1), state, params, value=jnp.asarray(m))
         ours.append(LR * float(state.scale))
-    p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
-    opt = torch.optim.SGD([p], lr=LR)
-    sched = eval(PLATEAU_TORCH, {"L": L, "opt": opt})
-    theirs = []
-    for m in metric:
-        opt.step()
-        sched.step(m)
-        theirs.append(opt.param_groups[0]["lr"])
-    return ours, theirs
+    return ours
 
 
 def _show(code: str) -> str:
@@ -181,11 +91,16 @@ def gallery(figures: Path) -> str:
     covered = {e.name for e in GALLERY}
     for name in sorted(set(S.__all__) - NOT_SCHEDULES - covered):
         logger.warning("optx.schedules.%s has no entry in the schedule gallery "
-                       "(docs/_ext/optx_figures.py GALLERY)", name)
+                       "(docs/_ext/schedule_gallery.py GALLERY)", name)
+    try:
+        torch_values = load()
+    except (OSError, ValueError, KeyError) as e:
+        logger.warning("schedule gallery: %s", e)
+        return ""
     for e in GALLERY:
         schedule = eval(e.optx_code, {"S": S})
         ours = [float(schedule(t)) for t in range(e.steps)]
-        theirs = _torch_curve(e.torch_code, e.steps, e.read)
+        theirs = torch_values[e.name]
         err = _rel_err(ours, theirs)
         _plot(figures / f"schedule_{e.name}.png", e.name, ours, theirs, e.read)
         text.append(
@@ -196,7 +111,7 @@ def gallery(figures: Path) -> str:
             f"Largest relative difference over {e.steps} values: {err:.1e}. "
             f"See {{func}}`optx.schedules.{e.name}`.\n"
         )
-    ours, theirs = _plateau_curves(40)
+    ours, theirs = _plateau_curve(PLATEAU_EPOCHS), torch_values["reduce_lr_on_plateau"]
     err = _rel_err(ours, theirs)
     _plot(figures / "schedule_reduce_lr_on_plateau.png", "reduce_lr_on_plateau", ours, theirs,
           "lr", xlabel="epochs (one metric value each)")
@@ -208,7 +123,7 @@ def gallery(figures: Path) -> str:
         f"{_show(PLATEAU_TORCH)}\n```\n\n"
         "![reduce_lr_on_plateau: optx against torch]"
         "(/generated/figures/schedule_reduce_lr_on_plateau.png)\n\n"
-        f"Largest relative difference over 40 epochs: {err:.1e}. "
+        f"Largest relative difference over {PLATEAU_EPOCHS} epochs: {err:.1e}. "
         "See {func}`optx.reduce_lr_on_plateau`.\n"
     )
     return "\n".join(text)

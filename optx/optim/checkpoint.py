@@ -241,12 +241,26 @@ def save(obj: dict[str, Any], f: str | os.PathLike[str] | IO[bytes]) -> None:
     through (its target is replaced). Temporary files of earlier saves of ``f`` whose process
     died are removed first. An open binary file is written in place.
 
+    Args:
+        obj: what ``state_dict()`` returned: nested dicts, lists, tuples and ``Counter`` s of
+            arrays, numbers, strings, booleans and ``None``.
+        f: a path, or a binary file open for writing.
+
     Raises:
       TypeError: ``obj`` holds something that cannot be saved without pickle (nothing is
         written).
       OSError: ``f`` cannot be written: as with ``open(f, "wb")``, a directory raises
         ``IsADirectoryError`` and a file the caller may not write ``PermissionError``, although
         the rename could replace it (nothing is written).
+
+    Example:
+        >>> import io, jax.numpy as jnp, optx
+        >>> opt = optx.optim.SGD([jnp.zeros(2)], lr=0.1, momentum=0.9)
+        >>> buffer = io.BytesIO()
+        >>> optx.optim.save(opt.state_dict(), buffer)
+        >>> _ = buffer.seek(0)
+        >>> optx.optim.load(buffer)["param_groups"][0]["lr"]
+        0.1
     """
     arrays: dict[str, np.ndarray] = {}
     meta = _encode(obj, arrays, "")
@@ -317,6 +331,13 @@ def _savez(fh: Any, payload: dict[str, Any]) -> None:
 
 def load(f: str | os.PathLike[str] | IO[bytes]) -> Any:
     """Reads what :func:`save` wrote; refuses pickled content (``allow_pickle=False``).
+
+    Args:
+        f: a path, or a binary file open for reading.
+
+    Returns:
+        The state_dict as it was saved (arrays as numpy arrays), ready for
+        ``load_state_dict``.
 
     Raises:
       CheckpointError: ``f`` is truncated, corrupted or not an optx checkpoint.

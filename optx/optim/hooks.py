@@ -125,38 +125,84 @@ class HooksMixin:
         )
 
     def register_step_pre_hook(self, hook: Callable[..., Any]) -> RemovableHandle:
-        """``hook(optimizer, args, kwargs) -> None or (new_args, new_kwargs)`` before each step;
-        returned args and kwargs replace the step's."""
+        """Registers a hook run before each :meth:`step`.
+
+        Args:
+            hook: ``hook(optimizer, args, kwargs) -> None or (new_args, new_kwargs)``; returned
+                args and kwargs replace the step's.
+
+        Returns:
+            A handle whose ``remove()`` unregisters the hook.
+        """
         return _register(self._optimizer_step_pre_hooks, hook)
 
     def register_step_post_hook(self, hook: Callable[..., Any]) -> RemovableHandle:
-        """``hook(optimizer, args, kwargs) -> None`` after each step."""
+        """Registers a hook run after each :meth:`step`.
+
+        Args:
+            hook: ``hook(optimizer, args, kwargs) -> None``.
+
+        Returns:
+            A handle whose ``remove()`` unregisters the hook.
+        """
         return _register(self._optimizer_step_post_hooks, hook)
 
     def register_state_dict_pre_hook(
         self, hook: Callable[..., Any], prepend: bool = False
     ) -> RemovableHandle:
-        """``hook(optimizer) -> None`` before :meth:`state_dict`; ``prepend`` puts it first."""
+        """Registers a hook run before :meth:`state_dict`.
+
+        Args:
+            hook: ``hook(optimizer) -> None``.
+            prepend: run it before the hooks already registered instead of after them.
+
+        Returns:
+            A handle whose ``remove()`` unregisters the hook.
+        """
         return _register(self._optimizer_state_dict_pre_hooks, hook, prepend)
 
     def register_state_dict_post_hook(
         self, hook: Callable[..., Any], prepend: bool = False
     ) -> RemovableHandle:
-        """``hook(optimizer, state_dict) -> None or state_dict`` after :meth:`state_dict`; a
-        returned dict replaces it."""
+        """Registers a hook run after :meth:`state_dict`.
+
+        Args:
+            hook: ``hook(optimizer, state_dict) -> None or state_dict``; a returned dict
+                replaces the state_dict.
+            prepend: run it before the hooks already registered instead of after them.
+
+        Returns:
+            A handle whose ``remove()`` unregisters the hook.
+        """
         return _register(self._optimizer_state_dict_post_hooks, hook, prepend)
 
     def register_load_state_dict_pre_hook(
         self, hook: Callable[..., Any], prepend: bool = False
     ) -> RemovableHandle:
-        """``hook(optimizer, state_dict) -> None or state_dict`` before :meth:`load_state_dict`
-        (given a shallow copy); a returned dict is loaded instead."""
+        """Registers a hook run before :meth:`load_state_dict`.
+
+        Args:
+            hook: ``hook(optimizer, state_dict) -> None or state_dict``, given a shallow copy;
+                a returned dict is loaded instead.
+            prepend: run it before the hooks already registered instead of after them.
+
+        Returns:
+            A handle whose ``remove()`` unregisters the hook.
+        """
         return _register(self._optimizer_load_state_dict_pre_hooks, hook, prepend)
 
     def register_load_state_dict_post_hook(
         self, hook: Callable[..., Any], prepend: bool = False
     ) -> RemovableHandle:
-        """``hook(optimizer) -> None`` after :meth:`load_state_dict`."""
+        """Registers a hook run after :meth:`load_state_dict`.
+
+        Args:
+            hook: ``hook(optimizer) -> None``.
+            prepend: run it before the hooks already registered instead of after them.
+
+        Returns:
+            A handle whose ``remove()`` unregisters the hook.
+        """
         return _register(self._optimizer_load_state_dict_post_hooks, hook, prepend)
 
     def _state_dict_with_hooks(self, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:

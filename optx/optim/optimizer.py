@@ -343,8 +343,8 @@ class Optimizer(StepMixin, HooksMixin):
     # ------------------------------------------------------------------ access
     @property
     def params(self) -> Any:
-        """The current parameters: the pytree given, a list of them (one per group), or the dict
-        of named params (see the module docstring)."""
+        """The current parameters, as the pytree given, a list of them (one per group), or the
+        dict of named params (see the module docstring)."""
         if self._mode == "tree":
             return self._params[0]
         if self._mode == "groups":

@@ -88,7 +88,7 @@ def class_doc(cls: type, example_args: str = ", lr=0.1", example_init: str = "[0
     doctested example (``example_args`` after ``params``; ``closure``: LBFGS's ``step``)."""
     constructor = cls._constructor  # type: ignore[attr-defined]
     name = cls.__name__
-    step = "opt.step(loss_fn)" if closure else "opt.step(jax.grad(loss_fn)(opt.params))"
+    step = "loss = opt.step(loss_fn)" if closure else "opt.step(jax.grad(loss_fn)(opt.params))"
     example = _EXAMPLE.format(name=name, args=example_args, init=example_init, step=step)
     args = _args_section(constructor.__doc__ or "Args:\n")
     return (

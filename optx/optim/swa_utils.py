@@ -30,6 +30,10 @@ PyTree = Any
 def get_swa_avg_fn() -> Callable[[Any, Any, Any], Any]:
     """Equal-weight running average: ``avg + (p - avg) / (n + 1)``.
 
+    Returns:
+        ``avg_fn(averaged, current, num_averaged)`` for :class:`AveragedModel`'s ``avg_fn``
+        (its default).
+
     The divisor is a full array: XLA:CPU turns a division by a broadcast scalar into a
     multiplication by its reciprocal, which rounds differently from torch's division.
     """
@@ -39,7 +43,14 @@ def get_swa_avg_fn() -> Callable[[Any, Any, Any], Any]:
 
 
 def get_ema_avg_fn(decay: float = 0.999) -> Callable[[Any, Any, Any], Any]:
-    """Exponential moving average: ``decay * avg + (1 - decay) * p``."""
+    """Exponential moving average: ``decay * avg + (1 - decay) * p``.
+
+    Args:
+        decay: the weight of the running average.
+
+    Returns:
+        ``avg_fn(averaged, current, num_averaged)`` for :class:`AveragedModel`'s ``avg_fn``.
+    """
     return lambda ema, current, num_averaged: decay * ema + (1 - decay) * current
 
 
@@ -53,14 +64,37 @@ def _lerp(start: Any, end: Any, w: float) -> Any:
 
 def get_swa_multi_avg_fn() -> Callable[[list, list, Any], list]:
     """Equal-weight running average over lists of leaves, as torch's
-    ``_foreach_lerp_(averaged, current, 1 / (n + 1))``."""
+    ``_foreach_lerp_(averaged, current, 1 / (n + 1))``.
+
+    Returns:
+        ``multi_avg_fn(averaged, current, num_averaged)`` over lists of leaves, for
+        :class:`AveragedModel`'s ``multi_avg_fn``.
+    """
     return lambda averaged, current, n: [
         _lerp(a, c, 1 / (int(n) + 1)) for a, c in zip(averaged, current)
     ]
 
 
 def get_ema_multi_avg_fn(decay: float = 0.999) -> Callable[[list, list, Any], list]:
-    """EMA over lists of leaves, as torch's ``_foreach_lerp_(ema, current, 1 - decay)``."""
+    """EMA over lists of leaves, as torch's ``_foreach_lerp_(ema, current, 1 - decay)``.
+
+    Args:
+        decay: the weight of the running average, in ``[0, 1]``.
+
+    Returns:
+        ``multi_avg_fn(averaged, current, num_averaged)`` over lists of leaves, for
+        :class:`AveragedModel`'s ``multi_avg_fn``.
+
+    Example:
+        >>> import jax.numpy as jnp, optx
+        >>> ema = optx.optim.swa_utils.AveragedModel(
+        ...     {"w": jnp.zeros(1)},
+        ...     multi_avg_fn=optx.optim.swa_utils.get_ema_multi_avg_fn(0.9))
+        >>> for w in (1.0, 2.0, 3.0):
+        ...     ema.update_parameters({"w": jnp.full(1, w)})
+        >>> round(float(ema.module["w"][0]), 4)
+        1.29
+    """
     if decay < 0.0 or decay > 1.0:
         raise ValueError(
             f"Invalid decay value {decay} provided. Please provide a value in [0,1] range."
@@ -272,7 +306,29 @@ def update_bn(loader: Iterable[Any], model: Any, device: Any = None, *,
 class SWALR(LRScheduler):
     """``torch.optim.swa_utils.SWALR``: anneals each group's lr to ``swa_lr`` over
     ``anneal_epochs`` steps, then keeps it there (:func:`optx.schedules.swalr`; formulas and
-    checks from :mod:`optx.schedules.swa`)."""
+    checks from :mod:`optx.schedules.swa`).
+
+    Args:
+        optimizer: the wrapped optimizer (an :class:`optx.optim.Optimizer`).
+        swa_lr: the lr to anneal to, a float or one per param group.
+        anneal_epochs: the number of epochs of the annealing (0: ``swa_lr`` at once).
+        anneal_strategy: ``'cos'`` or ``'linear'``.
+        last_epoch: the index of the last epoch; ``-1`` (the default) starts the schedule, a larger
+            value resumes it (each param group must then hold ``initial_lr``).
+
+    Example:
+        >>> import jax.numpy as jnp, optx
+        >>> opt = optx.optim.SGD([jnp.zeros(1)], lr=0.1)
+        >>> sched = optx.optim.swa_utils.SWALR(opt, swa_lr=0.05, anneal_epochs=3,
+        ...                                    anneal_strategy="linear")
+        >>> lrs = []
+        >>> for epoch in range(5):
+        ...     lrs.append(sched.get_last_lr()[0])
+        ...     opt.step([jnp.ones(1)])
+        ...     sched.step()
+        >>> [round(lr, 6) for lr in lrs]
+        [0.1, 0.083333, 0.066667, 0.05, 0.05]
+    """
 
     def __init__(self, optimizer: Any, swa_lr: float | list[float], anneal_epochs: int = 10,
                  anneal_strategy: str = "cos", last_epoch: int = -1) -> None:
@@ -285,6 +341,15 @@ class SWALR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def anneal_func(self, t: Any) -> Any:
+        """The annealing curve of ``anneal_strategy`` (torch's ``_cosine_anneal`` or
+        ``_linear_anneal``).
+
+        Args:
+            t: the annealing progress, in ``[0, 1]``.
+
+        Returns:
+            The weight of ``swa_lr`` at that progress.
+        """
         return F.swa_anneal(HOST, self._anneal_strategy, t)
 
     def get_lr(self) -> list[Any]:

@@ -50,9 +50,9 @@ def adafactor(
        &\quad \theta_{t-1} \leftarrow \theta_{t-1}(1 - \gamma\lambda) \\
        &\quad \textbf{if } \dim(\theta) > 1: \\
        &\quad\quad R_t \leftarrow \beta_{2,t} R_{t-1} + (1-\beta_{2,t})
-          \,\mathrm{mean}_{-1}(g_t^2) \text{ (row\_var)}, \quad
-          C_t \leftarrow \beta_{2,t} C_{t-1} + (1-\beta_{2,t})
-          \,\mathrm{mean}_{-2}(g_t^2) \text{ (col\_var)} \\
+          \,\mathrm{mean}_{-1}(g_t^2) \text{ (}\mathit{row\_var}\text{)} \\
+       &\quad\quad C_t \leftarrow \beta_{2,t} C_{t-1} + (1-\beta_{2,t})
+          \,\mathrm{mean}_{-2}(g_t^2) \text{ (}\mathit{col\_var}\text{)} \\
        &\quad\quad \hat v_t \leftarrow R_t C_t / \max(\mathrm{mean}_{-2}(R_t), \epsilon_1) \\
        &\quad \textbf{else}: \; \hat v_t \leftarrow \beta_{2,t}\hat v_{t-1} +
           (1-\beta_{2,t}) g_t^2 \text{ (variance)} \\

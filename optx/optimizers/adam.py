@@ -38,7 +38,7 @@ def adam(
        \begin{aligned}
        &\textbf{input}: \gamma \text{ (lr)}, \beta_1, \beta_2 \text{ (betas)}, \theta_0,
          \lambda \text{ (weight decay)}, \epsilon, \textit{amsgrad}, \textit{maximize},
-         \textit{decoupled\_weight\_decay} \\
+         \mathit{decoupled\_weight\_decay} \\
        &m_0 \leftarrow 0, \; v_0 \leftarrow 0, \; \hat v^{max}_0 \leftarrow 0 \\
        &\textbf{for } t = 1, 2, \ldots \textbf{ do} \\
        &\quad g_t \leftarrow \nabla f_t(\theta_{t-1}) \text{, negated if } \textit{maximize} \\

@@ -164,15 +164,18 @@ def lbfgs(
 
     .. math::
        \begin{aligned}
-       &\textbf{input}: \gamma \text{ (lr)}, f \text{ (closure)}, \textit{max\_iter},
-         \textit{max\_eval}, \tau_g \text{ (tolerance\_grad)}, \tau_c \text{ (tolerance\_change)},
-         m \text{ (history\_size)} \\
+       &\textbf{input}: \gamma \text{ (lr)}, f \text{ (closure)}, \mathit{max\_iter},
+         \mathit{max\_eval}, \\
+       &\qquad \tau_g \text{ (}\mathit{tolerance\_grad}\text{)},
+         \tau_c \text{ (}\mathit{tolerance\_change}\text{)},
+         m \text{ (}\mathit{history\_size}\text{)} \\
        &\textbf{step}: \; g \leftarrow \nabla f(\theta); \;
          \textbf{if } \max|g| \le \tau_g: \textbf{return} \\
-       &\textbf{for } k = 1 \ldots \textit{max\_iter}: \\
+       &\textbf{for } k = 1 \ldots \mathit{max\_iter}: \\
        &\quad \textbf{if} \text{ first iteration ever}: \; d \leftarrow -g, \; H \leftarrow 1 \\
        &\quad \textbf{else}: \; y \leftarrow g - g_{prev}, \; s \leftarrow t d; \;
-         \textbf{if } y^\top s > 10^{-10}: \text{push } (y, s, \rho = 1/y^\top s)
+         \textbf{if } y^\top s > 10^{-10}: \\
+       &\quad\quad \text{push } (y, s, \rho = 1/y^\top s)
          \text{ (keep the last } m), \; H \leftarrow y^\top s / y^\top y \\
        &\quad\quad q \leftarrow -g; \; \textbf{for } i \text{ newest} \to \text{oldest}: \;
          \alpha_i \leftarrow \rho_i s_i^\top q, \; q \leftarrow q - \alpha_i y_i \\
@@ -182,13 +185,14 @@ def lbfgs(
          t \leftarrow \min(1, 1/\|g\|_1)\gamma \text{ on the first iteration ever, else } \gamma \\
        &\quad \textbf{if } g^\top d > -\tau_c: \textbf{break}
          \text{ (this } d, t \text{ are kept in the state, never applied)} \\
-       &\quad \textbf{if} \text{ strong\_wolfe}: \; (f, g, t) \leftarrow
-         \text{line search from } t \text{ (at most } \textit{max\_eval} - \text{evals)}; \;
-         \theta \leftarrow \theta + t d \\
+       &\quad \textbf{if} \text{ }\mathit{strong\_wolfe}: \; (f, g, t) \leftarrow
+         \text{line search from } t \text{ (at most } \mathit{max\_eval} - \text{evals)}, \\
+       &\quad\quad \theta \leftarrow \theta + t d \\
        &\quad \textbf{else}: \; \theta \leftarrow \theta + t d; \;
-         \textbf{if } k < \textit{max\_iter}: (f, g) \leftarrow (f(\theta), \nabla f(\theta)) \\
-       &\quad \textbf{break if } k = \textit{max\_iter}, \text{ evals} \ge \textit{max\_eval},
-         \max|g| \le \tau_g, \max|t d| \le \tau_c \text{ or } |f - f_{prev}| < \tau_c
+         \textbf{if } k < \mathit{max\_iter}: (f, g) \leftarrow (f(\theta), \nabla f(\theta)) \\
+       &\quad \textbf{break if } k = \mathit{max\_iter}, \text{ evals} \ge \mathit{max\_eval},
+         \max|g| \le \tau_g, \\
+       &\quad\quad \max|t d| \le \tau_c \text{ or } |f - f_{prev}| < \tau_c
        \end{aligned}
 
     The line search is :func:`optx.optimizers.line_search.strong_wolfe`, torch's

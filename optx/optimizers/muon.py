@@ -127,8 +127,9 @@ def muon(
     .. math::
        \begin{aligned}
        &\textbf{input}: \gamma \text{ (lr)}, \lambda \text{ (weight decay)}, \mu
-         \text{ (momentum)}, \textit{nesterov}, (a, b, c) \text{ (ns coefficients)},
-         \epsilon, k \text{ (ns steps)}, \textit{adjust\_lr\_fn} \\
+         \text{ (momentum)}, \textit{nesterov}, \\
+       &\qquad (a, b, c) \text{ (ns coefficients)}, \epsilon, k \text{ (ns steps)},
+         \mathit{adjust\_lr\_fn} \\
        &B_0 \leftarrow 0 \\
        &\textbf{for } t = 1, 2, \ldots \textbf{ do} \\
        &\quad B_t \leftarrow \mu B_{t-1} + (1-\mu) G_t \quad (\texttt{lerp}) \\
@@ -138,9 +139,10 @@ def muon(
           \text{ (bfloat16; transposed if rows > cols)} \\
        &\quad \textbf{repeat } k \textbf{ times}: \; A \leftarrow X X^\top, \;
           X \leftarrow a X + (b A + c A^2) X \\
-       &\quad \theta_t \leftarrow \theta_{t-1}(1 - \gamma\lambda) - \gamma \, r \, X, \quad
-          r = \sqrt{\max(1, A/B)} \text{ (original) or } 0.2\sqrt{\max(A, B)}
-          \text{ (match\_rms\_adamw) for an } A \times B \text{ parameter}
+       &\quad \theta_t \leftarrow \theta_{t-1}(1 - \gamma\lambda) - \gamma \, r \, X,
+          \text{ for an } A \times B \text{ parameter:} \\
+       &\quad\quad r = \sqrt{\max(1, A/B)} \text{ (original) or } 0.2\sqrt{\max(A, B)}
+          \text{ (}\mathit{match\_rms\_adamw}\text{)}
        \end{aligned}
 
     Newton–Schulz runs in bfloat16 with torch's CPU rounding: each of the three matrix

@@ -36,7 +36,7 @@ def nadam(
     .. math::
        \begin{aligned}
        &\textbf{input}: \gamma \text{ (lr)}, \beta_1, \beta_2, \epsilon, \lambda \text{ (weight
-         decay)}, \psi \text{ (momentum decay)}, \textit{decoupled\_weight\_decay},
+         decay)}, \psi \text{ (momentum decay)}, \mathit{decoupled\_weight\_decay},
          \textit{maximize} \\
        &m_0 \leftarrow 0, \; v_0 \leftarrow 0, \; \Pi_0 \leftarrow 1 \text{ (mu product)} \\
        &\textbf{for } t = 1, 2, \ldots \textbf{ do} \\

@@ -35,7 +35,7 @@ def radam(
     .. math::
        \begin{aligned}
        &\textbf{input}: \gamma \text{ (lr)}, \beta_1, \beta_2, \epsilon, \lambda \text{ (weight
-         decay)}, \textit{decoupled\_weight\_decay}, \textit{maximize} \\
+         decay)}, \mathit{decoupled\_weight\_decay}, \textit{maximize} \\
        &m_0 \leftarrow 0, \; v_0 \leftarrow 0, \;
           \rho_\infty \leftarrow 2/(1-\beta_2) - 1 \\
        &\textbf{for } t = 1, 2, \ldots \textbf{ do} \\

@@ -32,7 +32,7 @@ def step_lr_chainable(m: Any, lr: Any, e: Any, initial: Any, step_size: int,
 
 def step_lr(lr: float, step_size: int, gamma: float = 0.1) -> TorchSchedule:
     r"""``torch.optim.lr_scheduler.StepLR``:
-    :math:`\text{lr}\,\gamma^{\lfloor t / \text{step\_size}\rfloor}`.
+    :math:`\text{lr}\,\gamma^{\lfloor t / \mathit{step\_size}\rfloor}`.
 
     Args:
       lr: the initial learning rate (the optimizer's ``lr``).

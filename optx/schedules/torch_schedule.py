@@ -136,25 +136,35 @@ class TorchSchedule:
 
     Call it with the number of ``scheduler.step()`` calls made so far (0 right after
     construction): a Python int gives a Python float computed on the host as torch computes, a
-    traced integer gives an array of the default float dtype. ``base`` is the group's lr before
-    the scheduler was built (its ``initial_lr``).
+    traced integer gives an array of the default float dtype.
+
+    The functions of :mod:`optx.schedules` build these; the fields are what
+    :func:`~optx.schedules.sequential_lr` and :func:`~optx.schedules.chained_scheduler` need to
+    compose schedules as torch composes schedulers.
+
+    Attributes:
+        formula: ``formula(m, t)``, the value after ``t`` steps in the arithmetic ``m``
+            (:data:`~optx.schedules.torch_schedule.HOST` floats or traced arrays).
+        base: the group's lr before the scheduler was built (its ``initial_lr``).
+        chainable: torch's ``get_lr`` of a fresh scheduler at epoch ``e``,
+            ``chainable(m, lr, e) -> new lr``; ``e = 0`` is the step made at construction.
+            ``None``: the value ignores the current lr (``formula(m, e)`` is ``get_lr``).
+        multiplicative: ``get_lr`` multiplies the current lr by
+            ``formula(e) / formula(e - 1)``: a chain of such schedules is the product of their
+            factors.
+        construction_reads_initial_lr: at its construction step the lr becomes the optimizer's
+            initial lr whatever earlier schedulers of a chain did (CyclicLR reads ``base_lrs``
+            before replacing them).
+        rebase: the same schedule built from another lr, for the schedulers whose epoch-0
+            ``get_lr`` keeps the current lr (MultiplicativeLR, SWALR): ``sequential_lr``
+            restarts them from the lr the previous child reached rather than from their base.
     """
 
-    # (m, t) -> the value after t steps, in the arithmetic m.
     formula: Callable[[Any, Any], Any]
     base: float
-    # torch's get_lr of a fresh scheduler at epoch e, (m, lr, e) -> new lr; e = 0 is the step
-    # made at construction. None: the value ignores the current lr (formula(m, e) is get_lr).
     chainable: Callable[[Any, Any, Any], Any] | None = None
-    # get_lr multiplies the current lr by formula(e) / formula(e - 1): a chain of such
-    # schedules is the product of their factors.
     multiplicative: bool = False
-    # At its construction step the lr becomes the optimizer's initial lr whatever earlier
-    # schedulers of a chain did (CyclicLR: it reads ``base_lrs`` before replacing them).
     construction_reads_initial_lr: bool = False
-    # The same schedule built from another lr, for the schedulers whose epoch-0 ``get_lr`` keeps
-    # the current lr (MultiplicativeLR, SWALR): SequentialLR restarts them from the lr the
-    # previous child reached rather than from their base.
     rebase: Callable[[float], TorchSchedule] | None = None
 
     def __call__(self, t: Any) -> Any:
@@ -164,7 +174,17 @@ class TorchSchedule:
         return as_float(self.formula(TRACED, jnp.asarray(t)))
 
     def get_lr(self, m: Any, lr: Any, e: Any) -> Any:
-        """torch's ``get_lr`` at epoch ``e`` applied to the current ``lr``, in arithmetic ``m``."""
+        """torch's ``get_lr`` at epoch ``e`` applied to the current ``lr``, in arithmetic ``m``.
+
+        Args:
+            m: the arithmetic: :data:`~optx.schedules.torch_schedule.HOST` (Python floats, as
+                torch computes) or :data:`~optx.schedules.torch_schedule.TRACED` (arrays).
+            lr: the group's current lr.
+            e: the epoch (``last_epoch``) the value is for.
+
+        Returns:
+            The new lr.
+        """
         if self.chainable is not None:
             return self.chainable(m, lr, e)
         return self.formula(m, e)

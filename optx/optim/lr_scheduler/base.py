@@ -137,10 +137,30 @@ class LRScheduler:
     """torch's ``LRScheduler``: the base of every scheduler; subclasses implement
     :meth:`get_lr` (and optionally ``_get_closed_form_lr``).
 
+    Construction sets each group's ``initial_lr`` (on a fresh start), ``base_lrs`` and
+    ``last_epoch``, and performs the first step, as torch's does.
+
     Args:
-      optimizer: the :class:`optx.optim.Optimizer` whose groups' ``lr`` it sets.
-      last_epoch: the index of the last epoch; ``-1`` starts the schedule, anything else
-        resumes it (the groups must then hold ``initial_lr``).
+        optimizer: the :class:`optx.optim.Optimizer` whose groups' ``lr`` it sets.
+        last_epoch: the index of the last epoch; ``-1`` starts the schedule, anything else
+            resumes it (the groups must then hold ``initial_lr``).
+
+    Example:
+        A custom scheduler overrides :meth:`get_lr`, as in torch:
+
+        >>> import jax.numpy as jnp, optx
+        >>> class Halving(optx.optim.lr_scheduler.LRScheduler):
+        ...     def get_lr(self):
+        ...         return [base_lr * 0.5 ** self.last_epoch for base_lr in self.base_lrs]
+        >>> opt = optx.optim.SGD([jnp.zeros(1)], lr=0.1)
+        >>> sched = Halving(opt)
+        >>> lrs = []
+        >>> for epoch in range(4):
+        ...     lrs.append(sched.get_last_lr()[0])
+        ...     opt.step([jnp.ones(1)])
+        ...     sched.step()
+        >>> lrs
+        [0.1, 0.05, 0.025, 0.0125]
     """
 
     _get_lr_called_within_step: bool = False
@@ -165,6 +185,7 @@ class LRScheduler:
                         "recommended)"
                     )
         self.base_lrs: list[Any] = _param_groups_val_list(optimizer, "initial_lr")
+        """Each param group's ``initial_lr``: the lrs the schedule starts from."""
         self.last_epoch = last_epoch
         _track_step_called(optimizer)
         self._initial_step()
@@ -180,6 +201,11 @@ class LRScheduler:
         return {key: value for key, value in self.__dict__.items() if key != "optimizer"}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restores the scheduler from what :meth:`state_dict` returned (torch's too).
+
+        Args:
+            state_dict: the scheduler's state, as :meth:`state_dict` returned it.
+        """
         self.__dict__.update(state_dict)
 
     def get_last_lr(self) -> list[Any]:
@@ -200,8 +226,14 @@ class LRScheduler:
 
     @deferring_signals
     def step(self, epoch: int | None = None) -> None:
-        """Advance the schedule (call it after ``optimizer.step()``). ``epoch`` is deprecated,
-        as in torch: it sets ``last_epoch`` and uses the closed form where there is one."""
+        """Advances the schedule and writes the new lr into each param group; call it after
+        ``optimizer.step()``.
+
+        Args:
+            epoch: deprecated, as in torch (with torch's warning): sets ``last_epoch`` to it
+                and uses the closed form where the scheduler has one. ``None``: the next
+                epoch.
+        """
         self._warn_order()
         self._step_count += 1
         if epoch is not None:

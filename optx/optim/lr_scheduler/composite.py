@@ -52,6 +52,28 @@ class _Composite(LRScheduler):
 class SequentialLR(_Composite):
     """``torch.optim.lr_scheduler.SequentialLR``: ``schedulers[i]`` runs from
     ``milestones[i - 1]`` on, restarted at its milestone (:func:`optx.schedules.sequential_lr`).
+
+    Args:
+        optimizer: the wrapped optimizer (an :class:`optx.optim.Optimizer`).
+        schedulers: the schedulers, built on ``optimizer``, run one after the other.
+        milestones: the epochs at which the next scheduler takes over (one fewer than
+            ``schedulers``, increasing).
+        last_epoch: the index of the last epoch; ``-1`` (the default) starts the schedule, a larger
+            value resumes it (each param group must then hold ``initial_lr``).
+
+    Example:
+        >>> import jax.numpy as jnp, optx
+        >>> opt = optx.optim.SGD([jnp.zeros(1)], lr=0.1)
+        >>> warmup = optx.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=2)
+        >>> decay = optx.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5)
+        >>> sched = optx.optim.lr_scheduler.SequentialLR(opt, [warmup, decay], milestones=[2])
+        >>> lrs = []
+        >>> for epoch in range(6):
+        ...     lrs.append(sched.get_last_lr()[0])
+        ...     opt.step([jnp.ones(1)])
+        ...     sched.step()
+        >>> [round(lr, 6) for lr in lrs]
+        [0.01, 0.055, 0.1, 0.05, 0.025, 0.0125]
     """
 
     def __init__(self, optimizer: Any, schedulers: list[Any], milestones: list[int],
@@ -73,7 +95,11 @@ class SequentialLR(_Composite):
         self._last_lr = schedulers[idx].get_last_lr()
 
     def recursive_undo(self, sched: Any = None) -> None:
-        """Undo the step each member made at its construction (members of members too)."""
+        """Undoes the step each member made at its construction (members of members too).
+
+        Args:
+            sched: the scheduler to undo; ``None`` starts from this one's members.
+        """
         scheds = self if sched is None else sched
         if hasattr(scheds, "_schedulers"):
             for s in scheds._schedulers:
@@ -82,6 +108,8 @@ class SequentialLR(_Composite):
             scheds.last_epoch -= 1
 
     def step(self) -> None:  # type: ignore[override]
+        """Advances the epoch: the current member steps, or the next one takes over at its
+        milestone (restarted from its ``initial_lr`` schedule)."""
         self.last_epoch += 1
         idx = bisect_right(self._milestones, self.last_epoch)
         scheduler = self._schedulers[idx]
@@ -94,7 +122,26 @@ class SequentialLR(_Composite):
 
 class ChainedScheduler(_Composite):
     """``torch.optim.lr_scheduler.ChainedScheduler``: every member steps, in order, on the same
-    lr (:func:`optx.schedules.chained_scheduler`)."""
+    lr (:func:`optx.schedules.chained_scheduler`).
+
+    Args:
+        schedulers: the schedulers, all on one optimizer, stepped in this order at every ``step()``.
+        optimizer: the wrapped optimizer; ``None`` takes the first scheduler's.
+
+    Example:
+        >>> import jax.numpy as jnp, optx
+        >>> opt = optx.optim.SGD([jnp.zeros(1)], lr=0.1)
+        >>> L = optx.optim.lr_scheduler
+        >>> sched = L.ChainedScheduler([L.ConstantLR(opt, factor=0.5, total_iters=2),
+        ...                             L.ExponentialLR(opt, gamma=0.9)])
+        >>> lrs = []
+        >>> for epoch in range(5):
+        ...     lrs.append(sched.get_last_lr()[0])
+        ...     opt.step([jnp.ones(1)])
+        ...     sched.step()
+        >>> [round(lr, 6) for lr in lrs]
+        [0.05, 0.045, 0.081, 0.0729, 0.06561]
+    """
 
     def __init__(self, schedulers: Sequence[Any], optimizer: Any = None) -> None:
         name = self.__class__.__name__
@@ -106,6 +153,7 @@ class ChainedScheduler(_Composite):
         self._last_lr = _param_groups_val_list(self._schedulers[-1].optimizer, "lr")
 
     def step(self) -> None:  # type: ignore[override]
+        """Steps every member, in order, each on the lr the previous one left."""
         for scheduler in self._schedulers:
             scheduler.step()
         self._last_lr = _param_groups_val_list(self._schedulers[-1].optimizer, "lr")

@@ -19,7 +19,28 @@ from optx.schedules.torch_schedule import HOST
 class CosineAnnealingLR(LRScheduler):
     """``torch.optim.lr_scheduler.CosineAnnealingLR``: cosine annealing from the initial lr to
     ``eta_min`` over ``T_max`` epochs, recursively as torch (:func:`optx.schedules.
-    cosine_annealing_lr`)."""
+    cosine_annealing_lr`).
+
+    Args:
+        optimizer: the wrapped optimizer (an :class:`optx.optim.Optimizer`).
+        T_max: the number of epochs of the half cosine from the initial lr down to ``eta_min`` (the
+            lr rises again after it, with period ``2 * T_max``).
+        eta_min: the minimum learning rate.
+        last_epoch: the index of the last epoch; ``-1`` (the default) starts the schedule, a larger
+            value resumes it (each param group must then hold ``initial_lr``).
+
+    Example:
+        >>> import jax.numpy as jnp, optx
+        >>> opt = optx.optim.SGD([jnp.zeros(1)], lr=0.1)
+        >>> sched = optx.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=4, eta_min=0.01)
+        >>> lrs = []
+        >>> for epoch in range(6):
+        ...     lrs.append(sched.get_last_lr()[0])
+        ...     opt.step([jnp.ones(1)])
+        ...     sched.step()
+        >>> [round(lr, 4) for lr in lrs]
+        [0.1, 0.0868, 0.055, 0.0232, 0.01, 0.0232]
+    """
 
     def __init__(self, optimizer: Any, T_max: int, eta_min: float = 0.0,
                  last_epoch: int = -1) -> None:
@@ -55,7 +76,28 @@ class CosineAnnealingLR(LRScheduler):
 class CosineAnnealingWarmRestarts(LRScheduler):
     """``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts``: cosine annealing restarted
     every ``T_i`` epochs, ``T_i`` growing by ``T_mult`` (:func:`optx.schedules.
-    cosine_annealing_warm_restarts`). ``step(epoch)`` accepts fractional epochs, as torch."""
+    cosine_annealing_warm_restarts`). ``step(epoch)`` accepts fractional epochs, as torch.
+
+    Args:
+        optimizer: the wrapped optimizer (an :class:`optx.optim.Optimizer`).
+        T_0: the number of epochs until the first restart.
+        T_mult: the factor (an int of at least 1) by which the period grows after each restart.
+        eta_min: the minimum learning rate.
+        last_epoch: the index of the last epoch; ``-1`` (the default) starts the schedule, a larger
+            value resumes it (each param group must then hold ``initial_lr``).
+
+    Example:
+        >>> import jax.numpy as jnp, optx
+        >>> opt = optx.optim.SGD([jnp.zeros(1)], lr=0.1)
+        >>> sched = optx.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=2, T_mult=2)
+        >>> lrs = []
+        >>> for epoch in range(7):
+        ...     lrs.append(sched.get_last_lr()[0])
+        ...     opt.step([jnp.ones(1)])
+        ...     sched.step()
+        >>> [round(lr, 4) for lr in lrs]
+        [0.1, 0.05, 0.1, 0.0854, 0.05, 0.0146, 0.1]
+    """
 
     def __init__(self, optimizer: Any, T_0: int, T_mult: int = 1, eta_min: float = 0.0,
                  last_epoch: int = -1) -> None:
@@ -73,8 +115,13 @@ class CosineAnnealingWarmRestarts(LRScheduler):
                 for base_lr in self.base_lrs]
 
     def step(self, epoch: Any = None) -> None:
-        """torch's own bookkeeping of ``T_cur`` and ``T_i`` (no step-order warning, as in
-        torch); ``epoch`` may be fractional (``epoch + i / iters`` within an epoch)."""
+        """Advances the schedule with torch's own bookkeeping of ``T_cur`` and ``T_i`` (no
+        step-order warning, as in torch).
+
+        Args:
+            epoch: the epoch to set, possibly fractional (``epoch + i / iters`` for batch ``i``
+                of ``iters`` within an epoch); ``None``: the next epoch.
+        """
         if epoch is None and self.last_epoch < 0:
             epoch = 0
         if epoch is None:

@@ -19,10 +19,47 @@ class OneCycleLR(LRScheduler):
     """``torch.optim.lr_scheduler.OneCycleLR``: the 1cycle policy, the lr (and inversely the
     momentum) annealed through torch's phases, each step reading the group's ``initial_lr``,
     ``max_lr``, ``min_lr`` and momenta (:func:`optx.schedules.one_cycle_lr`,
-    :func:`optx.schedules.one_cycle_momentum`)."""
+    :func:`optx.schedules.one_cycle_momentum`).
+
+    Args:
+        optimizer: the wrapped optimizer (an :class:`optx.optim.Optimizer`).
+        max_lr: the peak learning rate, a float or one per param group.
+        total_steps: the number of steps of the cycle; ``None`` computes it as ``epochs *
+            steps_per_epoch``.
+        epochs: the number of epochs, with ``steps_per_epoch``, when ``total_steps`` is ``None``.
+        steps_per_epoch: the number of steps per epoch, with ``epochs``.
+        pct_start: the fraction of the cycle spent raising the lr.
+        anneal_strategy: ``'cos'`` for cosine annealing, ``'linear'`` for linear.
+        cycle_momentum: whether the momentum (``betas[0]`` for Adam-like optimizers) cycles
+            inversely to the lr, between ``max_momentum`` and ``base_momentum``.
+        base_momentum: the momentum at the peak lr, a float or one per param group.
+        max_momentum: the momentum at the start and the end of the cycle, a float or one per param
+            group.
+        div_factor: the initial lr is ``max_lr / div_factor``.
+        final_div_factor: the final lr is ``initial_lr / final_div_factor``.
+        three_phase: a third phase that anneals from the initial lr to the final one (fast.ai's
+            schedule); ``False`` anneals from the peak to the final lr directly.
+        last_epoch: the index of the last batch (this scheduler steps per batch); ``-1`` starts the
+            schedule, a larger value resumes it.
+
+    Example:
+        >>> import jax.numpy as jnp, optx
+        >>> opt = optx.optim.SGD([jnp.zeros(1)], lr=0.1, momentum=0.9)
+        >>> sched = optx.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=6)
+        >>> lrs = []
+        >>> for epoch in range(6):
+        ...     lrs.append(sched.get_last_lr()[0])
+        ...     opt.step([jnp.ones(1)])
+        ...     sched.step()
+        >>> [round(lr, 4) for lr in lrs]
+        [0.04, 0.9944, 0.8117, 0.4626, 0.1335, 0.0]
+    """
 
     cycle_momentum: bool
+    """Whether the momentum cycles (the ``cycle_momentum`` argument)."""
     use_beta1: bool
+    """Whether the cycled momentum is ``betas[0]`` (Adam-like optimizers) rather than
+    ``momentum``; set only when ``cycle_momentum`` is true."""
 
     def __init__(self, optimizer: Any, max_lr: Any, total_steps: int | None = None,
                  epochs: int | None = None, steps_per_epoch: int | None = None,

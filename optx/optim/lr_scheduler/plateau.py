@@ -39,7 +39,36 @@ def _metric_value(metrics: Any) -> float:
 class ReduceLROnPlateau(LRScheduler):
     """``torch.optim.lr_scheduler.ReduceLROnPlateau``: the lr times ``factor`` once the metric
     passed to ``step(metrics)`` has not improved for ``patience`` epochs
-    (:func:`optx.reduce_lr_on_plateau` is the same rule as a transformation)."""
+    (:func:`optx.reduce_lr_on_plateau` is the same rule as a transformation).
+
+    Args:
+        optimizer: the wrapped optimizer (an :class:`optx.optim.Optimizer`).
+        mode: ``'min'``: the lr falls when the metric stops decreasing; ``'max'``: when it
+            stops increasing.
+        factor: the factor the lr is multiplied by at a reduction (below 1).
+        patience: the number of epochs without improvement tolerated before a reduction (with
+            ``patience=2``, the third bad epoch reduces the lr).
+        threshold: how much better than the best a metric must be to count as an improvement.
+        threshold_mode: ``'rel'``: better than ``best * (1 - threshold)`` (``'min'``) or
+            ``best * (1 + threshold)`` (``'max'``); ``'abs'``: better than
+            ``best - threshold`` or ``best + threshold``.
+        cooldown: the number of epochs after a reduction before counting bad epochs again.
+        min_lr: the lower bound of the lr, a float or one per param group.
+        eps: the smallest change of the lr applied: a reduction smaller than ``eps`` is
+            skipped.
+
+    Example:
+        >>> import jax.numpy as jnp, optx
+        >>> opt = optx.optim.SGD([jnp.zeros(1)], lr=0.1)
+        >>> sched = optx.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=1)
+        >>> lrs = []
+        >>> for val_loss in [1.0, 0.8, 0.8, 0.8, 0.8, 0.8]:
+        ...     opt.step([jnp.ones(1)])
+        ...     sched.step(val_loss)
+        ...     lrs.append(sched.get_last_lr()[0])
+        >>> lrs
+        [0.1, 0.1, 0.1, 0.05, 0.05, 0.025]
+    """
 
     def __init__(self, optimizer: Any, mode: str = "min", factor: float = 0.1,
                  patience: int = 10, threshold: float = 1e-4, threshold_mode: str = "rel",
@@ -77,6 +106,13 @@ class ReduceLROnPlateau(LRScheduler):
 
     @deferring_signals
     def step(self, metrics: Any, epoch: int | None = None) -> None:  # type: ignore[override]
+        """Records the epoch's metric and reduces the lr after ``patience`` bad epochs.
+
+        Args:
+            metrics: the epoch's metric (a Python number or a one-element array).
+            epoch: deprecated, as in torch (with torch's warning): sets ``last_epoch``.
+                ``None``: the next epoch.
+        """
         current = _metric_value(metrics)
         if epoch is None:
             epoch = self.last_epoch + 1
@@ -115,6 +151,8 @@ class ReduceLROnPlateau(LRScheduler):
 
     @property
     def in_cooldown(self) -> bool:
+        """Whether the scheduler is in its cooldown after a reduction (bad epochs not
+        counted)."""
         return self.cooldown_counter > 0
 
     def _is_better(self, a: Any, best: Any) -> Any:
@@ -128,6 +166,11 @@ class ReduceLROnPlateau(LRScheduler):
         self.threshold_mode = threshold_mode
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restores the scheduler from what ``state_dict()`` returned (torch's too).
+
+        Args:
+            state_dict: the scheduler's state, as ``state_dict()`` returned it.
+        """
         self.__dict__.update(state_dict)
         self._init_is_better(mode=self.mode, threshold=self.threshold,
                              threshold_mode=self.threshold_mode)

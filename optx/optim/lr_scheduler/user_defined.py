@@ -18,6 +18,7 @@ class _WithLambdas(LRScheduler):
     """torch's state_dict for ``lr_lambdas``: a callable object's ``__dict__``, else None."""
 
     lr_lambdas: list[Any]
+    """The ``lr_lambda`` functions, one per param group."""
 
     def state_dict(self) -> dict[str, Any]:
         state_dict = {key: value for key, value in self.__dict__.items()
@@ -39,7 +40,27 @@ class _WithLambdas(LRScheduler):
 
 class LambdaLR(_WithLambdas):
     """``torch.optim.lr_scheduler.LambdaLR``: the initial lr times ``lr_lambda(epoch)``
-    (:func:`optx.schedules.lambda_lr`)."""
+    (:func:`optx.schedules.lambda_lr`).
+
+    Args:
+        optimizer: the wrapped optimizer (an :class:`optx.optim.Optimizer`).
+        lr_lambda: a function of the epoch (an int) giving the factor the initial lr is multiplied
+            by, or a list of such functions, one per param group.
+        last_epoch: the index of the last epoch; ``-1`` (the default) starts the schedule, a larger
+            value resumes it (each param group must then hold ``initial_lr``).
+
+    Example:
+        >>> import jax.numpy as jnp, optx
+        >>> opt = optx.optim.SGD([jnp.zeros(1)], lr=0.1)
+        >>> sched = optx.optim.lr_scheduler.LambdaLR(opt, lr_lambda=lambda epoch: 0.5 ** epoch)
+        >>> lrs = []
+        >>> for epoch in range(5):
+        ...     lrs.append(sched.get_last_lr()[0])
+        ...     opt.step([jnp.ones(1)])
+        ...     sched.step()
+        >>> lrs
+        [0.1, 0.05, 0.025, 0.0125, 0.00625]
+    """
 
     def __init__(self, optimizer: Any, lr_lambda: Any, last_epoch: int = -1) -> None:
         self.optimizer = optimizer
@@ -54,7 +75,27 @@ class LambdaLR(_WithLambdas):
 
 class MultiplicativeLR(_WithLambdas):
     """``torch.optim.lr_scheduler.MultiplicativeLR``: the current lr times
-    ``lr_lambda(epoch)`` (:func:`optx.schedules.multiplicative_lr`)."""
+    ``lr_lambda(epoch)`` (:func:`optx.schedules.multiplicative_lr`).
+
+    Args:
+        optimizer: the wrapped optimizer (an :class:`optx.optim.Optimizer`).
+        lr_lambda: a function of the epoch (an int) giving the factor the current lr is multiplied
+            by at each step, or a list of such functions, one per param group.
+        last_epoch: the index of the last epoch; ``-1`` (the default) starts the schedule, a larger
+            value resumes it (each param group must then hold ``initial_lr``).
+
+    Example:
+        >>> import jax.numpy as jnp, optx
+        >>> opt = optx.optim.SGD([jnp.zeros(1)], lr=0.1)
+        >>> sched = optx.optim.lr_scheduler.MultiplicativeLR(opt, lr_lambda=lambda epoch: 0.9)
+        >>> lrs = []
+        >>> for epoch in range(5):
+        ...     lrs.append(sched.get_last_lr()[0])
+        ...     opt.step([jnp.ones(1)])
+        ...     sched.step()
+        >>> [round(lr, 6) for lr in lrs]
+        [0.1, 0.09, 0.081, 0.0729, 0.06561]
+    """
 
     def __init__(self, optimizer: Any, lr_lambda: Any, last_epoch: int = -1) -> None:
         self.optimizer = optimizer
