@@ -1,0 +1,195 @@
+"""torch's ``TestOptimRenewed`` hook cases, run on torch and on ``optx.optim`` with the same
+calls (issue 26.6); configurations from torch's ``optim_db`` (``renewed.py``).
+
+Ported: ``test_state_dict_pre_hook``, ``test_state_dict_post_hook``,
+``test_state_dict_pre_post_hook``, ``test_load_state_dict_pre_hook_and_prepend``,
+``test_load_state_dict_post_hook``, ``test_load_state_dict_pre_post_hook`` (every optimizer:
+they build it and take or load a state_dict), and ``test_step_pre_hook``,
+``test_step_post_hook``, ``test_step_all_hooks`` (global hooks too) on SGD and Adam: the hooks
+wrap the one generic step, and every optimizer would cost a compile each. torch steps these
+with no gradients; here the gradients are zeros, so that only the hooks are under test
+(``test_torch_renewed_steps`` has the steps without gradients).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch.optim.optimizer as torch_optimizer_module
+from renewed import NAMES, STATE_MAP, Pair, fresh, make_params, mode, pick
+
+import optx.optim.optimizer as optx_optimizer_module
+
+
+def _state_dict_pre_hook(optimizer):
+    optimizer.state["test"] = 1
+
+
+def _state_dict_post_hook(optimizer, state_dict):
+    if "test" in state_dict["state"]:
+        state_dict["state"].pop("test")
+        state_dict["ran_state_dict_pre_hook"] = True
+    else:
+        state_dict["ran_state_dict_pre_hook"] = False
+    return state_dict
+
+
+def _load_state_dict_pre_hook1(optimizer, state_dict):
+    state_dict["param_groups"][0]["lr"] = 0.002
+
+
+def _load_state_dict_pre_hook2(optimizer, state_dict):
+    my_state_dict = copy.deepcopy(state_dict)
+    my_state_dict["param_groups"][0]["lr"] = 0.003
+    return my_state_dict
+
+
+def _load_state_dict_post_hook(optimizer):
+    optimizer.state["ran_load_state_dict_pre_hook2"] = optimizer.param_groups[0]["lr"] == 0.003
+    optimizer.state["ran_load_state_dict_post_hook"] = True
+
+
+def _hook_cases(xfail=None):
+    return [pytest.param(n, id=n, marks=[pytest.mark.xfail(strict=True, reason=xfail)]
+                         if xfail else []) for n in NAMES]
+
+
+@pytest.mark.parametrize("name", _hook_cases(STATE_MAP))
+def test_state_dict_pre_hook(name):
+    for opt in fresh(name, 0):
+        opt.register_state_dict_pre_hook(_state_dict_pre_hook)
+        assert opt.state_dict()["state"]["test"] == 1
+
+
+@pytest.mark.parametrize("name", _hook_cases())
+def test_state_dict_post_hook(name):
+    for opt in fresh(name, 1):
+        opt.register_state_dict_post_hook(_state_dict_post_hook)
+        assert opt.state_dict()["ran_state_dict_pre_hook"] is False
+
+
+@pytest.mark.parametrize("name", _hook_cases(STATE_MAP))
+def test_state_dict_pre_post_hook(name):
+    for opt in fresh(name, 2):
+        opt.register_state_dict_pre_hook(_state_dict_pre_hook)
+        opt.register_state_dict_post_hook(_state_dict_post_hook)
+        state_dict = opt.state_dict()
+        assert "test" not in state_dict["state"]
+        assert state_dict["ran_state_dict_pre_hook"] is True
+
+
+@pytest.mark.parametrize("name", _hook_cases())
+def test_load_state_dict_pre_hook_and_prepend(name):
+    for opt in fresh(name, 3):
+        state_dict = opt.state_dict()
+        opt.register_load_state_dict_pre_hook(_load_state_dict_pre_hook1)
+        opt.load_state_dict(state_dict)
+        assert opt.param_groups[0]["lr"] == 0.002
+        opt.register_load_state_dict_pre_hook(_load_state_dict_pre_hook2, prepend=True)
+        opt.load_state_dict(state_dict)
+        # hook1 runs last and overrides hook2's 0.003
+        assert opt.param_groups[0]["lr"] == 0.002
+
+
+@pytest.mark.parametrize("name", _hook_cases(STATE_MAP))
+def test_load_state_dict_post_hook(name):
+    for opt in fresh(name, 4):
+        opt.register_load_state_dict_post_hook(_load_state_dict_post_hook)
+        opt.load_state_dict(opt.state_dict())
+        assert opt.state["ran_load_state_dict_pre_hook2"] is False
+        assert opt.state["ran_load_state_dict_post_hook"] is True
+
+
+@pytest.mark.parametrize("name", _hook_cases(STATE_MAP))
+def test_load_state_dict_pre_post_hook(name):
+    for opt in fresh(name, 5):
+        opt.register_load_state_dict_pre_hook(_load_state_dict_pre_hook2)
+        opt.register_load_state_dict_post_hook(_load_state_dict_post_hook)
+        opt.load_state_dict(opt.state_dict())
+        assert opt.state["ran_load_state_dict_pre_hook2"] is True
+        assert opt.state["ran_load_state_dict_post_hook"] is True
+
+
+HOOKED = ["SGD", "Adam"]  # hooks wrap the one generic step, which LBFGS does not override
+
+
+def _hooked_steps(pair, n):
+    pair.run(n, lambda ps: [np.zeros_like(p) for p in ps])
+
+
+@pytest.mark.parametrize("name", HOOKED)
+def test_step_post_hook(name):
+    with mode(name, 3):
+        pair = Pair(name, make_params(), **pick(name, 7)[1])
+        data = {"torch": 2, "optx": 2}
+
+        def hook_for(side):
+            def post_hook(opt, args, kwargs):
+                data[side] += 2
+            return post_hook
+
+        handles = [pair.torch.register_step_post_hook(hook_for("torch")),
+                   pair.optx.register_step_post_hook(hook_for("optx"))]
+        _hooked_steps(pair, 2)
+        assert data == {"torch": 6, "optx": 6}
+        for h in handles:
+            h.remove()
+        _hooked_steps(pair, 1)
+        assert data == {"torch": 6, "optx": 6}
+        pair.check()
+
+
+@pytest.mark.parametrize("name", HOOKED)
+def test_step_pre_hook(name):
+    with mode(name, 3):
+        pair = Pair(name, make_params(), **pick(name, 8)[1])
+        data = {"torch": 5, "optx": 5}
+
+        def hook_for(side):
+            def pre_hook(opt, args, kwargs):
+                data[side] += 2
+            return pre_hook
+
+        handles = [pair.torch.register_step_pre_hook(hook_for("torch")),
+                   pair.optx.register_step_pre_hook(hook_for("optx"))]
+        _hooked_steps(pair, 2)
+        assert data == {"torch": 9, "optx": 9}
+        for h in handles:
+            h.remove()
+        _hooked_steps(pair, 1)
+        assert data == {"torch": 9, "optx": 9}
+        pair.check()
+
+
+@pytest.mark.parametrize("name", HOOKED)
+def test_step_all_hooks(name):
+    def log(data, value):
+        return lambda opt, args, kwargs: data.append(value)
+
+    with mode(name, 3):
+        pair = Pair(name, make_params(), **pick(name, 9)[1])
+        sgd = Pair("SGD", make_params(1))
+        data = {"torch": [], "optx": []}
+        handles = []
+        for side, module in (("torch", torch_optimizer_module), ("optx", optx_optimizer_module)):
+            handles += [module.register_optimizer_step_pre_hook(log(data[side], 0)),
+                        module.register_optimizer_step_post_hook(log(data[side], 5))]
+            for opt in (getattr(pair, side), getattr(sgd, side)):
+                handles += [opt.register_step_pre_hook(log(data[side], 1)),
+                            opt.register_step_post_hook(log(data[side], 2))]
+        try:
+            _hooked_steps(pair, 1)
+            assert data["torch"] == data["optx"] == [0, 1, 2, 5]
+            _hooked_steps(sgd, 1)
+            assert data["torch"] == data["optx"] == [0, 1, 2, 5] * 2
+            _hooked_steps(pair, 1)
+            assert data["torch"] == data["optx"] == [0, 1, 2, 5] * 3
+        finally:
+            for h in handles:
+                h.remove()
+        _hooked_steps(pair, 1)
+        _hooked_steps(sgd, 1)
+        assert data["torch"] == data["optx"] == [0, 1, 2, 5] * 3
+        pair.check()
