@@ -10,6 +10,8 @@ Ported:
 - ``test_optimizer_can_be_printed``: ``repr`` equals torch's for every configuration of
   ``optim_db``, with each implementation switch on (``_get_optim_inputs_including_global_cliquey
   _kwargs``), which optx accepts and ignores.
+- torch's signatures: each configuration given positionally, as far as torch's signature
+  allows (``SGD(params, 0.1, 0.9)``), prints as torch's (``test_positional_args``).
 - torch's errors that are limitations of its ``foreach`` kernels (a tensor ``lr`` or ``betas``
   with ``foreach=True``): optx accepts the switch, so the same call steps as torch does with the
   switch off (``test_foreach_only_errors_are_accepted``).
@@ -23,6 +25,7 @@ Not ported, and why:
 
 from __future__ import annotations
 
+import inspect
 import re
 import warnings
 
@@ -36,6 +39,7 @@ from renewed import (
     DUPLICATES,
     ERROR_ORDER,
     NAMES,
+    POSITIONAL,
     OptimizerErrorEnum,
     Pair,
     configs,
@@ -156,6 +160,33 @@ def test_optimizer_can_be_printed(name):
     for desc, kwargs in configs(name, cliquey=True):
         torch_opt = info.optim_cls(t_params, **kwargs)
         optx_opt = getattr(O, name)(x_params, **to_optx(kwargs))
+        assert repr(optx_opt) == _torch_printed(torch_opt), desc
+
+
+def _positional(cls, kwargs):
+    """``kwargs`` as torch's ``cls`` takes them positionally: the longest prefix of its
+    positional-or-keyword arguments that ``kwargs`` reaches, defaults filling the gaps."""
+    order = [p for p in inspect.signature(cls).parameters.values()
+             if p.kind == p.POSITIONAL_OR_KEYWORD][1:]  # after params
+    last = max([i for i, p in enumerate(order) if p.name in kwargs], default=-1)
+    args = [kwargs.get(p.name, p.default) for p in order[:last + 1]]
+    return args, {k: v for k, v in kwargs.items() if k not in {p.name for p in order}}
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, id=n, marks=pytest.mark.xfail(strict=True, reason=(
+        f"{POSITIONAL}; {ADAMW_KEY}" if n == "AdamW" else POSITIONAL)))
+    for n in NAMES])
+def test_positional_args(name):
+    info = DB[name]
+    t_params = [torch.nn.Parameter(torch.randn(2, 3))]
+    x_params = to_optx(t_params)
+    for desc, kwargs in configs(name):
+        args, rest = _positional(info.optim_cls, kwargs)
+        if not args:
+            continue
+        torch_opt = info.optim_cls(t_params, *args, **rest)
+        optx_opt = getattr(O, name)(x_params, *to_optx(args), **to_optx(rest))
         assert repr(optx_opt) == _torch_printed(torch_opt), desc
 
 
