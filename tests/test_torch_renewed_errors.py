@@ -51,9 +51,8 @@ import optx.optim as O
 
 _NOT_APPLICABLE = ("invalid param type", "dense params required")
 _FOREACH_ONLY = "foreach=True"
+_DUPLICATES = "a param group cannot have duplicate parameters"
 _XFAIL = {
-    "a param group cannot have duplicate parameters":
-        DUPLICATES,
     "complex not supported":
         "SparseAdam's complex-params message lacks torch's '[[group, param]]' indices",
     "betas must be either both floats or both Tensors":
@@ -71,24 +70,41 @@ def _error_inputs():
 
 
 def _error_cases():
+    """``(name, index, where, marks)`` of every applicable error input; ``where`` is
+    ``as-given`` or, for ``params=None``, also ``with-params``."""
     out = []
     for name, i, ei in _error_inputs():
         desc = ei.optimizer_error_input.desc
         if desc.startswith(_NOT_APPLICABLE) or _FOREACH_ONLY in ei.error_regex:
             continue
         for where in ("as-given", "with-params"):
-            if where == "with-params" and ei.optimizer_error_input.params is not None:
-                continue
-            marks = []
-            if desc in _XFAIL:
-                marks.append(pytest.mark.xfail(strict=True, reason=_XFAIL[desc]))
-            elif (where == "as-given" and ei.optimizer_error_input.params is None
-                  and "Tensor lr must be 1-element" not in ei.error_regex):
-                marks.append(pytest.mark.xfail(strict=True, reason=ERROR_ORDER))
-            slug = re.sub(r"[^a-zA-Z0-9]+", "_", desc).strip("_")[:40]
-            out.append(pytest.param(name, i, where, marks=marks,
-                                    id=f"{name}-{i}-{slug}-{where}"))
+            if where == "as-given" or ei.optimizer_error_input.params is None:
+                out.append((name, i, where, desc))
     return out
+
+
+def _fails_for(case):
+    """Why a case fails today: its own difference, or a cause every optimizer shares (those
+    cases run in one test per cause, as each would fail alike)."""
+    name, i, where, desc = case
+    if desc in _XFAIL:
+        return _XFAIL[desc]
+    if desc == _DUPLICATES:
+        return DUPLICATES
+    regex = DB[name].optim_error_inputs_func(device="cpu", dtype=torch.float64)[i].error_regex
+    if (where == "as-given" and "Tensor lr must be 1-element" not in regex
+            and DB[name].optim_error_inputs_func(device="cpu", dtype=torch.float64)[i]
+            .optimizer_error_input.params is None):
+        return ERROR_ORDER
+    return None
+
+
+_CASES = _error_cases()
+
+
+def _ids(case):
+    name, i, where, desc = case
+    return f"{name}-{i}-{re.sub(r'[^a-zA-Z0-9]+', '_', desc).strip('_')[:40]}-{where}"
 
 
 def _outcome(cls, params, kwargs, error_input, grads=None):
@@ -115,8 +131,7 @@ def _neutral(message):
     return re.sub(r"torch\.Size\(\[([^\]]*)\]\)", r"(\1)", message)
 
 
-@pytest.mark.parametrize("name,index,where", _error_cases())
-def test_errors(name, index, where):
+def _check_error(name, index, where):
     info = DB[name]
     error_input = info.optim_error_inputs_func(device="cpu", dtype=torch.float64)[index]
     given = error_input.optimizer_error_input
@@ -133,8 +148,33 @@ def test_errors(name, index, where):
     if error_input.error_on == OptimizerErrorEnum.STEP_ERROR:
         grads = [to_optx(p.grad) for p in params]
     got = _outcome(getattr(O, name), x_params, to_optx(given.kwargs), error_input, grads)
-    assert got[:2] == expected[:2], (got, expected)
-    assert got[2] == _neutral(expected[2])
+    assert got[:2] == expected[:2], (name, got, expected)
+    assert got[2] == _neutral(expected[2]), name
+
+
+@pytest.mark.parametrize("name,index,where", [
+    pytest.param(*c[:3], id=_ids(c), marks=[pytest.mark.xfail(strict=True, reason=_fails_for(c))]
+                 if _fails_for(c) else [])
+    for c in _CASES if _fails_for(c) not in (DUPLICATES, ERROR_ORDER)])
+def test_errors(name, index, where):
+    _check_error(name, index, where)
+
+
+@pytest.mark.xfail(strict=True, reason=DUPLICATES)
+def test_errors_duplicate_params():
+    # The input "a param group cannot have duplicate parameters", of every optimizer.
+    for case in _CASES:
+        if _fails_for(case) == DUPLICATES:
+            _check_error(*case[:3])
+
+
+@pytest.mark.xfail(strict=True, reason=ERROR_ORDER)
+def test_errors_with_params_none():
+    # Each hyperparameter error input as given, with params=None: torch checks the
+    # hyperparameters first. (test_errors runs them with a parameter.)
+    for case in _CASES:
+        if _fails_for(case) == ERROR_ORDER:
+            _check_error(*case[:3])
 
 
 def _torch_printed(opt):
@@ -173,21 +213,21 @@ def _positional(cls, kwargs):
     return args, {k: v for k, v in kwargs.items() if k not in {p.name for p in order}}
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, id=n, marks=pytest.mark.xfail(strict=True, reason=(
-        f"{POSITIONAL}; {ADAMW_KEY}" if n == "AdamW" else POSITIONAL)))
-    for n in NAMES])
-def test_positional_args(name):
-    info = DB[name]
+@pytest.mark.xfail(strict=True, reason=f"{POSITIONAL}; and for AdamW: {ADAMW_KEY}")
+def test_positional_args():
+    # Every optimizer: one test, as each fails alike today (mark these per optimizer once
+    # issue 26 lands).
     t_params = [torch.nn.Parameter(torch.randn(2, 3))]
     x_params = to_optx(t_params)
-    for desc, kwargs in configs(name):
-        args, rest = _positional(info.optim_cls, kwargs)
-        if not args:
-            continue
-        torch_opt = info.optim_cls(t_params, *args, **rest)
-        optx_opt = getattr(O, name)(x_params, *to_optx(args), **to_optx(rest))
-        assert repr(optx_opt) == _torch_printed(torch_opt), desc
+    for name in NAMES:
+        info = DB[name]
+        for desc, kwargs in configs(name):
+            args, rest = _positional(info.optim_cls, kwargs)
+            if not args:
+                continue
+            torch_opt = info.optim_cls(t_params, *args, **rest)
+            optx_opt = getattr(O, name)(x_params, *to_optx(args), **to_optx(rest))
+            assert repr(optx_opt) == _torch_printed(torch_opt), (name, desc)
 
 
 @pytest.mark.parametrize("name,index", [pytest.param(n, i, id=f"{n}-{i}")
