@@ -8,11 +8,12 @@ torch raises (``optim_error_inputs_func``) and the schedulers its lr-scheduler t
 The tests build every configuration from it, so a configuration torch adds is tested here too.
 
 A :class:`Pair` holds a torch optimizer and its ``optx.optim`` port over the same float64
-parameters: ``pair.step(grads)`` sets ``p.grad`` and calls ``step()`` in torch and calls
-``opt.step(grads)`` in optx (``None`` for a parameter without gradient on both sides);
-``pair.check()`` compares the parameters. Parameters are 2-D (Muon takes only matrices) and the
-loss is a weighted ``sum_i ||p_i - c_i||^2``, written for numpy (the gradients both sides get),
-torch and jax (the closures of ``step(closure)``).
+parameters: ``pair.step()`` sets ``p.grad`` and calls ``step()`` in torch and calls
+``opt.step(grads)`` in optx, each side with the gradient at its own parameters (``None`` for a
+parameter without one, on both sides); ``pair.check()`` compares the parameters. Parameters
+are 2-D (Muon takes only matrices) and the loss is a weighted ``sum_i ||p_i - c_i||^2``,
+written for numpy (the gradients both sides get), torch and jax (the closures of
+``step(closure)``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ DB = {info.name: info for info in common_optimizers.optim_db}
 NAMES = list(DB)
 WITH_GROUPS = [n for n in NAMES if DB[n].supports_param_groups]
 RTOL = 1e-10
+ATOL = 1e-13  # below it, entries near zero (LBFGS's last direction) are rounding noise
+SHAPES = ((2, 3), (3, 2))
 
 # Why the cases that fail today fail: issue 26's features, being built (the marks are strict:
 # each flips to XPASS when its feature lands, and the mark goes), and differences found here.
@@ -66,8 +69,6 @@ ADAMW_KEY = "AdamW decoupled_weight_decay key: issue 26 in progress"
 CYCLES = "cyclic references: issue 26 in progress"
 DUPLICATES = "duplicate params warning: issue 26 in progress"
 ERROR_ORDER = "error order with params=None: issue 26 in progress"
-ATOL = 1e-13  # below it, entries near zero (LBFGS's last direction) are rounding noise
-SHAPES = ((2, 3), (3, 2))
 
 
 # ---------------------------------------------------------------------------------- configs
@@ -121,17 +122,6 @@ def to_numpy(value: Any) -> Any:
         return {k: to_numpy(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(to_numpy(v) for v in value)
-    return value
-
-
-def to_torch(value: Any) -> Any:
-    """An optx state_dict as torch loads it: numpy arrays as tensors."""
-    if isinstance(value, np.ndarray):
-        return torch.tensor(value)
-    if isinstance(value, dict):
-        return {k: to_torch(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [to_torch(v) for v in value]
     return value
 
 
