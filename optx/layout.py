@@ -49,11 +49,8 @@ class TorchLayout(NamedTuple):
         hold them although this configuration allocates none; the update carries them over
         unchanged, and the adapter keeps them (and their ``slot_flags``) across a rebuild.
       supports_param_groups: False when torch refuses several param groups (LBFGS).
-      step_free_unless: None when the update reads each parameter's own step (or first-step
-        state), so a torch state_dict whose parameters disagree on it (some without state, some
-        with a smaller ``step``) cannot be loaded into optx's one count per group. A tuple when
-        it never does, provided the named hyperparameters are 0 (SGD's ``dampening`` is skipped
-        on a buffer's first step, Adagrad's ``lr_decay`` scales the lr by the step).
+      state_at_init: torch creates each parameter's state in ``__init__`` (Adagrad's ``step``
+        0 and ``sum``), so a parameter that has not stepped has an entry too.
       export_state, import_state: a torch state layout other than one entry per parameter made of
         ``step``, slots and scalars (LBFGS's single state under its first parameter); None for
         that default, which ``optx.optim.state_dict`` implements.
@@ -66,7 +63,7 @@ class TorchLayout(NamedTuple):
     structural_zeros: frozenset[str] = frozenset()
     kept_slots: frozenset[str] = frozenset()
     supports_param_groups: bool = True
-    step_free_unless: tuple[str, ...] | None = None
+    state_at_init: bool = False
     export_state: ExportState | None = None
     import_state: ImportState | None = None
 

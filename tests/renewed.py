@@ -57,18 +57,6 @@ RTOL = 1e-10
 ATOL = 1e-13  # below it, entries near zero (LBFGS's last direction) are rounding noise
 SHAPES = ((2, 3), (3, 2))
 
-# Why the cases that fail today fail: issue 26's features, being built (the marks are strict:
-# each flips to XPASS when its feature lands, and the mark goes), and differences found here.
-POSITIONAL = "positional args: issue 26 in progress"
-NONE_GRADS = "None grads: issue 26 in progress"
-ONE_ELEMENT = "LBFGS closure returning a 1-element array: issue 26 in progress"
-PYTHON_INT = "LBFGS closure returning a Python int: issue 26 in progress"
-STATE_MAP = "opt.state mapping: issue 26 in progress"
-DEEPCOPY = "deepcopy/pickle of optimizers: issue 26 in progress"
-ADAMW_KEY = "AdamW decoupled_weight_decay key: issue 26 in progress"
-CYCLES = "cyclic references: issue 26 in progress"
-DUPLICATES = "duplicate params warning: issue 26 in progress"
-ERROR_ORDER = "error order with params=None: issue 26 in progress"
 
 
 # ---------------------------------------------------------------------------------- configs
@@ -159,21 +147,15 @@ def assert_same(a: Any, b: Any, rtol: float = RTOL, where: str = "") -> None:
 def torch_state_dict(opt: Any) -> dict[str, Any]:
     """``opt.state_dict()`` of a torch optimizer as optx's reads, where they differ on purpose:
     a 1-element tensor hyperparameter (``lr=torch.tensor([1e-3])``) is the Python number optx
-    holds (torch reads it through ``_to_scalar`` at each step), and AdamW's
-    ``decoupled_weight_decay: True``, which optx's groups lack until issue 26 adds it, is
-    checked on its own (``test_adamw_serialization``, ``test_optimizer_can_be_printed``)."""
+    holds (torch reads it through ``_to_scalar`` at each step)."""
     sd = opt.state_dict()
     groups = []
     for g in sd["param_groups"]:
         g = {k: v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v
              for k, v in g.items()}
-        if type(opt).__name__ == "AdamW" and not _ADAMW_HAS_DECOUPLED_KEY:
-            g.pop("decoupled_weight_decay", None)
         groups.append(g)
     return {**sd, "param_groups": groups}
 
-
-_ADAMW_HAS_DECOUPLED_KEY = "decoupled_weight_decay" in O.AdamW([jnp.zeros(1)]).param_groups[0]
 
 
 # ---------------------------------------------------------------------------------- the loss
@@ -226,6 +208,7 @@ class Pair:
         self.multi = isinstance(groups[0], dict)
         gs = groups if self.multi else [{"params": groups}]
         self.t_params: list[torch.Tensor] = []
+        self.names: list[str | None] = []
         t_groups, x_groups = [], []
         for g in gs:
             t_ps, x_ps = [], []
@@ -233,6 +216,7 @@ class Pair:
                 name_, value = p if isinstance(p, tuple) else (None, p)
                 t, x = torch.tensor(np.array(value), requires_grad=True), jnp.asarray(value)
                 self.t_params.append(t)
+                self.names.append(name_)
                 t_ps.append(t if name_ is None else (name_, t))
                 x_ps.append(x if name_ is None else (name_, x))
             t_groups.append({**g, "params": t_ps})
@@ -247,16 +231,27 @@ class Pair:
     def torch_params(self) -> list[np.ndarray]:
         return [p.detach().numpy().copy() for p in self.t_params]
 
+    @property
+    def named(self) -> bool:
+        """Whether optx holds the params as one dict keyed by their names (named groups)."""
+        return None not in self.names
+
+    def _flat(self, params: Any) -> list[Any]:
+        """optx's ``params`` (or a tree shaped like them) as a flat list in torch's order."""
+        if self.named:
+            return [params[n] for n in self.names]
+        return [p for g in params for p in g] if self.multi else list(params)
+
     def optx_params(self) -> list[np.ndarray]:
-        ps = self.optx.params
-        flat = [p for g in ps for p in g] if self.multi else list(ps)
-        return [np.asarray(p) for p in flat]
+        return [np.asarray(p) for p in self._flat(self.optx.params)]
 
     def check(self, rtol: float = RTOL) -> None:
         assert_same(self.optx_params(), self.torch_params(), rtol, f"{self.name} params")
 
     # -- steps
     def _nest(self, flat: list[Any]) -> Any:
+        if self.named:
+            return dict(zip(self.names, flat))
         if not self.multi:
             return flat
         out, i = [], 0
@@ -303,10 +298,9 @@ class Pair:
                     p.grad = p.grad.to_sparse()
             return loss
 
-        multi = self.multi
+        flat = self._flat
         t_loss = self.torch.step(closure).detach()
-        x_loss = self.optx.step(
-            lambda params: loss_jax([p for g in params for p in g] if multi else params))
+        x_loss = self.optx.step(lambda params: loss_jax(flat(params)))
         return t_loss, x_loss
 
 

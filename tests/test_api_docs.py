@@ -30,14 +30,6 @@ def test_every_public_name_documents_its_arguments_and_attributes():
     assert gaps == {}, "\n".join(f"{k}: {', '.join(v)}" for k, v in gaps.items())
 
 
-def test_pending_set_names_only_optimizer_classes():
-    """The exclusion (until issue 26 documents them) names public classes, nothing else."""
-    assert api_inventory.PENDING_ISSUE_26 <= set(NAMES)
-    for full in api_inventory.PENDING_ISSUE_26:
-        obj, kind = NAMES[full]
-        assert kind == "class" and issubclass(obj, optx.optim.Optimizer), full
-
-
 # ---------------------------------------------------------------------------- the checker
 def _gaps(obj, kind="function"):
     return api_inventory.undocumented("m.x", obj, kind, public=set())
@@ -129,8 +121,7 @@ SWA_TESTED = {"optx.optim.swa_utils.AveragedModel", "optx.optim.swa_utils.update
 def _tested_elsewhere(full: str, obj) -> bool:
     module = getattr(obj, "__module__", "") or ""
     return (full.startswith("optx.schedules.") or module.startswith("optx.optimizers.")
-            or full == "optx.reduce_lr_on_plateau" or full in SWA_TESTED
-            or full in api_inventory.PENDING_ISSUE_26)
+            or full == "optx.reduce_lr_on_plateau" or full in SWA_TESTED)
 
 
 def _doctests(full: str, obj) -> list[doctest.DocTest]:

@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import jax
@@ -198,7 +199,7 @@ def test_exception_at_every_line_of_a_scheduler_step(exc):
         if not inj.fired:
             break
         trials += 1
-    assert trials > 5
+    assert trials >= 3  # the lines before and after the deferred commit
 
 
 def _handler_raising(exc):
@@ -210,11 +211,19 @@ def _handler_raising(exc):
 
 @pytest.mark.parametrize("kind", ["adam", "lbfgs"])
 def test_signals_at_random_times(kind):
-    """SIGALRM at random times during steps; its handler raises. 150 trials per exception."""
+    """SIGALRM at random times during steps; its handler raises. 150 trials per exception,
+    the alarm drawn up to 1.5 step times (measured here), so that most land inside a step."""
     rng = random.Random(0)
     opt, expected = _make(kind), _make(kind)
     _step(opt, kind)
     _step(expected, kind)
+    probe = _make(kind)
+    times = []
+    for _ in range(6):
+        t0 = time.perf_counter()
+        _step(probe, kind)
+        times.append(time.perf_counter() - t0)
+    longest = 1.5 * sorted(times)[3]
     previous = signal.getsignal(signal.SIGALRM)
     completed = interrupted = 0
     try:
@@ -223,7 +232,7 @@ def test_signals_at_random_times(kind):
             for _ in range(150):
                 before = _snapshot(opt)
                 try:
-                    signal.setitimer(signal.ITIMER_REAL, rng.uniform(1e-5, 2e-3))
+                    signal.setitimer(signal.ITIMER_REAL, rng.uniform(1e-5, longest))
                     _step(opt, kind)
                     signal.setitimer(signal.ITIMER_REAL, 0)
                     signal.pthread_sigmask(signal.SIG_BLOCK, [])  # a pending alarm runs here

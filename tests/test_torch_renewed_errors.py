@@ -34,12 +34,8 @@ import numpy as np
 import pytest
 import torch
 from renewed import (
-    ADAMW_KEY,
     DB,
-    DUPLICATES,
-    ERROR_ORDER,
     NAMES,
-    POSITIONAL,
     OptimizerErrorEnum,
     Pair,
     configs,
@@ -52,6 +48,9 @@ import optx.optim as O
 _NOT_APPLICABLE = ("invalid param type", "dense params required")
 _FOREACH_ONLY = "foreach=True"
 _DUPLICATES = "a param group cannot have duplicate parameters"
+# The cases every optimizer has alike run in one test per kind (see _fails_for).
+DUPLICATES = "duplicate parameters"
+ERROR_ORDER = "a hyperparameter error with params=None"
 _XFAIL = {
     "complex not supported":
         "SparseAdam's complex-params message lacks torch's '[[group, param]]' indices",
@@ -84,8 +83,9 @@ def _error_cases():
 
 
 def _fails_for(case):
-    """Why a case fails today: its own difference, or a cause every optimizer shares (those
-    cases run in one test per cause, as each would fail alike)."""
+    """Why a case fails (a deliberate difference, :data:`_XFAIL`), or the kind of input every
+    optimizer has alike (:data:`DUPLICATES`, :data:`ERROR_ORDER`: those run in one test per
+    kind); None for the others."""
     name, i, where, desc = case
     if desc in _XFAIL:
         return _XFAIL[desc]
@@ -160,7 +160,6 @@ def test_errors(name, index, where):
     _check_error(name, index, where)
 
 
-@pytest.mark.xfail(strict=True, reason=DUPLICATES)
 def test_errors_duplicate_params():
     # The input "a param group cannot have duplicate parameters", of every optimizer.
     for case in _CASES:
@@ -168,7 +167,6 @@ def test_errors_duplicate_params():
             _check_error(*case[:3])
 
 
-@pytest.mark.xfail(strict=True, reason=ERROR_ORDER)
 def test_errors_with_params_none():
     # Each hyperparameter error input as given, with params=None: torch checks the
     # hyperparameters first. (test_errors runs them with a parameter.)
@@ -187,12 +185,7 @@ def _torch_printed(opt):
     return text
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, id=n, marks=pytest.mark.xfail(
-        strict=True, reason=ADAMW_KEY))
-    if n == "AdamW" else pytest.param(n, id=n)
-    for n in NAMES
-])
+@pytest.mark.parametrize("name", NAMES)
 def test_optimizer_can_be_printed(name):
     info = DB[name]
     t_params = [torch.nn.Parameter(torch.randn(2, 3)) for _ in range(2)]
@@ -213,10 +206,8 @@ def _positional(cls, kwargs):
     return args, {k: v for k, v in kwargs.items() if k not in {p.name for p in order}}
 
 
-@pytest.mark.xfail(strict=True, reason=f"{POSITIONAL}; and for AdamW: {ADAMW_KEY}")
 def test_positional_args():
-    # Every optimizer: one test, as each fails alike today (mark these per optimizer once
-    # issue 26 lands).
+    # Every optimizer and each of its configurations, by torch's positional arguments.
     t_params = [torch.nn.Parameter(torch.randn(2, 3))]
     x_params = to_optx(t_params)
     for name in NAMES:

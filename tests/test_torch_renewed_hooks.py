@@ -19,7 +19,7 @@ import copy
 import numpy as np
 import pytest
 import torch.optim.optimizer as torch_optimizer_module
-from renewed import NAMES, STATE_MAP, Pair, fresh, make_params, mode, pick
+from renewed import NAMES, Pair, fresh, make_params, mode, pick
 
 import optx.optim.optimizer as optx_optimizer_module
 
@@ -53,14 +53,12 @@ def _load_state_dict_post_hook(optimizer):
 
 
 def _every_optimizer(turn):
-    """Fresh torch and optx optimizers of every kind. The cases that fail today, for one cause
-    all optimizers share, run as one test each (a traceback per xfail costs 60 ms); once
-    ``opt.state`` is torch's mapping, parametrize them by optimizer as the others are."""
+    """Fresh torch and optx optimizers of every kind: the hook tests run them all in one test
+    each, as the hooks are the adapter's alike for every optimizer."""
     for name in NAMES:
         yield from fresh(name, turn)
 
 
-@pytest.mark.xfail(strict=True, reason=STATE_MAP)
 def test_state_dict_pre_hook():
     for opt in _every_optimizer(0):
         opt.register_state_dict_pre_hook(_state_dict_pre_hook)
@@ -74,7 +72,6 @@ def test_state_dict_post_hook(name):
         assert opt.state_dict()["ran_state_dict_pre_hook"] is False
 
 
-@pytest.mark.xfail(strict=True, reason=STATE_MAP)
 def test_state_dict_pre_post_hook():
     for opt in _every_optimizer(2):
         opt.register_state_dict_pre_hook(_state_dict_pre_hook)
@@ -97,7 +94,6 @@ def test_load_state_dict_pre_hook_and_prepend(name):
         assert opt.param_groups[0]["lr"] == 0.002
 
 
-@pytest.mark.xfail(strict=True, reason=STATE_MAP)
 def test_load_state_dict_post_hook():
     for opt in _every_optimizer(4):
         opt.register_load_state_dict_post_hook(_load_state_dict_post_hook)
@@ -106,7 +102,6 @@ def test_load_state_dict_post_hook():
         assert opt.state["ran_load_state_dict_post_hook"] is True
 
 
-@pytest.mark.xfail(strict=True, reason=STATE_MAP)
 def test_load_state_dict_pre_post_hook():
     for opt in _every_optimizer(5):
         opt.register_load_state_dict_pre_hook(_load_state_dict_pre_hook2)

@@ -32,12 +32,8 @@ import numpy as np
 import pytest
 import torch
 from renewed import (
-    ADAMW_KEY,
-    CYCLES,
     DB,
-    DEEPCOPY,
     NAMES,
-    STATE_MAP,
     Pair,
     assert_same,
     fresh,
@@ -144,11 +140,7 @@ def test_older_state_dict_fills_flags_like_torch(name):
     assert_same(x_opt.state_dict()["param_groups"], torch_state_dict(t_opt)["param_groups"])
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=(
-        "a fresh Adagrad's state_dict: torch creates its state in __init__ (step 0, sum), "
-        "optx at the first step (not in issue 26)"))) if n == "Adagrad" else n
-    for n in NAMES])
+@pytest.mark.parametrize("name", NAMES)
 def test_fresh_state_dict_matches_torch(name):
     t_opt, x_opt = fresh(name, 6)
     assert_same(x_opt.state_dict(), torch_state_dict(t_opt))
@@ -207,7 +199,6 @@ def test_load_nontensor_step(name):
         assert_same(pair.optx.state_dict(), torch_state_dict(pair.torch), where=desc)
 
 
-@pytest.mark.xfail(strict=True, reason=ADAMW_KEY)
 def test_adamw_serialization():
     t_params, x_params = [torch.zeros(2, 3)], [jnp.zeros((2, 3))]
     for lib, params in ((torch.optim, t_params), (O, x_params)):
@@ -232,7 +223,6 @@ def _public(obj):
     return {k for k in obj.__dict__ if not k.startswith("_")}
 
 
-@pytest.mark.xfail(strict=True, reason=DEEPCOPY)
 @pytest.mark.parametrize("name", ["SGD", "Adam", "ASGD", "Rprop"])
 def test_deepcopy_copies_all_public_attrs(name):
     desc, kwargs = pick(name, 12)
@@ -250,7 +240,6 @@ def test_deepcopy_copies_all_public_attrs(name):
         assert original.state_dict()["state"] != {}
 
 
-@pytest.mark.xfail(strict=True, reason=STATE_MAP)
 @pytest.mark.parametrize("name", CHEAP + ["LBFGS"])  # torch keys LBFGS's on its first param
 def test_non_empty_state(name):
     # And each parameter's state is torch's: keyed by the arrays given to the constructor
@@ -274,7 +263,6 @@ def test_non_empty_state(name):
         del given
 
 
-@pytest.mark.xfail(strict=True, reason=STATE_MAP)
 @pytest.mark.parametrize("name", ["SGD", "Adam"])
 def test_user_state_entries_go_through_state_dict(name):
     with mode(name, 2):
@@ -297,7 +285,6 @@ def test_user_state_entries_go_through_state_dict(name):
         again.check()
 
 
-@pytest.mark.xfail(strict=True, reason=CYCLES)
 @pytest.mark.parametrize("in_step", [False, True])
 def test_no_cyclic_references(in_step):
     # torch's test_no_cyclic_references(_in_step) (test_lrscheduler.py): with the cycle

@@ -345,7 +345,7 @@ def test_adapter_state_dict_is_full_and_load_reshards(mesh):
         [{"params": {"w": opt.params[0]["w"]}}, {"params": dict(opt.params[1]), "lr": 0.02}],
         optx.optim.AdamW, mesh, **kwargs)
     fresh.load_state_dict(sd)
-    assert fresh.state[0].slots["exp_avg"]["w"].sharding.spec == P("data", None)
+    assert fresh.opt_state[0].slots["exp_avg"]["w"].sharding.spec == P("data", None)
     for o in (fresh, ref):
         o.step(grad_fn(o.params))
     assert_close(fresh.params, ref.params)

@@ -24,14 +24,6 @@ from typing import Any
 # Roots; submodules listed in a root's __all__ (optx.optim.lr_scheduler, ...) are added.
 ROOT_MODULES = ["optx", "optx.schedules", "optx.optim", "optx.sharding"]
 
-# Issue 26 ("torch's object model, not only its math") gives the optx.optim classes torch's
-# signatures and documented arguments; the 15 optimizer classes have them and are checked.
-# Still pending there: the base class (its constructor's ``params, **kwargs``, ``step``'s,
-# ``add_param_group``'s, ``zero_grad``'s and ``load_state_dict``'s arguments, and the
-# ``defaults``/``param_groups`` instance attributes autodoc lists without a description) and
-# ZeroRedundancyOptimizer (``*args, **kwargs`` and its methods' arguments). Remove this set
-# when they are documented: every public name is then checked.
-PENDING_ISSUE_26 = frozenset({"optx.optim.Optimizer", "optx.optim.ZeroRedundancyOptimizer"})
 
 # Google-style sections whose entries describe parameters (napoleon's names for them).
 PARAM_SECTIONS = ("Args", "Arguments", "Parameters", "Params", "Keyword Args",
@@ -268,18 +260,14 @@ def undocumented(full: str, obj: Any, k: str, public: set[int]) -> list[str]:
     return missing
 
 
-def report(table: dict[str, list[tuple[str, Any, str]]] | None = None,
-           pending: frozenset[str] = PENDING_ISSUE_26) -> dict[str, list[str]]:
-    """``{public name: [what its page leaves undescribed]}`` for every public name with a gap,
-    leaving out the names in ``pending``."""
+def report(table: dict[str, list[tuple[str, Any, str]]] | None = None) -> dict[str, list[str]]:
+    """``{public name: [what its page leaves undescribed]}`` for every public name with a gap."""
     table = public_names() if table is None else table
     public = public_classes(table)
     out: dict[str, list[str]] = {}
     for modname, entries in table.items():
         for name, obj, k in entries:
             full = f"{modname}.{name}"
-            if full in pending:
-                continue
             gaps = undocumented(full, obj, k, public)
             if gaps:
                 out[full] = gaps

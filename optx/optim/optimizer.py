@@ -88,6 +88,19 @@ def _freeze(v: Any) -> Any:
 class Optimizer(StepMixin, HooksMixin):
     """torch.optim.Optimizer's surface over an optx functional constructor.
 
+    A subclass names the constructor (``_constructor = optx.adam``) and gets torch's signature
+    from it (positional arguments included, see :mod:`optx.optim.signature`); the fifteen
+    ``optx.optim`` optimizers are such subclasses.
+
+    Args:
+      params: what torch accepts: an iterable of arrays (a generator is listed, as torch's
+        ``list(params)``), ``(name, array)`` pairs as from ``named_parameters()``, a list of
+        group dicts ``{'params': ..., 'lr': ...}`` whose other keys override the defaults, or
+        any pytree of arrays (one group; a dict's key paths name its leaves).
+      **kwargs: the hyperparameters of the subclass's constructor, checked as torch checks
+        them (``ValueError`` before the params are looked at); the subclass's own signature
+        lists them with torch's defaults.
+
     Attributes:
       defaults: the constructor's arguments with torch's defaults filled in.
       param_groups: torch's list of group dicts (``params``, every hyperparameter, and
@@ -132,6 +145,7 @@ class Optimizer(StepMixin, HooksMixin):
                 f"{type(self).__name__}() got unexpected keyword argument(s) {sorted(unknown)}"
             )
         self.defaults: dict[str, Any] = defaults
+        """The constructor's arguments with torch's defaults filled in (a new group's values)."""
         defaults.update(self._clean_hyperparams(arguments))
         defaults.update(self._group_extras)
         # torch checks the hyperparameters before it looks at the params.
@@ -144,6 +158,9 @@ class Optimizer(StepMixin, HooksMixin):
             )
         params = param_names.materialize(params)
         self.param_groups: list[Group] = []
+        """torch's list of group dicts: ``params`` (the group's arrays in torch's order), each
+        hyperparameter, and ``param_names`` for named groups. An edited value takes effect at
+        the next step."""
         self._params: list[Any] = []
         self._states: list[Any] = []
         self._txs: list[Any] = []
@@ -175,7 +192,12 @@ class Optimizer(StepMixin, HooksMixin):
 
         Unfreezing a part of a model mid-run is ``opt.add_param_group({'params': pairs,
         'lr': 1e-5})``: with named params the new ``(name, array)`` pairs join :attr:`params`'
-        one dict, and ``step`` then takes their gradients too."""
+        one dict, and ``step`` then takes their gradients too.
+
+        Args:
+          param_group: a dict with ``params`` (arrays, ``(name, array)`` pairs or a pytree,
+            none of them already in a group) and any hyperparameters to override the
+            defaults; a missing one takes :attr:`defaults`' value."""
         if not isinstance(param_group, dict) or "params" not in param_group:
             raise TypeError("param_group must be a dict with a 'params' entry")
         # torch keeps unknown keys (e.g. 'initial_lr', user tags); they are simply not passed on.
@@ -369,7 +391,10 @@ class Optimizer(StepMixin, HooksMixin):
         return StateMapping(self)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """A no-op: gradients are passed to :meth:`step` explicitly."""
+        """A no-op: gradients are passed to :meth:`step` explicitly.
+
+        Args:
+          set_to_none: torch's argument, accepted and ignored."""
         del set_to_none
 
     def _invalidate(self) -> None:
@@ -388,7 +413,12 @@ class Optimizer(StepMixin, HooksMixin):
         """Loads torch's layout; a state_dict with ``param_names`` loads into named groups by
         name, else by position in torch's order. On any error nothing changes, and an
         interruption (Ctrl-C, a signal handler's exception) never leaves it half-loaded.
-        load_state_dict hooks run around it."""
+        load_state_dict hooks run around it.
+
+        Args:
+          state_dict: ``{'state': ..., 'param_groups': ...}`` as :meth:`state_dict` or torch's
+            ``optimizer.state_dict()`` gives it (tensors as numpy arrays, see
+            :func:`optx.optim.load`); each group's hyperparameters replace the current ones."""
         def load(sd: dict[str, Any]) -> None:
             loaded = load_groups(self, sd)
             extra = extra_state(sd)

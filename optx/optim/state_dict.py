@@ -66,7 +66,7 @@ def _export_default(layout: TorchLayout, state: OptimizerState, order: Sequence[
     the state's arrays themselves (copied by :func:`export_state_dict`)."""
     del sizes
     n = len(order)
-    if state.steps is None and int(state.count) == 0:
+    if state.steps is None and int(state.count) == 0 and not layout.state_at_init:
         return {}
     steps, scalars = _steps_and_scalars(state, n)
     flags = {slot: scalars[flag] for slot, flag in layout.slot_flags if flag in scalars}
@@ -74,7 +74,7 @@ def _export_default(layout: TorchLayout, state: OptimizerState, order: Sequence[
     public = [k for k in scalars if k not in layout.hidden_scalars]
     out = {}
     for k, j in enumerate(order):
-        if steps[j] == 0:
+        if steps[j] == 0 and not layout.state_at_init:
             continue
         entry: dict[str, Any] = {}
         if layout.has_step:
@@ -176,7 +176,7 @@ def _import_default(layout: TorchLayout, fresh: OptimizerState, entries: Sequenc
             scalars[name][j] = _scalar(name, e[name], scalars[name], label)
         for slot, flag in flagged.items():
             scalars[flag][j] = slot in e
-    if not steps.any():
+    if not steps.any() and not layout.state_at_init:
         return fresh, user
     treedefs = {k: jax.tree_util.tree_structure(v, is_leaf=lambda x: x is None)
                 for k, v in fresh.slots.items()}
@@ -211,7 +211,7 @@ def _fill_missing(opt: Any, group: dict[str, Any], gi: int) -> dict[str, Any]:
     """``group`` with the switches and flags an older torch did not save, as torch's
     ``__setstate__`` fills them: each missing argument whose default is a bool or None."""
     signature = _signature_defaults(type(opt)._constructor)
-    filled = dict(group)
+    filled = {**type(opt)._group_extras, **group}  # AdamW's decoupled_weight_decay, forced anyway
     for k in opt.defaults:
         default = signature.get(k, inspect.Parameter.empty)
         if k not in filled and (default is None or isinstance(default, bool)):
@@ -283,18 +283,31 @@ def export_state_dict(opt: Any) -> dict[str, Any]:
     state: dict[Any, Any] = {}
     groups = []
     index = 0
+    first: dict[int, int] = {}  # id of a group -> index of its first parameter
     for i, group in enumerate(opt.param_groups):
-        meta = opt._meta[i]
+        # A group listed twice (`param_groups.extend(param_groups)`) numbers its parameters as
+        # at their first appearance, as torch does (its #36831); the count still advances.
+        own = next((j for j, g in enumerate(opt.param_groups[:i]) if g is group), i)
+        if own >= len(opt._meta):
+            raise ValueError(
+                f"param group {i} was put in param_groups directly; add it with "
+                "add_param_group so the optimizer builds its state")
+        meta = opt._meta[own]
         n = len(meta.order)
-        for k, entry in group_entries(opt, i).items():
-            if entry:
-                state[index + k] = jax.tree_util.tree_map(
-                    lambda x: np.array(x) if isinstance(x, (jax.Array, np.ndarray)) else x,
-                    entry)
+        if own == i:
+            first[i] = index
+            for k, entry in group_entries(opt, i).items():
+                if entry:
+                    state[index + k] = jax.tree_util.tree_map(
+                        lambda x: np.array(x) if isinstance(x, (jax.Array, np.ndarray)) else x,
+                        entry)
         g = {k: v for k, v in group.items() if k not in ("params", "param_names")}
-        g["params"] = list(range(index, index + n))
+        g["params"] = list(range(first[own], first[own] + n))
         if meta.names is not None:
             g["param_names"] = [meta.names[j] for j in meta.order]
+        elif group.get("param_names") is not None:
+            # Names a loaded state_dict brought to an unnamed group: torch keeps them too.
+            g["param_names"] = list(group["param_names"])
         groups.append(g)
         index += n
     state.update(opt._extra_state)

@@ -15,7 +15,7 @@ import collections
 import copy
 import inspect
 import warnings
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import jax
 import numpy as np
@@ -46,9 +46,10 @@ class StepMixin:
     _meta: list[Any]
     _mode: str
     _changed: set[int]
-    param_groups: list[Any]
-    defaults: dict[str, Any]
     _named_view: Any
+    if TYPE_CHECKING:  # documented where Optimizer sets them, not listed again on its page
+        param_groups: list[Any]
+        defaults: dict[str, Any]
 
     def _init_step(self) -> None:
         self._jitted: dict[Any, Callable[..., Any]] = {}
@@ -263,6 +264,14 @@ class StepMixin:
                 jax.debug.print("loss {loss}", loss=loss)
                 return loss
 
+        Args:
+          grads: the gradients, shaped like :attr:`params` (``None`` leaves allowed); or the
+            closure, as torch's positional ``opt.step(closure)``.
+          closure: ``closure(params) -> loss``; its gradients are taken at :attr:`params`.
+
+        Returns:
+          The closure's loss at the params before the update, or ``None`` without a closure.
+
         Step hooks (:meth:`register_step_pre_hook`, ...) run around it as in torch. An
         exception at any point (a hook, the closure, tracing, a signal handler's
         ``KeyboardInterrupt`` or ``SystemExit``) leaves :attr:`params` and :attr:`state`
@@ -363,6 +372,8 @@ def _scalar_loss(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     def loss(params: Any) -> Any:
         value = jax.numpy.asarray(fn(params))
+        if not jax.numpy.issubdtype(value.dtype, jax.numpy.inexact):  # `return 1`: torch's float()
+            value = value.astype(jax.numpy.result_type(float))
         if value.size != 1:
             raise ValueError(
                 f"step(closure): the closure must return a scalar loss, got shape {value.shape}")
@@ -373,6 +384,10 @@ def _scalar_loss(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _closure_loss(template: closure_cache.Template) -> Callable[..., Any]:
     def value_and_grad(params: Any, captured: tuple[Any, ...]) -> Any:
-        return jax.value_and_grad(_scalar_loss(closure_cache.rebuild(template, captured)))(params)
+        loss, grads = jax.value_and_grad(
+            _scalar_loss(closure_cache.rebuild(template, captured)))(params)
+        # torch's p.grad of a complex parameter is the conjugate of what jax.grad returns.
+        return loss, jax.tree_util.tree_map(
+            lambda g: jax.numpy.conj(g) if jax.numpy.iscomplexobj(g) else g, grads)
 
     return value_and_grad

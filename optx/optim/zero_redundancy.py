@@ -10,6 +10,7 @@ The math is the wrapped optimizer's, unchanged: the trajectory equals the unshar
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable
 
 import jax
@@ -158,6 +159,11 @@ class ZeroRedundancyOptimizer(Optimizer):
             self._states = [_put(s, sh) for s, sh in zip(self._states, self._state_shardings())]
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """:meth:`Optimizer.add_param_group <optx.optim.Optimizer.add_param_group>`, the new
+        state split across the mesh.
+
+        Args:
+          param_group: as for :meth:`optx.optim.Optimizer.add_param_group`."""
         super().add_param_group(param_group)
         self._place()
 
@@ -176,6 +182,15 @@ class ZeroRedundancyOptimizer(Optimizer):
         return jax.jit(run, donate_argnums=(0, 1), out_shardings=out)
 
     def step(self, grads: Any = None, closure: Callable[[Any], Any] | None = None) -> Any:
+        """:meth:`Optimizer.step <optx.optim.Optimizer.step>`: each device updates its slice of
+        the state, and the new params are gathered on every device.
+
+        Args:
+          grads: the gradients (or the closure), as for :meth:`optx.optim.Optimizer.step`.
+          closure: ``closure(params) -> loss``, as for :meth:`optx.optim.Optimizer.step`.
+
+        Returns:
+          The closure's loss, or ``None``."""
         # Params assigned through a param group land on one device; the states only move in
         # add_param_group, a rebuild and load_state_dict, which place them.
         self._place(states=False)
@@ -187,7 +202,10 @@ class ZeroRedundancyOptimizer(Optimizer):
 
     # ------------------------------------------------------------------ torch surface
     def consolidate_state_dict(self, to: int = 0) -> None:
-        """Accepted for torch's call sequence: :meth:`state_dict` always gathers the full state."""
+        """Accepted for torch's call sequence: :meth:`state_dict` always gathers the full state.
+
+        Args:
+          to: the process torch would gather on; checked to be a process index."""
         if not 0 <= int(to) < jax.process_count():
             raise ValueError(f"to={to} is not a process index (0..{jax.process_count() - 1})")
 
@@ -201,5 +219,16 @@ class ZeroRedundancyOptimizer(Optimizer):
             self._states = sharded
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Loads a full (unsharded) state_dict and splits it across the mesh.
+
+        Args:
+          state_dict: as :meth:`state_dict` or the unsharded optimizer's ``state_dict()`` gives
+            it, torch's included."""
         super().load_state_dict(state_dict)
         self._place()
+
+
+# `__new__(cls, *args, **kwargs)` would be the signature help() and the docs show.
+ZeroRedundancyOptimizer.__signature__ = inspect.signature(  # type: ignore[attr-defined]
+    ZeroRedundancyOptimizer.__init__).replace(parameters=list(
+        inspect.signature(ZeroRedundancyOptimizer.__init__).parameters.values())[1:])

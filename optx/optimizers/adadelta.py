@@ -14,9 +14,7 @@ from optx.torch_optimizer import torch_optimizer
 from optx.transformation import GradientTransformation
 
 # What the optx.optim adapter needs of the torch class (see optx.layout).
-TORCH_LAYOUT = TorchLayout(
-    "Adadelta", structural_zeros=frozenset({"weight_decay"}), step_free_unless=()
-)
+TORCH_LAYOUT = TorchLayout("Adadelta", structural_zeros=frozenset({"weight_decay"}))
 
 
 @torch_switches

@@ -15,8 +15,7 @@ from optx.transformation import GradientTransformation
 
 # What the optx.optim adapter needs of the torch class (see optx.layout).
 TORCH_LAYOUT = TorchLayout(
-    "Adagrad", structural_zeros=frozenset({"weight_decay"}), step_free_unless=("lr_decay",)
-)
+    "Adagrad", structural_zeros=frozenset({"weight_decay"}), state_at_init=True)
 
 
 @torch_switches

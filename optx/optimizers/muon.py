@@ -107,9 +107,7 @@ def _adjust_ratio(adjust_lr_fn: str | None, shape: tuple[int, ...]) -> float:
 
 
 # torch.optim.Muon keeps no per-parameter ``step``.
-TORCH_LAYOUT = TorchLayout(
-    "Muon", has_step=False, structural_zeros=frozenset({"weight_decay"}), step_free_unless=()
-)
+TORCH_LAYOUT = TorchLayout("Muon", has_step=False, structural_zeros=frozenset({"weight_decay"}))
 
 
 def muon(

@@ -20,7 +20,6 @@ TORCH_LAYOUT = TorchLayout(
     "RMSprop",
     structural_zeros=frozenset({"momentum", "weight_decay"}),
     kept_slots=frozenset({"momentum_buffer"}),
-    step_free_unless=(),
 )
 
 

@@ -23,7 +23,6 @@ TORCH_LAYOUT = TorchLayout(
     slot_flags=(("momentum_buffer", "momentum_buffer_initialized"),),
     structural_zeros=frozenset({"momentum", "dampening", "weight_decay"}),
     kept_slots=frozenset({"momentum_buffer"}),
-    step_free_unless=("dampening",),
 )
 
 

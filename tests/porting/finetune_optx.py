@@ -5,6 +5,7 @@ converted to optx's file format (tensors as numpy arrays)."""
 import argparse
 
 import numpy as np
+import torch
 
 import optx.optim as optim
 from optx.optim import clip_grad_norm_

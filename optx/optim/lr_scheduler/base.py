@@ -220,9 +220,9 @@ class LRScheduler:
         if self._step_count != 1:
             return
         if not hasattr(self.optimizer.step, "_wrapped_by_lr_sched"):
-            warnings.warn(_OVERRIDDEN_WARNING, UserWarning, stacklevel=3)
+            warnings.warn(_OVERRIDDEN_WARNING, UserWarning, stacklevel=4)
         elif not getattr(self.optimizer, "_opt_called", False):
-            warnings.warn(_ORDER_WARNING, UserWarning, stacklevel=3)
+            warnings.warn(_ORDER_WARNING, UserWarning, stacklevel=4)
 
     @deferring_signals
     def step(self, epoch: int | None = None) -> None:
@@ -237,7 +237,7 @@ class LRScheduler:
         self._warn_order()
         self._step_count += 1
         if epoch is not None:
-            warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=2)
+            warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=3)
         self._update_lr(epoch)
 
     def _update_lr(self, epoch: int | None = None) -> None:
