@@ -38,6 +38,7 @@ lint: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_step.py
+	$(BIN)/python benchmarks/bench_adapter.py
 
 # The site: warnings are errors, references nitpicky (an undescribed argument is one); then
 # every internal link, anchor and public name's page is checked, and every API entry's

@@ -138,7 +138,7 @@ def _worker(model: str, impls: tuple[str, ...], rounds: int, steps: int) -> dict
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
-def _table(results: dict) -> str:
+def table(results: dict) -> str:
     lines = ["| model | " + " | ".join(f"{i} us" for i in SMALL_IMPLS)
              + " | adapter - optx us | adapter / optx | target |",
              "|---|" + "---|" * (len(SMALL_IMPLS) + 3)]
@@ -160,6 +160,16 @@ def _table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def run_model(model: str, rounds: int | None = None) -> dict:
+    """One model's per-step times ``{impl: seconds}``, measured in a fresh process."""
+    small = model == "mlp"
+    rounds = rounds or (41 if small else 9)
+    steps = 200 if small else 3
+    impls = SMALL_IMPLS if small else LARGE_IMPLS
+    cmd = [sys.executable, __file__, "--worker", model, ",".join(impls), str(rounds), str(steps)]
+    return run_worker(cmd, timeout=1200)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="the small model only")
@@ -175,21 +185,15 @@ def main(argv=None) -> None:
     models = ["mlp"] if args.quick else list(MODELS)
     results = {}
     for model in models:
-        small = model == "mlp"
-        rounds = args.rounds or (41 if small else 9)
-        steps = 200 if small else 3
-        impls = SMALL_IMPLS if small else LARGE_IMPLS
-        cmd = [sys.executable, __file__, "--worker", model, ",".join(impls), str(rounds),
-               str(steps)]
-        results[model] = run_worker(cmd, timeout=1200)
+        results[model] = run_model(model, args.rounds)
         print(f"{model}: {results[model]}", flush=True)
-    table = _table(results)
-    print(table)
+    text = table(results)
+    print(text)
     meta = {"time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": platform.platform(), "cpus": os.cpu_count(),
             "load_avg": os.getloadavg()}
     Path(args.out).write_text(json.dumps(
-        {"meta": meta, "results": results, "table": table}, indent=1) + "\n")
+        {"meta": meta, "results": results, "table": text}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ Every (implementation, optimizer, leaf count) cell runs in its own fresh subproc
 caches, allocator state and peak RSS do not leak from one cell into the next. The table prints
 ratios against torch ``fused=True`` and against optax from the same run (absolute times on a
 shared machine are noise; ratios within one run are what to compare), and everything measured is
-written to ``benchmarks/results/latest.json``.
+written to ``benchmarks/results/latest.json``. A CPU run ends with the small-model latency row
+(``bench_adapter.py``'s 11.8 k-parameter MLP: optx, the adapter, optax and torch's eager
+``foreach`` and single-tensor Adam, interleaved in one process; ``--no-small-model`` skips it).
 
 What is measured, per cell (float32 parameters, gradients fixed, ``N`` timed steps after warm-up):
 
@@ -355,6 +357,10 @@ def main(argv=None) -> None:
                         help="results JSON (default results/latest.json, on GPU results/gpu.json)")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                         help="auto: the GPU when JAX sees one, else the CPU")
+    parser.add_argument("--small-model", action=argparse.BooleanOptionalAction, default=True,
+                        help="on the CPU, also the small-model latency row (bench_adapter.py's "
+                        "11.8 k-parameter MLP: optx, the adapter, optax, torch foreach and "
+                        "single-tensor, interleaved)")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--worker-leaves", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--worker-total", type=int, help=argparse.SUPPRESS)
@@ -428,6 +434,14 @@ def main(argv=None) -> None:
     print()
     if device == "cpu":
         print(targets_table(results))
+        if args.small_model:
+            import bench_adapter
+
+            small = bench_adapter.run_model("mlp", rounds=41 if not args.quick else 11)
+            print("\nSmall model, one step (us), interleaved:\n")
+            print(bench_adapter.table({"mlp": small}))
+            record = {"meta": meta, "results": results, "table": table, "small_model": small}
+            out.write_text(json.dumps(record, indent=1))
     elif bandwidth:
         print(gpu_targets_table(results, bandwidth))
     print(f"\nwrote {out}")

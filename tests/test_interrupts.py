@@ -187,3 +187,42 @@ def test_lbfgs_interrupt_in_closure_during_line_search_tracing():
     opt.step(loss)
     ref.step(loss)
     np.testing.assert_array_equal(np.asarray(opt.params[0]), np.asarray(ref.params[0]))
+
+
+def test_a_signal_inside_a_commit_runs_its_handler_after_it_with_other_threads_alive():
+    # With another thread alive (JAX's runtime always has some), a signal the main thread blocks
+    # goes to that thread and CPython runs the Python handler in the main thread regardless:
+    # blocking is no deferral. The commit swaps the handlers instead, and puts them back.
+    import threading
+    import time
+
+    from optx.optim.interrupts import signals_deferred
+
+    class Fired(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Fired
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, daemon=True)
+    thread.start()
+    inside_done = False
+    try:
+        with pytest.raises(Fired):
+            with signals_deferred():
+                signal.setitimer(signal.ITIMER_REAL, 0.01)
+                t0 = time.perf_counter()
+                while time.perf_counter() - t0 < 0.1:  # bytecodes at which a handler could run
+                    pass
+                inside_done = True
+            for _ in range(1000):  # the re-raised signal's handler runs here at the latest
+                pass
+        assert inside_done
+        assert signal.getsignal(signal.SIGALRM) is handler
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        stop.set()

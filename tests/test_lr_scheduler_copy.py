@@ -139,3 +139,21 @@ def test_whole_scheduler_with_its_optimizer_copies(name, how):
         np.testing.assert_array_equal(a, b)
     assert any(np.any(np.asarray(p) != a) for p, a in
                zip(jax.tree_util.tree_leaves(copied.optimizer.params), before))
+
+
+def test_scheduler_warnings_point_at_the_callers_line():
+    import warnings
+
+    import jax.numpy as jnp
+
+    import optx.optim as O
+    from optx.optim.lr_scheduler import ReduceLROnPlateau, StepLR
+
+    opt = O.SGD([jnp.ones(2)], lr=0.1)
+    sched, plateau = StepLR(opt, 1), ReduceLROnPlateau(opt)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sched.step()  # before opt.step(): torch's order warning
+        sched.step(3)  # the deprecated epoch argument
+        plateau.step(1.0, 3)
+    assert [w.filename for w in caught] == [__file__] * 3

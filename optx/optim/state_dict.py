@@ -7,7 +7,8 @@ transformation's :class:`optx.layout.TorchLayout`: by default one entry per para
 torch's keys, read from :class:`optx.OptimizerState`: ``step`` (a 0-d float32 array, torch's
 default scalar dtype) from the parameter's step count, every slot under its own name, and the
 scalars torch keeps per parameter (NAdam's ``mu_product``, ASGD's ``eta``/``mu``). A parameter
-that has never taken a step has no entry, as in torch, whose state is created lazily. A layout
+that has never taken a step has no entry, as in torch, whose state is created lazily (Adagrad's,
+which torch creates in ``__init__``, exists from the start: ``TorchLayout.state_at_init``). A layout
 with its own ``export_state``/``import_state`` (LBFGS) replaces that per-group conversion; the
 groups, their checks and the commit stay here.
 
@@ -19,7 +20,10 @@ parameter's state beyond its optimizer's (``opt.state[p]["note"] = x``) are the 
 exported and loaded as torch does. Unlike torch, a load refuses what would silently detach state
 from its parameter: an integer key, or a string of digits (``"0"``, as JSON round trips write
 keys), that numbers no parameter of the state_dict; an entry that lacks keys its optimizer's
-state has, or has a ``step`` where its optimizer keeps none (another optimizer's state).
+state has, or has a ``step`` where its optimizer keeps none (another optimizer's state); a
+``step`` that is negative, fractional, not finite or above 2**31 - 1 (torch takes any number and
+computes its bias corrections from it); a hyperparameter that is None or not a number where
+torch's default is a number (torch fails at its next step, or computes with it).
 """
 
 from __future__ import annotations
