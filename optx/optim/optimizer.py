@@ -394,7 +394,7 @@ class Optimizer(StepMixin, HooksMixin):
         """A no-op: gradients are passed to :meth:`step` explicitly.
 
         Args:
-          set_to_none: torch's argument, accepted and ignored."""
+          set_to_none: torch's argument; there is no ``.grad`` to clear, so it has no effect."""
         del set_to_none
 
     def _invalidate(self) -> None:
