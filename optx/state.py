@@ -63,8 +63,9 @@ class OptimizerState(NamedTuple):
       count: number of updates applied so far (int32 scalar, saturating at ``2**31 - 1``);
         torch's per-parameter ``step`` while ``steps`` is ``None``.
       hyperparams: the hyperparameters the next update uses, as arrays, keyed by torch's
-        param-group keys (``betas`` is a pair): a :class:`Hyperparams` dict. Read with
-        :func:`optx.get_hyperparams`, replace with :func:`optx.set_hyperparams`.
+        param-group keys (``betas`` is a pair): an ``optx.state.Hyperparams`` dict, which also
+        records the branches the constructor fixed. Read with :func:`optx.get_hyperparams`,
+        replace with :func:`optx.set_hyperparams`.
       slots: per-parameter buffers keyed by torch's state names; each is a tree like the params.
       scalars: torch state that is a scalar per parameter and equal for all of them
         (NAdam's ``mu_product``, ASGD's ``eta`` and ``mu``, SGD's buffer-initialized flag);

@@ -197,7 +197,7 @@ class Optimizer(StepMixin, HooksMixin):
         Args:
           param_group: a dict with ``params`` (arrays, ``(name, array)`` pairs or a pytree,
             none of them already in a group) and any hyperparameters to override the
-            defaults; a missing one takes :attr:`defaults`' value."""
+            defaults; a missing one takes its value in ``defaults``."""
         if not isinstance(param_group, dict) or "params" not in param_group:
             raise TypeError("param_group must be a dict with a 'params' entry")
         # torch keeps unknown keys (e.g. 'initial_lr', user tags); they are simply not passed on.

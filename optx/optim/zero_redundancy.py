@@ -229,6 +229,6 @@ class ZeroRedundancyOptimizer(Optimizer):
 
 
 # `__new__(cls, *args, **kwargs)` would be the signature help() and the docs show.
-ZeroRedundancyOptimizer.__signature__ = inspect.signature(  # type: ignore[attr-defined]
-    ZeroRedundancyOptimizer.__init__).replace(parameters=list(
-        inspect.signature(ZeroRedundancyOptimizer.__init__).parameters.values())[1:])
+_init_signature = inspect.signature(ZeroRedundancyOptimizer.__init__, eval_str=True)
+ZeroRedundancyOptimizer.__signature__ = _init_signature.replace(  # type: ignore[attr-defined]
+    parameters=list(_init_signature.parameters.values())[1:])
