@@ -226,3 +226,20 @@ def test_a_signal_inside_a_commit_runs_its_handler_after_it_with_other_threads_a
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
         stop.set()
+
+
+def test_the_first_compile_runs_before_the_commit():
+    # A long first compile is not held back by the commit: a Ctrl-C during it lands at once.
+    # The LBFGS update traces the closure inside it: at trace time, no handler is held back.
+    from optx.optim import interrupts
+
+    seen = []
+
+    def loss(params):
+        seen.append(interrupts.blocked())
+        return _loss({"w": params[0], "b": params[1]})
+
+    opt = O.LBFGS([jnp.asarray(P0["w"]), jnp.asarray(P0["b"])], max_iter=2)
+    opt.step(loss)
+    opt.step(loss)
+    assert seen and not any(seen)

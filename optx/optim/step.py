@@ -53,6 +53,7 @@ class StepMixin:
 
     def _init_step(self) -> None:
         self._jitted: dict[Any, Callable[..., Any]] = {}
+        self._cold: set[Any] = set()  # keys of compiled steps not traced yet
         # A list, so the compiled functions count their traces without referencing self.
         self._trace_counter = [0]
         self._value_and_grad: dict[Any, Callable[..., Any]] = {}
@@ -225,6 +226,7 @@ class StepMixin:
 
         fn = self._jit(run)
         self._jitted[key] = fn
+        self._cold.add(key)
         return fn
 
     def _jit(self, run: Callable[..., Any]) -> Callable[..., Any]:
@@ -293,6 +295,14 @@ class StepMixin:
         grads_list = self._unaliased(self._grads_per_group(grads))
         self._split_steps(grads_list)
         fn = self._compiled(template)
+        key = None if template is None else template.key
+        if key in self._cold:
+            # Traced and compiled before the commit (the call below then finds it in jax's
+            # caches), so that a Ctrl-C during a long first compile is not held back until it
+            # ends.
+            if hasattr(fn, "lower") and not jax.config.jax_disable_jit:
+                fn.lower(self._params, self._states, grads_list, value, captured).compile()
+            self._cold.discard(key)
         # The call donates (deletes) the old params and state: from its start until the new
         # ones are stored, signals are held back, so a handler's exception never lands between.
         with signals_deferred():
