@@ -300,7 +300,7 @@ class StepMixin:
             # Traced and compiled before the commit (the call below then finds it in jax's
             # caches), so that a Ctrl-C during a long first compile is not held back until it
             # ends.
-            if hasattr(fn, "lower") and not jax.config.jax_disable_jit:
+            if hasattr(fn, "lower") and not jax.config.jax_disable_jit:  # type: ignore[attr-defined]
                 fn.lower(self._params, self._states, grads_list, value, captured).compile()
             self._cold.discard(key)
         # The call donates (deletes) the old params and state: from its start until the new
