@@ -16,12 +16,10 @@ gradients that are parameter arrays (``opt.step(opt.params)``), and step counts 
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import random
 import signal
-import statistics
 import subprocess
 import sys
 import textwrap
@@ -214,20 +212,12 @@ def _handler_raising(exc):
 @pytest.mark.parametrize("kind", ["adam", "lbfgs"])
 def test_signals_at_random_times(kind):
     """SIGALRM at random times during steps; its handler raises. 150 trials per exception,
-    each alarm drawn up to the median of the last uninterrupted steps' durations (measured as
-    the test runs, so that on a loaded machine too most alarms land inside a step)."""
+    each alarm drawn up to 1.2 times the duration of a step a third optimizer has just taken
+    (so that, on a loaded machine too, alarms land all along a step, and some after it)."""
     rng = random.Random(0)
-    opt, expected = _make(kind), _make(kind)
-    _step(opt, kind)
-    _step(expected, kind)
-    durations = collections.deque(maxlen=15)
-    for _ in range(5):
-        t0 = time.perf_counter()
-        _step(expected, kind)
-        durations.append(time.perf_counter() - t0)
-    _step(opt, kind)  # the two optimizers at the same step again: 5 + 1 and 1 + 5
-    for _ in range(4):
-        _step(opt, kind)
+    opt, expected, probe = _make(kind), _make(kind), _make(kind)
+    for o in (opt, expected, probe):
+        _step(o, kind)
     previous = signal.getsignal(signal.SIGALRM)
     completed = interrupted = trials = 0
     try:
@@ -239,15 +229,16 @@ def test_signals_at_random_times(kind):
                 # The gradients outside the alarm's window: jax.tree_util.tree_map turns an
                 # Exception raised inside it into an UnboundLocalError (its own except clause).
                 arg = _loss if kind == "lbfgs" else _grads(opt.params)
+                t0 = time.perf_counter()
+                probe.step(arg)
+                jax.block_until_ready(probe.params)
+                window = 1.2 * (time.perf_counter() - t0)
                 try:
-                    signal.setitimer(signal.ITIMER_REAL,
-                                     rng.uniform(1e-5, statistics.median(durations)))
-                    t0 = time.perf_counter()
+                    signal.setitimer(signal.ITIMER_REAL, rng.uniform(1e-5, window))
                     opt.step(arg)
-                    took = time.perf_counter() - t0
+                    jax.block_until_ready(opt.params)
                     signal.setitimer(signal.ITIMER_REAL, 0)
                     signal.pthread_sigmask(signal.SIG_BLOCK, [])  # a pending alarm runs here
-                    durations.append(took)
                 except exc:
                     interrupted += 1
                     signal.setitimer(signal.ITIMER_REAL, 0)
@@ -261,7 +252,7 @@ def test_signals_at_random_times(kind):
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     print(f"{kind}: {trials} trials, {interrupted} interrupted, {completed} completed")
-    assert interrupted > trials // 4 and completed > 10
+    assert interrupted > trials // 4 and completed > trials // 20
 
 
 WORKER = textwrap.dedent("""
