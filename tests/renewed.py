@@ -298,7 +298,15 @@ class Pair:
                     p.grad = p.grad.to_sparse()
             return loss
 
-        flat = self._flat
+        # The closure reads the names, not the Pair: the optimizer's closure cache keys on what
+        # a closure reads, and the Pair's torch tensors change at every step.
+        names, multi, named = list(self.names), self.multi, self.named
+
+        def flat(params):
+            if named:
+                return [params[n] for n in names]
+            return [p for g in params for p in g] if multi else list(params)
+
         t_loss = self.torch.step(closure).detach()
         x_loss = self.optx.step(lambda params: loss_jax(flat(params)))
         return t_loss, x_loss
