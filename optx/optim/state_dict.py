@@ -287,7 +287,7 @@ def export_state_dict(opt: Any) -> dict[str, Any]:
     state: dict[Any, Any] = {}
     groups = []
     index = 0
-    first: dict[int, int] = {}  # id of a group -> index of its first parameter
+    first: dict[int, int] = {}  # a group's index -> the number of its first parameter
     for i, group in enumerate(opt.param_groups):
         # A group listed twice (`param_groups.extend(param_groups)`) numbers its parameters as
         # at their first appearance, as torch does (its #36831); the count still advances.
