@@ -14,6 +14,15 @@ that only records it; at the end the handlers are put back and each recorded sig
 again (``signal.raise_signal``), so that its own handler runs right after the commit, never
 inside it. Signals without a Python handler (default or ignored) run no Python code and are left
 alone. Handlers run in the main thread only, so elsewhere there is nothing to defer.
+
+No state of this module can be left behind by an exception. A handler may run and raise at any
+bytecode of ``__enter__`` and ``__exit__`` themselves (for a signal not yet swapped, or already
+put back), so nothing here is a counter or flag that such an exception could leave set: whether
+a commit is nested is read from the installed handlers themselves (a recording handler whose
+commit is running means an outer commit defers that signal), and a recording handler knows its
+commit from the commit's frame, which must be on the stack. One that an exception left installed
+(its commit's ``__enter__`` cut short twice over) finds its commit gone: it puts the handler it
+replaced back and runs it, and the next commit replaces it too.
 """
 
 from __future__ import annotations
@@ -21,7 +30,9 @@ from __future__ import annotations
 import _signal
 import functools
 import signal
+import sys
 import threading
+from types import FrameType
 from typing import Any, Callable, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -33,7 +44,47 @@ _SIGNALS = tuple(int(s) for s in signal.valid_signals() if s not in _UNCATCHABLE
 _getsignal: Callable[[int], Any] = _signal.getsignal
 _setsignal: Callable[[int, Any], Any] = _signal.signal
 _main = threading.main_thread()
-_depth = [0]  # nested commits: the outermost one swaps
+
+
+def _on_stack(target: FrameType, frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame is target:
+            return True
+        frame = frame.f_back
+    return False
+
+
+class _Commit:
+    """One outermost commit: the frame running it (None once it ends) and the signals that
+    arrived inside it."""
+
+    __slots__ = ("frame", "received")
+
+    def __init__(self, frame: FrameType) -> None:
+        self.frame: FrameType | None = frame
+        self.received: list[int] = []
+
+    def running(self, frame: FrameType | None) -> bool:
+        """Whether the commit is running in the stack of ``frame``."""
+        return self.frame is not None and _on_stack(self.frame, frame)
+
+
+class _Deferred:
+    """The handler a commit installs in place of ``handler``: records its signal while the
+    commit runs; left behind by one that an exception cut short, runs ``handler``."""
+
+    __slots__ = ("commit", "handler")
+
+    def __init__(self, commit: _Commit, handler: Callable[..., Any]) -> None:
+        self.commit, self.handler = commit, handler
+
+    def __call__(self, signum: int, frame: FrameType | None) -> Any:
+        if self.commit.running(frame if frame is not None else sys._getframe(1)):
+            self.commit.received.append(signum)
+            return None
+        if _getsignal(signum) is self:
+            _setsignal(signum, self.handler)
+        return self.handler(signum, frame)
 
 
 def _restore(swapped: list[tuple[int, Any]]) -> None:
@@ -49,57 +100,69 @@ def _restore(swapped: list[tuple[int, Any]]) -> None:
         raise
 
 
+def _reraise(received: list[int]) -> None:
+    """Raises each recorded signal again: its handler runs now, outside the commit."""
+    for sig in dict.fromkeys(received):
+        signal.raise_signal(sig)
+
+
 class signals_deferred:
     """``with signals_deferred(): ...``: a Python signal handler whose signal arrives inside the
-    block runs when it ends. A class, not a generator: entering and leaving are cheap."""
+    block runs when it ends. A class, not a generator: entering and leaving are cheap. Nested
+    blocks defer to the outermost one."""
 
-    __slots__ = ("_swapped", "_received")
+    __slots__ = ("_commit", "_swapped")
 
     def __enter__(self) -> None:
-        self._swapped: list[tuple[int, Any]] | None = None
+        self._commit: _Commit | None = None
         if threading.current_thread() is not _main:
             return
-        _depth[0] += 1
-        if _depth[0] > 1:
-            return
-        received: list[int] = []
+        frame = sys._getframe(1)
+        commit = _Commit(frame)
         swapped: list[tuple[int, Any]] = []
-        self._received, self._swapped = received, swapped
-
-        def record(signum: int, frame: Any) -> None:
-            received.append(signum)
-
+        self._commit, self._swapped = commit, swapped
         try:
             for sig in _SIGNALS:
                 handler = _getsignal(sig)
-                if callable(handler):
-                    # Listed first: a handler that runs right after the swap and raises still
-                    # finds it restored below.
-                    swapped.append((sig, handler))
-                    _setsignal(sig, record)
+                while isinstance(handler, _Deferred):
+                    if handler.commit.running(frame):
+                        break  # an outer commit defers it
+                    handler = handler.handler  # left behind: replaced as the handler it holds
+                else:
+                    if callable(handler):
+                        # Listed first: a handler that runs right after the swap and raises
+                        # still finds it restored below.
+                        swapped.append((sig, handler))
+                        _setsignal(sig, _Deferred(commit, handler))
         except BaseException:
-            _depth[0] -= 1
-            _restore(swapped)
+            # A handler of a signal not yet swapped raised: the commit never starts.
+            try:
+                _restore(swapped)
+            finally:
+                commit.frame = None
+                _reraise(commit.received)
             raise
 
     def __exit__(self, *exc: Any) -> None:
-        swapped = self._swapped
-        if swapped is None:
-            if threading.current_thread() is _main:
-                _depth[0] -= 1
+        commit = self._commit
+        if commit is None:
             return
         try:
-            _restore(swapped)
+            # A signal whose handler is already back may run it and raise here: _restore still
+            # puts back the others; one not yet back is recorded and raised below.
+            _restore(self._swapped)
         finally:
-            _depth[0] -= 1
-        for sig in dict.fromkeys(self._received):
-            signal.raise_signal(sig)  # its handler runs now, after the commit
+            commit.frame = None
+            _reraise(commit.received)
 
 
 def blocked() -> bool:
-    """Whether the calling thread is inside :class:`signals_deferred` (handlers held back); the
-    reliability tests inject exceptions only where a handler could run."""
-    return threading.current_thread() is _main and _depth[0] > 0
+    """Whether the calling thread is inside :class:`signals_deferred` (handlers held back)."""
+    if threading.current_thread() is not _main:
+        return False
+    frame = sys._getframe(1)
+    return any(isinstance(h, _Deferred) and h.commit.running(frame)
+               for h in map(_getsignal, _SIGNALS))
 
 
 def deferring_signals(method: F) -> F:
