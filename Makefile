@@ -3,7 +3,12 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-export XLA_FLAGS := --xla_force_host_platform_device_count=4
+# 4 host devices for the multi-device tests; collective rendezvous timeouts (XLA aborts the
+# process after 40 s by default) that a busy machine cannot reach (see tests/conftest.py).
+export XLA_FLAGS := --xla_force_host_platform_device_count=4 \
+	--xla_cpu_collective_call_warn_stuck_timeout_seconds=600 \
+	--xla_cpu_collective_call_terminate_timeout_seconds=3600 \
+	--xla_cpu_collective_timeout_seconds=3600
 # pytest arguments: two xdist workers keep the suite inside 10 minutes on 2 cores; `make test
 # PYTEST_ARGS=` runs it in one process.
 PYTEST_ARGS ?= -n 2

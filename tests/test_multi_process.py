@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from conftest import with_test_flags
 
 WORKER = Path(__file__).with_name("multi_process_worker.py")
 TIMEOUT = 120
@@ -23,7 +24,8 @@ def _free_port() -> int:
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     # One CPU device per process, not the 4 forced host devices of the test session.
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    # (With the session's collective timeouts: tests/conftest.py.)
+    env["XLA_FLAGS"] = with_test_flags("--xla_force_host_platform_device_count=1")
     env["JAX_PLATFORMS"] = "cpu"
     env.pop("JAX_ENABLE_X64", None)
     root = str(Path(__file__).resolve().parents[1])
