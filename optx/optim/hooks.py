@@ -218,6 +218,9 @@ class HooksMixin:
     def _load_state_dict_with_hooks(
         self, state_dict: dict[str, Any], load: Callable[[dict[str, Any]], None]
     ) -> None:
+        if not isinstance(state_dict, dict):  # torch fails on `.copy()` with an AttributeError
+            raise ValueError("state_dict must be a dict with exactly 'state' and 'param_groups'"
+                             f", got {type(state_dict).__name__}")
         state_dict = state_dict.copy()  # shallow, as torch
         for pre_hook in list(self._optimizer_load_state_dict_pre_hooks.values()):
             result = pre_hook(self, state_dict)

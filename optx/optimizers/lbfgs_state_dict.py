@@ -72,6 +72,15 @@ def _number(key: str, v: Any, kind: type) -> Any:
     return float(x)
 
 
+def _counter(key: str, v: Any, dtype: Any) -> Any:
+    """A loaded counter as an array of ``dtype``; raises naming ``key`` when it does not fit."""
+    x = _number(key, v, int)
+    top = int(np.iinfo(dtype).max)
+    if x > top:
+        raise ValueError(f"LBFGS state {key!r} must be at most {top}, got {v!r}")
+    return jnp.asarray(x, dtype)
+
+
 def import_state(layout: Any, fresh: Any, entries: Sequence[Any], labels: Sequence[str],
                  order: Sequence[int], sizes: Sequence[int]) -> Any:
     """The ``LbfgsState`` for torch's state entries of the group (at most one is non-empty)."""
@@ -89,26 +98,35 @@ def import_state(layout: Any, fresh: Any, entries: Sequence[Any], labels: Sequen
     n, size, dt = fresh.d.shape[0], fresh.old_dirs.shape[0], fresh.d.dtype
     new: dict[str, Any] = {
         "count": jnp.ones((), fresh.count.dtype),
-        "func_evals": jnp.asarray(_number("func_evals", e["func_evals"], int),
-                                  fresh.func_evals.dtype),
-        "n_iter": jnp.asarray(_number("n_iter", e["n_iter"], int), fresh.n_iter.dtype),
+        "func_evals": _counter("func_evals", e["func_evals"], fresh.func_evals.dtype),
+        "n_iter": _counter("n_iter", e["n_iter"], fresh.n_iter.dtype),
     }
 
     def vec(key: str, v: Any) -> Any:
         try:
-            a = np.array(v, copy=True)  # never alias the caller's (torch's) memory
+            a = np.asarray(v)  # a view as given: its shape is checked before any copy
         except (TypeError, ValueError) as err:
             raise ValueError(f"LBFGS state {key!r} is not an array") from err
         if a.shape != (n,) or not np.issubdtype(a.dtype, np.floating):
             raise ValueError(f"LBFGS state {key!r} must be a float vector of shape ({n},)"
                              f", got {a.dtype}{a.shape}")
-        return _permute(a, sizes, order, leaf)
+        # A copy: never alias the caller's (torch's) memory.
+        return _permute(np.array(a, copy=True), sizes, order, leaf)
+
+    def history(key: str) -> list[Any]:
+        v = e[key]
+        if isinstance(v, (str, bytes, dict)) or not hasattr(v, "__len__"):
+            raise ValueError(f"LBFGS state {key!r} must be a list, got {type(v).__name__}")
+        if len(v) > size:
+            raise ValueError(
+                f"LBFGS history lists must have equal lengths <= history_size={size}")
+        return list(v)
 
     if _number("n_iter", e["n_iter"], int) > 0:
         missing = _KEYS - {"al"} - got
         if missing:
             raise ValueError(f"LBFGS state lacks {sorted(missing)}")
-        dirs, stps, ro = list(e["old_dirs"]), list(e["old_stps"]), list(e["ro"])
+        dirs, stps, ro = history("old_dirs"), history("old_stps"), history("ro")
         if not (len(dirs) == len(stps) == len(ro)) or len(dirs) > size:
             raise ValueError(
                 f"LBFGS history lists must have equal lengths <= history_size={size}"
