@@ -42,7 +42,8 @@ LATEST_VENV := .venv-torch-latest
 LATEST_BIN := $(LATEST_VENV)/bin
 LATEST_TESTS ?= tests/test_parity.py tests/test_torch_2_14.py tests/test_torch_renewed_errors.py \
 	tests/test_torch_renewed_hooks.py tests/test_torch_renewed_state.py \
-	tests/test_torch_renewed_steps.py tests/test_torch_state_dict_export.py
+	tests/test_torch_renewed_steps.py tests/test_torch_state_dict_export.py \
+	tests/test_torch_signatures.py tests/test_lbfgs.py tests/test_one_cycle_functional.py
 
 $(LATEST_BIN)/python:
 	$(PYTHON) -m venv $(LATEST_VENV)
