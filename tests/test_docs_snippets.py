@@ -124,3 +124,18 @@ def test_every_optx_name_in_readme_and_docs_exists():
 def test_the_name_check_catches_a_missing_name():
     assert _resolves("optx.optim.accumulate") and _resolves("optx.schedules.one_cycle_lr")
     assert not _resolves("optx.optim.not_a_name") and not _resolves("optx.nothing")
+
+
+def test_demo_plot_has_whole_epochs(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo", ROOT / "examples" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    for epochs in (3, 7, 20):  # few epochs: matplotlib's default ticks were 0.5 apart
+        ax = demo.plot_curves({"optx": [1.0 / (k + 1) for k in range(epochs)]},
+                              str(tmp_path / "loss.png"))
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
+        assert (tmp_path / "loss.png").stat().st_size > 0

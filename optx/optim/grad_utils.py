@@ -134,7 +134,7 @@ def accumulate(grads: Any, new: Any) -> Any:
         return grads
     a_leaves, a_def = jax.tree_util.tree_flatten(grads, is_leaf=_is_none)
     b_leaves, b_def = jax.tree_util.tree_flatten(new, is_leaf=_is_none)
-    if a_def != b_def:
+    if a_def != b_def:  # type: ignore[operator]  # PyTreeDef has no stubs
         raise ValueError(
             "accumulate(grads, new): the gradients have different structures: "
             f"{a_def} and {b_def}")
