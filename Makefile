@@ -13,7 +13,7 @@ export XLA_FLAGS := --xla_force_host_platform_device_count=4 \
 # PYTEST_ARGS=` runs it in one process.
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test lint bench docs docs-check chromium clean
+.PHONY: demo test test-torch-latest lint bench docs docs-check chromium clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,34 @@ demo: $(VENV)/.installed-demo
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# `make test-torch-latest`: the torch-parity tests against the newest torch installable here
+# (TORCH_LATEST), in its own environment .venv-torch-latest (the test extras, with torch
+# replaced): the parity tests, those driven by torch's own optim_db (which brings that torch's
+# new inputs) and the TestOptimRenewed ports. The torch wheel is a CUDA build (~5.5 GB with its
+# nvidia-* dependencies); the tests run on the CPU.
+TORCH_LATEST ?= 2.14.1
+LATEST_VENV := .venv-torch-latest
+LATEST_BIN := $(LATEST_VENV)/bin
+LATEST_TESTS ?= tests/test_parity.py tests/test_torch_2_14.py tests/test_torch_renewed_errors.py \
+	tests/test_torch_renewed_hooks.py tests/test_torch_renewed_state.py \
+	tests/test_torch_renewed_steps.py tests/test_torch_state_dict_export.py \
+	tests/test_torch_signatures.py tests/test_lbfgs.py tests/test_one_cycle_functional.py
+
+$(LATEST_BIN)/python:
+	$(PYTHON) -m venv $(LATEST_VENV)
+
+$(LATEST_VENV)/.installed-$(TORCH_LATEST): pyproject.toml | $(LATEST_BIN)/python
+	$(LATEST_BIN)/python -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb')); \
+		print('\n'.join(r for r in d['project']['optional-dependencies']['test'] \
+		if not r.startswith('torch')))" > $(LATEST_VENV)/requirements-test.txt
+	$(LATEST_BIN)/pip install -q -e . -r $(LATEST_VENV)/requirements-test.txt \
+		"torch==$(TORCH_LATEST)"
+	touch $@
+
+test-torch-latest: $(LATEST_VENV)/.installed-$(TORCH_LATEST)
+	$(LATEST_BIN)/python -c "import torch; print('torch', torch.__version__)"
+	$(LATEST_BIN)/python -m pytest -q $(PYTEST_ARGS) $(LATEST_TESTS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check optx tests benchmarks examples

@@ -110,23 +110,33 @@ def main() -> None:
         curves["torch"] = torch_losses
         diff = max(abs(a - b) for a, b in zip(losses, torch_losses))
         print(f"torch.optim.AdamW, same weights and batches: largest loss difference {diff:.3e}")
+    if plot_curves(curves, args.png) is None:
+        print("matplotlib is not installed: no plot")
+        return
+    print(f"wrote {args.png}")
+
+
+def plot_curves(curves: dict[str, list[float]], png: str):
+    """Draws the loss per epoch (whole epochs on the x axis) into ``png``; returns the axes, or
+    None without matplotlib."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
-        print("matplotlib is not installed: no plot")
-        return
+        return None
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, curve in curves.items():
-        ax.plot(range(1, EPOCHS + 1), curve, "o-" if name == "optx" else "x--", label=name)
+        ax.plot(range(1, len(curve) + 1), curve, "o-" if name == "optx" else "x--", label=name)
     ax.set(xlabel="epoch", ylabel="training loss (MSE)", yscale="log", title="optx demo")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, no 2.5
     ax.legend()
     fig.tight_layout()
-    fig.savefig(args.png, dpi=100)
-    print(f"wrote {args.png}")
-
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return ax
 
 if __name__ == "__main__":
     main()

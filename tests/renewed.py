@@ -222,6 +222,13 @@ class Pair:
             t_groups.append({**g, "params": t_ps})
             x_groups.append({**to_optx(g), "params": x_ps})
         self.sizes = [len(g["params"]) for g in gs]
+        # step(closure) maximizes the negated loss when maximize=True (torch 2.14's LBFGS
+        # configurations "maximize", "maximize_strong_wolfe"): it has a maximum, as the loss has a
+        # minimum. Maximizing the convex loss itself is unbounded: strong-Wolfe extrapolates to
+        # t ~ 1e13 in one step, where losses ~ 1e26 differ between torch's and XLA's summation
+        # order in their last bits, and the bracketing picks differ (LBFGS minimizing an
+        # unbounded function differs likewise, with any torch version).
+        self.sign = -1.0 if kwargs.get("maximize") else 1.0
         self.torch = self.info.optim_cls(t_groups if self.multi else t_groups[0]["params"],
                                          *args, **kwargs)
         self.optx = getattr(O, name)(x_groups if self.multi else x_groups[0]["params"],
@@ -291,7 +298,7 @@ class Pair:
 
         def closure():
             self.torch.zero_grad()
-            loss = loss_torch(self.t_params)
+            loss = sign * loss_torch(self.t_params)
             loss.backward()
             if self.info.only_supports_sparse_grads:
                 for p in self.t_params:
@@ -300,7 +307,7 @@ class Pair:
 
         # The closure reads the names, not the Pair: the optimizer's closure cache keys on what
         # a closure reads, and the Pair's torch tensors change at every step.
-        names, multi, named = list(self.names), self.multi, self.named
+        names, multi, named, sign = list(self.names), self.multi, self.named, self.sign
 
         def flat(params):
             if named:
@@ -308,7 +315,7 @@ class Pair:
             return [p for g in params for p in g] if multi else list(params)
 
         t_loss = self.torch.step(closure).detach()
-        x_loss = self.optx.step(lambda params: loss_jax(flat(params)))
+        x_loss = self.optx.step(lambda params: sign * loss_jax(flat(params)))
         return t_loss, x_loss
 
 

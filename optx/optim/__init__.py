@@ -10,8 +10,15 @@ from typing import Any
 
 from optx.optim import lr_scheduler, swa_utils
 from optx.optim.checkpoint import CheckpointError, load, save
-from optx.optim.grad_utils import clip_grad_norm_, clip_grad_value_, get_total_norm
+from optx.optim.grad_utils import (
+    accumulate,
+    all_finite,
+    clip_grad_norm_,
+    clip_grad_value_,
+    get_total_norm,
+)
 from optx.optim.optimizer import Optimizer
+from optx.optim.torch_interop import to_torch_state_dict
 from optx.optim.zero_redundancy import ZeroRedundancyOptimizer
 
 # The constructors come from their modules, not from `optx`, whose __init__ imports this package.
@@ -116,6 +123,8 @@ class LBFGS(Optimizer):
 __all__ = [
     "CheckpointError",
     "Optimizer",
+    "accumulate",
+    "all_finite",
     "clip_grad_norm_",
     "clip_grad_value_",
     "get_total_norm",
@@ -123,6 +132,7 @@ __all__ = [
     "lr_scheduler",
     "save",
     "swa_utils",
+    "to_torch_state_dict",
     "SGD",
     "Adam",
     "AdamW",

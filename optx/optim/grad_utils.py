@@ -1,8 +1,11 @@
-"""``torch.nn.utils``' gradient clipping for gradient pytrees, for ``optx.optim`` loops.
+"""``torch.nn.utils``' gradient clipping for gradient pytrees, for ``optx.optim`` loops, and the
+two other things torch does to ``.grad`` between steps: accumulation and skipping a step whose
+gradients are not finite.
 
 JAX arrays are immutable, so where torch clips ``p.grad`` in place these return the clipped
 gradients: ``grads, norm = optx.optim.clip_grad_norm_(grads, 1.0)`` then ``opt.step(grads)``.
-(Inside a jitted functional step, chain :func:`optx.clip_grad_norm` instead.)
+(Inside a jitted functional step, chain :func:`optx.clip_grad_norm`,
+:func:`optx.accumulate_gradients` and :func:`optx.apply_if_finite` instead.)
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from optx.clipping import clip_by_total_norm, clip_grad_value, total_norm
 from optx.transformation import EmptyState
@@ -86,4 +90,88 @@ def get_total_norm(tensors: Any, norm_type: float = 2.0, error_if_nonfinite: boo
     return total_norm(tensors, norm_type, error_if_nonfinite)
 
 
-__all__ = ["clip_grad_norm_", "clip_grad_value_", "get_total_norm"]
+def _is_none(x: Any) -> bool:
+    return x is None
+
+
+def accumulate(grads: Any, new: Any) -> Any:
+    """torch's ``.grad`` accumulation over several ``backward()`` calls, for gradient pytrees.
+
+    ``grads`` is the accumulator (``None`` after :meth:`~optx.optim.Optimizer.zero_grad`,
+    which returns ``None``) and ``new`` the gradients of one more backward pass. Leaf by leaf,
+    as torch's ``p.grad``: ``None + g = g`` (the first backward that reaches ``p``),
+    ``acc + None = acc`` (a backward that does not reach ``p`` leaves its ``.grad``), ``None +
+    None = None`` (still no gradient: the step skips ``p``) and ``acc + g = acc + g``. A whole
+    ``None`` on either side is a tree of ``None`` leaves::
+
+        grads = optimizer.zero_grad()              # None
+        for x, y in micro_batches:
+            loss, g = jax.value_and_grad(loss_fn)(optimizer.params, x, y)
+            grads = optx.optim.accumulate(grads, g)   # loss.backward()
+        optimizer.step(grads)
+
+    Args:
+        grads: the gradients accumulated so far, a pytree shaped like the params with ``None``
+            leaves allowed, or ``None``.
+        new: the gradients to add, shaped like ``grads`` (``None`` leaves allowed), or ``None``.
+
+    Returns:
+        The sum, shaped like the params; new arrays (nothing is changed in place).
+
+    Raises:
+        ValueError: the two pytrees have different structures (their paths are named).
+
+    Example:
+        >>> import jax.numpy as jnp, optx
+        >>> grads = optx.optim.accumulate(None, {"w": jnp.array([1.0]), "b": None})
+        >>> grads = optx.optim.accumulate(grads, {"w": jnp.array([2.0]), "b": jnp.array([5.0])})
+        >>> grads["w"].tolist(), grads["b"].tolist()
+        ([3.0], [5.0])
+    """
+    if grads is None:
+        return new
+    if new is None:
+        return grads
+    a_leaves, a_def = jax.tree_util.tree_flatten(grads, is_leaf=_is_none)
+    b_leaves, b_def = jax.tree_util.tree_flatten(new, is_leaf=_is_none)
+    if a_def != b_def:  # type: ignore[operator]  # PyTreeDef has no stubs
+        raise ValueError(
+            "accumulate(grads, new): the gradients have different structures: "
+            f"{a_def} and {b_def}")
+    summed = [b if a is None else a if b is None else jnp.add(a, b)
+              for a, b in zip(a_leaves, b_leaves)]
+    return jax.tree_util.tree_unflatten(a_def, summed)
+
+
+def all_finite(grads: Any) -> bool:
+    """Whether every entry of every gradient is finite: the test torch's ``GradScaler`` makes
+    before it skips ``optimizer.step()`` (``found_inf``), for a loop that skips a step whose
+    gradients hold an Inf or a NaN::
+
+        if optx.optim.all_finite(grads):
+            optimizer.step(grads)
+
+    ``None`` leaves (parameters without a gradient) are skipped. The result is a Python
+    ``bool``, so it waits for the gradients; inside a jitted functional step use
+    :func:`optx.apply_if_finite`, which decides on the device.
+
+    Args:
+        grads: a pytree of gradients (``None`` leaves allowed), or ``None``.
+
+    Returns:
+        ``True`` when every entry is finite (also when there is no gradient at all).
+
+    Example:
+        >>> import jax.numpy as jnp, optx
+        >>> optx.optim.all_finite({"w": jnp.array([1.0, 2.0]), "b": None})
+        True
+        >>> optx.optim.all_finite({"w": jnp.array([1.0, jnp.inf])})
+        False
+    """
+    leaves = [x for x in jax.tree_util.tree_leaves(grads) if x is not None]
+    if not leaves:
+        return True
+    return bool(jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])))
+
+
+__all__ = ["accumulate", "all_finite", "clip_grad_norm_", "clip_grad_value_", "get_total_norm"]

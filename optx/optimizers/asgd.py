@@ -53,8 +53,8 @@ def asgd(
 
     Args:
       lr: learning rate; a constant or a schedule ``count -> value``, as every float argument.
-      lambd: decay term of the step size.
-      alpha: power of the step size's decay.
+      lambd: decay term of the step size; negative values raise ``ValueError`` (torch 2.15).
+      alpha: power of the step size's decay; negative values raise ``ValueError`` (torch 2.15).
       t0: step at which averaging starts.
       weight_decay: weight decay, added to the gradient as an L2 penalty.
       maximize: maximize the objective: step along the gradient instead of against it.
@@ -75,6 +75,9 @@ def asgd(
     del foreach, differentiable, capturable
     validation.check_lr(lr)
     validation.check_weight_decay(weight_decay)
+    # torch 2.15's checks (2.13 and 2.14 accept negative values).
+    validation.check(lambd, lambda v: 0.0 <= v, f"Invalid lambd value: {lambd}")
+    validation.check(alpha, lambda v: 0.0 <= v, f"Invalid alpha value: {alpha}")
 
     def init_slots(p):
         return {"ax": jnp.zeros_like(p)}

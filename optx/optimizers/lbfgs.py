@@ -154,6 +154,8 @@ def lbfgs(
     tolerance_change: float = 1e-9,
     history_size: int = 100,
     line_search_fn: str | None = None,
+    *,
+    maximize: bool = False,
 ) -> GradientTransformation:
     r"""L-BFGS, exactly as ``torch.optim.LBFGS``; one ``update`` is one ``step(closure)``.
 
@@ -195,6 +197,11 @@ def lbfgs(
        &\quad\quad \max|t d| \le \tau_c \text{ or } |f - f_{prev}| < \tau_c
        \end{aligned}
 
+    With ``maximize=True`` (torch 2.14), the algorithm above runs on :math:`-f`: torch negates
+    the flat gradient and every loss it reads (so ``prev_loss`` holds :math:`-f`), and returns
+    the closure's own loss. With no parameters at all (an empty ``params``), ``update`` changes
+    nothing, as torch 2.14's ``step`` returns ``closure()`` at once (torch 2.13 raised).
+
     The line search is :func:`optx.optimizers.line_search.strong_wolfe`, torch's
     ``_strong_wolfe`` with its defaults (c1=1e-4, c2=0.9, its own tolerance_change fixed at 1e-9:
     torch passes it only ``max_ls``, the evaluations left).
@@ -220,6 +227,8 @@ def lbfgs(
       tolerance_change: stop when the loss or the parameters change by less than this.
       history_size: the number of curvature pairs ``(y, s)`` kept.
       line_search_fn: ``None`` (a fixed step ``lr``) or ``"strong_wolfe"``.
+      maximize: maximize the closure's value instead of minimizing it (keyword-only, as in
+        torch 2.14).
 
     Returns:
       A :class:`~optx.GradientTransformation` whose ``update`` takes ``value`` and ``value_fn``.
@@ -299,18 +308,23 @@ def lbfgs(
             )
         validation.check_matching(grads, params, who="optx.lbfgs")
         x0, unravel = ravel_pytree(params)
+        if x0.size == 0:
+            # torch 2.14: nothing to optimize, step returns closure() and leaves the state alone.
+            return jax.tree_util.tree_map(jnp.zeros_like, params), state
         g0, _ = ravel_pytree(grads)
         dt = x0.dtype
-        g0 = g0.astype(dt)
+        # maximize (torch 2.14): the flat gradient and every loss read are negated.
+        sign: Callable[[Array], Array] = jnp.negative if maximize else (lambda v: v)
+        g0 = sign(g0.astype(dt))
         # Losses are compared as torch compares Python floats; keep them in one dtype.
         loss_dtype = jnp.result_type(value, dt)
-        loss0 = jnp.asarray(value, loss_dtype)
+        loss0 = sign(jnp.asarray(value, loss_dtype))
         lr_ = state.hyperparams["lr"].astype(dt)
         value_and_grad = jax.value_and_grad(value_fn)
 
         def evaluate(x):
             f, gr = value_and_grad(unravel(x))
-            return jnp.asarray(f, loss_dtype), ravel_pytree(gr)[0].astype(dt)
+            return sign(jnp.asarray(f, loss_dtype)), sign(ravel_pytree(gr)[0].astype(dt))
 
         def move(c: _Carry, gtd: Array) -> _Carry:
             """Steps along ``d`` (line search or fixed step), then torch's stopping tests."""

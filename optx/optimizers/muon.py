@@ -103,6 +103,8 @@ def _adjust_ratio(adjust_lr_fn: str | None, shape: tuple[int, ...]) -> float:
     rows, cols = shape[:2]
     if adjust_lr_fn is None or adjust_lr_fn == "original":
         return math.sqrt(max(1, rows / cols))
+    if adjust_lr_fn == "spectral_unclamped":  # torch 2.14
+        return math.sqrt(rows / cols)
     return 0.2 * math.sqrt(max(rows, cols))  # "match_rms_adamw"
 
 
@@ -139,8 +141,9 @@ def muon(
           X \leftarrow a X + (b A + c A^2) X \\
        &\quad \theta_t \leftarrow \theta_{t-1}(1 - \gamma\lambda) - \gamma \, r \, X,
           \text{ for an } A \times B \text{ parameter:} \\
-       &\quad\quad r = \sqrt{\max(1, A/B)} \text{ (original) or } 0.2\sqrt{\max(A, B)}
-          \text{ (}\mathit{match\_rms\_adamw}\text{)}
+       &\quad\quad r = \sqrt{\max(1, A/B)} \text{ (original), } 0.2\sqrt{\max(A, B)}
+          \text{ (}\mathit{match\_rms\_adamw}\text{) or } \sqrt{A/B}
+          \text{ (}\mathit{spectral\_unclamped}\text{)}
        \end{aligned}
 
     Newton–Schulz runs in bfloat16 with torch's CPU rounding: each of the three matrix
@@ -161,7 +164,8 @@ def muon(
       eps: floor of the Frobenius norm the update is divided by before Newton–Schulz.
       ns_steps: number of Newton–Schulz iterations.
       adjust_lr_fn: learning rate scaling by the parameter's shape: ``"original"`` (or None) for
-        :math:`\sqrt{\max(1, A/B)}`, ``"match_rms_adamw"`` for :math:`0.2\sqrt{\max(A, B)}`.
+        :math:`\sqrt{\max(1, A/B)}`, ``"match_rms_adamw"`` for :math:`0.2\sqrt{\max(A, B)}`,
+        ``"spectral_unclamped"`` (torch 2.14) for :math:`\sqrt{A/B}`, not clamped at 1.
 
     Example:
       >>> import jax.numpy as jnp
@@ -181,7 +185,9 @@ def muon(
     validation.check(
         weight_decay, lambda v: v >= 0.0, f"weight decay should be >= 0 but is: {weight_decay}"
     )
-    if adjust_lr_fn is not None and adjust_lr_fn not in ["original", "match_rms_adamw"]:
+    if adjust_lr_fn is not None and adjust_lr_fn not in [
+        "original", "match_rms_adamw", "spectral_unclamped"
+    ]:
         raise ValueError(f"Adjust learning rate function {adjust_lr_fn} is not supported")
     if ns_steps >= 100:
         raise ValueError("Number of steps must be less than 100 for computational efficiency")

@@ -16,6 +16,7 @@ from optx.optim.lr_scheduler import LambdaLR
 import jax
 import jax.numpy as jnp
 
+from optx.optim import accumulate  # torch's .grad accumulation (None + g = g)
 from porting.finetune_torch import Classifier as TorchClassifier
 
 
@@ -65,9 +66,6 @@ def freeze(model, prefix, frozen=True):
     """Nothing to do: a parameter is trained when it is in the optimizer's groups."""
 
 
-def accumulate(grads, g):
-    """torch's ``.grad`` accumulation across ``backward()`` calls."""
-    return g if grads is None else jax.tree_util.tree_map(jnp.add, grads, g)
 # --- end model ---
 
 

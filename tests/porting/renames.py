@@ -53,7 +53,8 @@ RENAMES: tuple[Rename, ...] = (
     Rename(
         r"^loss\.backward\(\)$",
         (None, "grads = accumulate(grads, g)"),
-        "no backward: `step(closure)` takes the gradients, or they add up as torch's `.grad`",
+        "no backward: `step(closure)` takes the gradients, or `optx.optim.accumulate` adds them "
+        "up as torch's `.grad`",
     ),
     Rename(
         r"^optimizer\.zero_grad\(\)$",
