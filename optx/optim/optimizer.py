@@ -378,6 +378,21 @@ class Optimizer(StepMixin, HooksMixin):
             }
         return self._named_view
 
+    @params.setter
+    def params(self, value: Any) -> None:
+        # Temporary (the adapter branch provides the checked setter): new values for the
+        # current params, in the getter's shape; the state is kept.
+        trees = self._grads_per_group(value)
+        new = []
+        for old, tree in zip(self._params, trees):
+            if jax.tree_util.tree_structure(tree) != jax.tree_util.tree_structure(old):  # type: ignore[operator]
+                raise ValueError("opt.params = value: value must have the structure of opt.params")
+            new.append(copy_tree(tree))
+        self._params = new
+        self._named_view = None
+        for g, p, m in zip(self.param_groups, self._params, self._meta):
+            dict.__setitem__(g, "params", leaves_in_order(p, m.order))
+
     @property
     def opt_state(self) -> Any:
         """The functional states (optax's and flax's ``opt_state``): the state itself for one
