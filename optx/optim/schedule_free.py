@@ -100,7 +100,7 @@ _EXAMPLE = '''\
 ...     return jnp.sum((p["w"] - 1.0) ** 2)
 >>> opt = optx.optim.{name}(params, lr=0.1)
 >>> opt.train()
->>> for _ in range(3):
+>>> for _ in range(8):
 ...     opt.step(jax.grad(loss_fn)(opt.params))
 >>> opt.eval()
 >>> bool(loss_fn(opt.params) < loss_fn(params))
@@ -113,7 +113,7 @@ _CLOSURE_EXAMPLE = '''\
 >>> def loss_fn(p):
 ...     return jnp.sum((p["w"] - 1.0) ** 2)
 >>> opt = optx.optim.{name}(params, lr=0.1)
->>> for _ in range(3):
+>>> for _ in range(8):
 ...     loss = opt.step(loss_fn)
 >>> bool(loss_fn(opt.params) < loss_fn(params))
 True'''

@@ -6,6 +6,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from optx._doc_fragments import torch_switches
 from optx.hyperparams import Hyperparam
 from optx.layout import TorchLayout
 from optx.schedule_free import PRIVATE, schedule_free, warmup
@@ -37,6 +38,7 @@ def _factor(hp, t):
     return warmup(hp, t), adam_coefficients(hp, t)
 
 
+@torch_switches
 def adamw_schedule_free(
     lr: Hyperparam = 0.0025,
     betas: tuple[Hyperparam, Hyperparam] = (0.9, 0.999),
@@ -85,7 +87,7 @@ def adamw_schedule_free(
       warmup_steps: steps of linear learning-rate warmup (0: none).
       r: the average's weights grow as ``t**r``.
       weight_lr_power: the average's weights are ``lr_max ** weight_lr_power`` (0: unweighted).
-      foreach: schedulefree's implementation switch (a kernel choice): accepted and ignored.
+      {torch_switches}
 
     Example:
       >>> import jax.numpy as jnp
@@ -104,6 +106,7 @@ def adamw_schedule_free(
                                 betas, eps, weight_decay, warmup_steps, r, weight_lr_power)
 
 
+@torch_switches
 def adamw_schedule_free_closure(
     lr: Hyperparam = 0.0025,
     betas: tuple[Hyperparam, Hyperparam] = (0.9, 0.999),
@@ -127,7 +130,7 @@ def adamw_schedule_free_closure(
       warmup_steps: steps of linear learning-rate warmup (0: none).
       r: the average's weights grow as ``t**r``.
       weight_lr_power: the average's weights are ``lr_max ** weight_lr_power`` (0: unweighted).
-      foreach: schedulefree's implementation switch (a kernel choice): accepted and ignored.
+      {torch_switches}
 
     Example:
       >>> import jax.numpy as jnp

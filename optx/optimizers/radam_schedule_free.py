@@ -6,6 +6,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from optx._doc_fragments import torch_switches
 from optx.hyperparams import Hyperparam
 from optx.layout import TorchLayout
 from optx.optimizers.adamw_schedule_free import adam_coefficients, adam_direction
@@ -33,6 +34,7 @@ def _rectification(silent_sgd_phase: bool):
     return factor
 
 
+@torch_switches
 def radam_schedule_free(
     lr: Hyperparam = 0.0025,
     betas: tuple[Hyperparam, Hyperparam] = (0.9, 0.999),
@@ -67,9 +69,9 @@ def radam_schedule_free(
       weight_decay: weight decay, computed at ``y`` and added to the step.
       r: the average's weights grow as ``t**r``.
       weight_lr_power: the average's weights are ``lr_max ** weight_lr_power`` (0: unweighted).
-      foreach: schedulefree's implementation switch (a kernel choice): accepted and ignored.
       silent_sgd_phase: while ``rho_t <= 4`` leave the params still (lr 0) instead of taking
         plain SGD steps.
+      {torch_switches}
 
     Example:
       >>> import jax.numpy as jnp
@@ -88,6 +90,7 @@ def radam_schedule_free(
                                 betas, eps, weight_decay, r, weight_lr_power, silent_sgd_phase)
 
 
+@torch_switches
 def radam_schedule_free_closure(
     lr: Hyperparam = 0.0025,
     betas: tuple[Hyperparam, Hyperparam] = (0.9, 0.999),
@@ -110,9 +113,9 @@ def radam_schedule_free_closure(
       weight_decay: weight decay, computed at ``y`` and added to the step.
       r: the average's weights grow as ``t**r``.
       weight_lr_power: the average's weights are ``lr_max ** weight_lr_power`` (0: unweighted).
-      foreach: schedulefree's implementation switch (a kernel choice): accepted and ignored.
       silent_sgd_phase: while ``rho_t <= 4`` leave the params still (lr 0) instead of taking
         plain SGD steps.
+      {torch_switches}
 
     Example:
       >>> import jax.numpy as jnp

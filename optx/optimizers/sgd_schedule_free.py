@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from optx import validation
+from optx._doc_fragments import torch_switches
 from optx.hyperparams import Hyperparam
 from optx.layout import TorchLayout
 from optx.schedule_free import PRIVATE, schedule_free, warmup
@@ -30,6 +31,7 @@ def _factor(hp, t):
     return warmup(hp, t), {}
 
 
+@torch_switches
 def sgd_schedule_free(
     lr: Hyperparam = 1.0,
     momentum: Hyperparam = 0.9,
@@ -72,7 +74,7 @@ def sgd_schedule_free(
       warmup_steps: steps of linear learning-rate warmup (0: none).
       r: the average's weights grow as ``t**r``.
       weight_lr_power: the average's weights are ``lr_max ** weight_lr_power`` (0: unweighted).
-      foreach: schedulefree's implementation switch (a kernel choice): accepted and ignored.
+      {torch_switches}
 
     Example:
       >>> import jax.numpy as jnp
@@ -92,6 +94,7 @@ def sgd_schedule_free(
                               weight_decay, warmup_steps, r, weight_lr_power)
 
 
+@torch_switches
 def sgd_schedule_free_closure(
     lr: Hyperparam = 1.0,
     weight_decay: Hyperparam = 0,
@@ -115,7 +118,7 @@ def sgd_schedule_free_closure(
       warmup_steps: steps of linear learning-rate warmup (0: none).
       r: the average's weights grow as ``t**r``.
       weight_lr_power: the average's weights are ``lr_max ** weight_lr_power`` (0: unweighted).
-      foreach: schedulefree's implementation switch (a kernel choice): accepted and ignored.
+      {torch_switches}
 
     Example:
       >>> import jax.numpy as jnp
