@@ -370,13 +370,14 @@ def test_functional_composes_with_chain_clipping_and_accumulation():
         optx.chain(optx.clip_grad_norm(1.0), optx.adamw_schedule_free(**kw)), 2)
     params = [jnp.asarray(w) for w in INIT]
     state = tx.init(params)
+    update = jax.jit(tx.update)
     for t in range(0, STEPS, 2):
         acc = None
         for m in range(2):
             g = np_grads(values(ps), t + m)
             acc = g if acc is None else [x + y for x, y in zip(acc, g)]
-            updates, state = tx.update([jnp.asarray(x) for x in np_grads(params, t + m)],
-                                       state, params)
+            updates, state = update([jnp.asarray(x) for x in np_grads(params, t + m)],
+                                    state, params)
             params = optx.apply_updates(params, updates)
         for p, g in zip(ps, acc):
             p.grad = torch.tensor(g / 2)
