@@ -251,3 +251,15 @@ def test_adapter_accepts_differentiable_as_torch():
         topt = getattr(torch.optim, cls)([torch.tensor(W0)], lr=0.01, differentiable=True)
         assert topt.param_groups[0]["differentiable"] is True
         opt.step(jax.grad(f_jax)(opt.params))
+
+
+def test_the_hypergradients_page_runs_as_written():
+    """Every code block of docs/hypergradients.md, each on its own (they are self-contained)."""
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).parent.parent / "docs" / "hypergradients.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, re.S)
+    assert len(blocks) == 3
+    for block in blocks:
+        exec(compile(block, "docs/hypergradients.md", "exec"), {})
