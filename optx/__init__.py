@@ -13,16 +13,20 @@ from optx.optimizers.adagrad import adagrad
 from optx.optimizers.adam import adam
 from optx.optimizers.adamax import adamax
 from optx.optimizers.adamw import adamw
+from optx.optimizers.adamw_schedule_free import adamw_schedule_free
 from optx.optimizers.asgd import asgd
 from optx.optimizers.lbfgs import LbfgsState, lbfgs
 from optx.optimizers.muon import muon
 from optx.optimizers.nadam import nadam
 from optx.optimizers.radam import radam
+from optx.optimizers.radam_schedule_free import radam_schedule_free
 from optx.optimizers.rmsprop import rmsprop
 from optx.optimizers.rprop import rprop
 from optx.optimizers.sgd import sgd
+from optx.optimizers.sgd_schedule_free import sgd_schedule_free
 from optx.optimizers.sparse_adam import sparse_adam
 from optx.reduce_lr_on_plateau import ReduceLROnPlateauState, reduce_lr_on_plateau
+from optx.schedule_free import schedule_free_eval_params
 from optx.state import OptimizerState
 from optx.transformation import (
     EmptyState,
@@ -47,6 +51,7 @@ __all__ = [
     "adam",
     "adamax",
     "adamw",
+    "adamw_schedule_free",
     "accumulate_gradients",
     "apply_if_finite",
     "apply_updates",
@@ -62,12 +67,15 @@ __all__ = [
     "muon",
     "nadam",
     "radam",
+    "radam_schedule_free",
     "reduce_lr_on_plateau",
     "rmsprop",
     "rprop",
     "set_hyperparams",
     "schedules",
     "sgd",
+    "sgd_schedule_free",
+    "schedule_free_eval_params",
     "sparse_adam",
     "total_norm",
 ]

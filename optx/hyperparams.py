@@ -139,11 +139,16 @@ def _check_side(name: str, value: Any, stored: Any, nonzero: bool) -> None:
     """Raises when ``value`` (``stored`` as the state would store it) is on the side of zero
     the compiled update leaves out."""
     if isinstance(stored, jax.core.Tracer):
+        if nonzero:
+            # A traced value (jax.grad through set_hyperparams) on the compiled branch: its
+            # value is unknown while tracing, and the nonzero branch computes with it
+            # (hypergradients w.r.t. SGD's momentum). A traced 0 would run the nonzero code.
+            return
         raise ValueError(
             f"set_hyperparams: {name!r} must be a concrete number, not a traced value: the "
-            f"compiled update holds it {'nonzero' if nonzero else 'at 0'} (it was given to the "
-            f"constructor as a {'nonzero constant' if nonzero else 'constant 0'}). Construct "
-            f"the optimizer with {name} as a schedule `count -> value` to change it freely"
+            f"compiled update holds it at 0 (it was given to the constructor as the constant "
+            f"0). Construct the optimizer with a nonzero {name} or {name} as a schedule "
+            f"`count -> value` to change it freely"
         )
     if (float(stored) != 0.0) == nonzero:
         return
@@ -171,7 +176,10 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
     Where torch branches on a hyperparameter being zero (``if weight_decay != 0``, SGD's
     ``if momentum != 0`` and ``dampening``), a constant 0 given to the constructor leaves the
     branch out of the compiled update, as torch skips it; setting it to a nonzero value then
-    raises ``ValueError`` (setting 0 is fine). SGD's and RMSprop's ``momentum`` given as a
+    raises ``ValueError`` (setting 0 is fine), also for a traced value (inside ``jit`` or
+    ``jax.grad``), whose side of zero is unknown. A traced value for a hyperparameter held
+    nonzero is accepted (it is taken to be nonzero, as a hypergradient w.r.t. SGD's momentum
+    needs). SGD's and RMSprop's ``momentum`` given as a
     nonzero constant likewise leave out torch's code for a zero momentum, and refuse 0. Every
     other change (``momentum`` 0.9 to 0.95, ``weight_decay`` 0.1 to 0.2 or to 0) is data and
     never recompiles. To move a hyperparameter across zero at run time, construct with a

@@ -36,7 +36,9 @@ def test_args_section_lists_every_argument(name):
     switches = [p for p in params if p in _doc_fragments.TORCH_SWITCHES]
     expected = [p for p in params if p not in switches] + switches
     assert _args_section(fn.__doc__) == expected
-    assert fn.__doc__.count(_doc_fragments.IGNORED) == len(switches)
+    ignored = [p for p in switches if p != "differentiable"]
+    assert fn.__doc__.count(_doc_fragments.IGNORED) == len(ignored)
+    assert fn.__doc__.count(_doc_fragments.DIFFERENTIABLE) == ("differentiable" in switches)
 
 
 @pytest.mark.parametrize("name", DOCUMENTED)

@@ -67,6 +67,10 @@ LR_SCHEDULER_CLASSES = sorted(
 SWA_UTILS = ["AveragedModel", "SWALR", "update_bn"]
 
 ALL_SNAPSHOT = sorted([
+    "adamw_schedule_free",
+    "radam_schedule_free",
+    "schedule_free_eval_params",
+    "sgd_schedule_free",
     "EmptyState",
     "GradientTransformation",
     "LbfgsState",

@@ -104,9 +104,13 @@ def test_set_hyperparams_refuses_a_dropped_branch_and_says_how_to_keep_it():
     state = optx.rmsprop(momentum=0.5).init(params)
     with pytest.raises(ValueError, match="momentum=0 needs"):
         optx.set_hyperparams(state, momentum=0)
-    # Inside jit the value is unknown: refused, where it would have to be checked.
-    with pytest.raises(ValueError, match="must be a concrete number"):
-        jax.jit(lambda s, v: optx.set_hyperparams(s, momentum=v))(state, 0.6)
+    # Inside jit the value is unknown: accepted on the branch the update has (taken to be
+    # nonzero: hypergradients w.r.t. momentum), refused where the branch is left out.
+    moved = jax.jit(lambda s, v: optx.set_hyperparams(s, momentum=v))(state, 0.6)
+    assert float(optx.get_hyperparams(moved)["momentum"]) == 0.6
+    zero = optx.sgd(lr=0.1).init(params)
+    with pytest.raises(ValueError, match="must be a concrete number.*at 0"):
+        jax.jit(lambda s, v: optx.set_hyperparams(s, momentum=v))(zero, 0.6)
     # A schedule keeps both branches; a weight decay built nonzero may go to 0 (exactly torch).
     state = optx.sgd(lr=0.1, momentum=lambda c: 0.9, weight_decay=lambda c: 0.0).init(params)
     state = optx.set_hyperparams(state, momentum=0.0, weight_decay=0.1)

@@ -19,6 +19,9 @@ from optx.optim.grad_utils import (
 )
 from optx.optim.optimizer import Optimizer
 from optx.optim.torch_interop import to_torch_state_dict
+from optx.optim.schedule_free import ScheduleFreeWrapper
+from optx.optim.schedule_free import _Closure as _ScheduleFreeClosure
+from optx.optim.schedule_free import _TrainEval as _ScheduleFreeTrainEval
 from optx.optim.zero_redundancy import ZeroRedundancyOptimizer
 
 # The constructors come from their modules, not from `optx`, whose __init__ imports this package.
@@ -28,14 +31,26 @@ from optx.optimizers.adagrad import adagrad as _adagrad
 from optx.optimizers.adam import adam as _adam
 from optx.optimizers.adamax import adamax as _adamax
 from optx.optimizers.adamw import adamw as _adamw
+from optx.optimizers.adamw_schedule_free import adamw_schedule_free as _adamw_schedule_free
+from optx.optimizers.adamw_schedule_free import (
+    adamw_schedule_free_closure as _adamw_schedule_free_closure,
+)
 from optx.optimizers.asgd import asgd as _asgd
 from optx.optimizers.lbfgs import lbfgs as _lbfgs
 from optx.optimizers.muon import muon as _muon
 from optx.optimizers.nadam import nadam as _nadam
 from optx.optimizers.radam import radam as _radam
+from optx.optimizers.radam_schedule_free import radam_schedule_free as _radam_schedule_free
+from optx.optimizers.radam_schedule_free import (
+    radam_schedule_free_closure as _radam_schedule_free_closure,
+)
 from optx.optimizers.rmsprop import rmsprop as _rmsprop
 from optx.optimizers.rprop import rprop as _rprop
 from optx.optimizers.sgd import sgd as _sgd
+from optx.optimizers.sgd_schedule_free import sgd_schedule_free as _sgd_schedule_free
+from optx.optimizers.sgd_schedule_free import (
+    sgd_schedule_free_closure as _sgd_schedule_free_closure,
+)
 from optx.optimizers.sparse_adam import sparse_adam as _sparse_adam
 
 # Each class is a name plus its functional constructor, which gives it torch's signature and its
@@ -120,6 +135,34 @@ class LBFGS(Optimizer):
         super()._construct(params, arguments)
 
 
+# schedulefree 1.4.1's classes: .train()/.eval() and the closure step live in
+# optx.optim.schedule_free.
+
+
+class SGDScheduleFree(_ScheduleFreeTrainEval):
+    _constructor = staticmethod(_sgd_schedule_free)
+
+
+class AdamWScheduleFree(_ScheduleFreeTrainEval):
+    _constructor = staticmethod(_adamw_schedule_free)
+
+
+class RAdamScheduleFree(_ScheduleFreeTrainEval):
+    _constructor = staticmethod(_radam_schedule_free)
+
+
+class SGDScheduleFreeClosure(_ScheduleFreeClosure):
+    _constructor = staticmethod(_sgd_schedule_free_closure)
+
+
+class AdamWScheduleFreeClosure(_ScheduleFreeClosure):
+    _constructor = staticmethod(_adamw_schedule_free_closure)
+
+
+class RAdamScheduleFreeClosure(_ScheduleFreeClosure):
+    _constructor = staticmethod(_radam_schedule_free_closure)
+
+
 __all__ = [
     "CheckpointError",
     "Optimizer",
@@ -149,4 +192,11 @@ __all__ = [
     "Muon",
     "LBFGS",
     "ZeroRedundancyOptimizer",
+    "SGDScheduleFree",
+    "AdamWScheduleFree",
+    "RAdamScheduleFree",
+    "SGDScheduleFreeClosure",
+    "AdamWScheduleFreeClosure",
+    "RAdamScheduleFreeClosure",
+    "ScheduleFreeWrapper",
 ]

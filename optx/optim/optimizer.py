@@ -213,8 +213,8 @@ class Optimizer(StepMixin, HooksMixin):
         group.update(self._group_extras)
         raw, names, explicit = param_names.split_named(
             param_names.materialize(param_group["params"], group=True))
-        if not jax.tree_util.tree_leaves(raw) and self.param_groups:
-            raise ValueError("optimizer got an empty parameter list")
+        # torch refuses an empty params list in __init__ only: a later empty group is
+        # accepted (schedulefree's test_foreach builds one).
         given = self._check_disjoint(raw, skip=None)
         if _has_duplicates(raw):
             warnings.warn(_DUPLICATE, UserWarning, stacklevel=3)
@@ -377,6 +377,21 @@ class Optimizer(StepMixin, HooksMixin):
                 for name, leaf in zip(group["param_names"], group["params"])
             }
         return self._named_view
+
+    @params.setter
+    def params(self, value: Any) -> None:
+        # Temporary (the adapter branch provides the checked setter): new values for the
+        # current params, in the getter's shape; the state is kept.
+        trees = self._grads_per_group(value)
+        new = []
+        for old, tree in zip(self._params, trees):
+            if jax.tree_util.tree_structure(tree) != jax.tree_util.tree_structure(old):  # type: ignore[operator]
+                raise ValueError("opt.params = value: value must have the structure of opt.params")
+            new.append(copy_tree(tree))
+        self._params = new
+        self._named_view = None
+        for g, p, m in zip(self.param_groups, self._params, self._meta):
+            dict.__setitem__(g, "params", leaves_in_order(p, m.order))
 
     @property
     def opt_state(self) -> Any:

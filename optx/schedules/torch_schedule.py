@@ -25,6 +25,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Any, Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -170,7 +171,12 @@ class TorchSchedule:
     def __call__(self, t: Any) -> Any:
         m = math_for(t)
         if m is HOST:
-            return float(self.formula(HOST, int(t)))
+            value = self.formula(HOST, int(t))
+            if isinstance(value, jax.core.Tracer):
+                # An argument of the schedule is traced (jax.grad w.r.t. its peak lr): the
+                # host formula ran on it, and the value stays differentiable.
+                return as_float(value)
+            return float(value)
         return as_float(self.formula(TRACED, jnp.asarray(t)))
 
     def get_lr(self, m: Any, lr: Any, e: Any) -> Any:

@@ -1,0 +1,499 @@
+"""schedulefree's classes (PyPI ``schedulefree`` 1.4.1) over optx's schedule-free updates.
+
+``SGDScheduleFree``, ``AdamWScheduleFree`` and ``RAdamScheduleFree`` hold the params at ``y``
+while training; ``.eval()`` moves them to the average ``x`` and ``.train()`` back, exactly as
+schedulefree moves a module's parameters (``p.lerp_(z, 1 - 1/beta)`` and ``p.lerp_(z, 1 -
+beta)``), and ``step`` in eval mode raises schedulefree's exception. The ``...Closure`` classes
+hold ``x`` and take ``step(closure)``: the params move to ``y`` for the closure and come back
+as the new ``x``. :class:`ScheduleFreeWrapper` makes any ``optx.optim`` optimizer
+schedule-free, as schedulefree's wrapper does a ``torch.optim`` one.
+
+The param groups carry schedulefree's bookkeeping keys: ``k`` (steps taken), ``weight_sum``,
+``lr_max``, ``scheduled_lr`` (and ``train_mode``). The update computes them in the functional
+state (:mod:`optx.schedule_free`); the group keys are kept in step on the host with
+schedulefree's own Python-float arithmetic (no device read per step), and a group whose keys
+were edited or loaded writes them back into the state before the next step. ``state_dict()``
+has schedulefree's layout: ``z`` (and ``exp_avg_sq``) per parameter, no ``step``.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optx import schedule_free as sf
+from optx.optim.optimizer import Optimizer
+from optx.optim.signature import PARAMS_DOC, _args_section
+from optx.optim.state_dict import group_entries
+
+__all__ = ["ScheduleFreeWrapper"]
+
+# Keys that tell one schedulefree class's groups from another's.
+_DISTINCT = frozenset({"momentum", "betas", "eps", "warmup_steps", "silent_sgd_phase",
+                       "train_mode"})
+
+
+def _beta(group: dict[str, Any]) -> float:
+    return group["momentum"] if "momentum" in group else group["betas"][0]
+
+
+def _warmup(group: dict[str, Any], k: int) -> float:
+    return (k + 1) / group["warmup_steps"] if k < group["warmup_steps"] else 1.0
+
+
+def _rectification(group: dict[str, Any], k: int) -> float:
+    step = k + 1
+    beta2 = group["betas"][1]
+    beta2_t = beta2**step
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * step * beta2_t / (1 - beta2_t)
+    if rho_t > 4.0:
+        return float(((rho_t - 4) * (rho_t - 2) * rho_inf
+                      / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5)
+    return float(not group["silent_sgd_phase"])
+
+
+def _advance(group: dict[str, Any], factor: float, default_lr_max: float = -1.0) -> None:
+    """schedulefree's per-step group bookkeeping, in its Python floats (the update computes the
+    same numbers in the state)."""
+    k = group["k"]
+    lr = group["lr"] * factor
+    lr_max = max(lr, group.get("lr_max", default_lr_max))
+    weight = ((k + 1) ** group.get("r", 0)) * (lr_max ** group.get("weight_lr_power", 2.0))
+    values = {"scheduled_lr": lr, "lr_max": lr_max,
+              "weight_sum": group.get("weight_sum", 0.0) + weight, "k": k + 1}
+    for key, v in values.items():
+        dict.__setitem__(group, key, v)
+
+
+def _class_doc(cls: type, reference: str, extra: str, example: str) -> str:
+    constructor = cls._constructor  # type: ignore[attr-defined]
+    args = _args_section(constructor.__doc__ or "Args:\n")
+    name = constructor.__name__
+    update = (f":func:`optx.{name}`" if not name.endswith("_closure")
+              else f"``{constructor.__module__}.{name}``")
+    return (
+        f"``schedulefree.{reference}`` (1.4.1): {update} with schedulefree's object model.\n\n"
+        f"{extra}\n\n"
+        "Args:\n" + textwrap.indent(PARAMS_DOC, "  ") + "\n" + textwrap.indent(args, "  ")
+        + "\n\nExample:\n" + textwrap.indent(example, "  ") + "\n"
+    )
+
+
+_TRAIN_EVAL = (
+    "Call ``.train()`` before training and ``.eval()`` before evaluating or saving, as with "
+    "schedulefree: they move :attr:`params` between ``y`` (where gradients are taken) and the "
+    "average ``x``; ``step`` in eval mode raises schedulefree's exception. The groups carry "
+    "``train_mode``, ``k``, ``weight_sum``, ``lr_max`` and ``scheduled_lr``; ``state_dict()`` "
+    "has schedulefree's layout (``z``, ``exp_avg_sq``). See :class:`Optimizer` for the rest.")
+
+_EXAMPLE = '''\
+>>> import jax
+>>> import jax.numpy as jnp
+>>> import optx
+>>> params = {{"w": jnp.array([0.0, 2.0])}}
+>>> def loss_fn(p):
+...     return jnp.sum((p["w"] - 1.0) ** 2)
+>>> opt = optx.optim.{name}(params, lr=0.1)
+>>> opt.train()
+>>> for _ in range(8):
+...     opt.step(jax.grad(loss_fn)(opt.params))
+>>> opt.eval()
+>>> bool(loss_fn(opt.params) < loss_fn(params))
+True'''
+
+_CLOSURE_EXAMPLE = '''\
+>>> import jax.numpy as jnp
+>>> import optx
+>>> params = {{"w": jnp.array([0.0, 2.0])}}
+>>> def loss_fn(p):
+...     return jnp.sum((p["w"] - 1.0) ** 2)
+>>> opt = optx.optim.{name}(params, lr=0.1)
+>>> for _ in range(8):
+...     loss = opt.step(loss_fn)
+>>> bool(loss_fn(opt.params) < loss_fn(params))
+True'''
+
+
+class _ScheduleFree(Optimizer):
+    """What the six schedulefree classes share: the group keys and their bookkeeping."""
+
+    _group_init: dict[str, Any] = {}
+    _sf_extra = ""
+    _sf_example = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_constructor" in cls.__dict__:  # a schedulefree class: its docstring
+            cls.__doc__ = _class_doc(cls, cls.__name__, cls._sf_extra,
+                                     cls._sf_example.format(name=cls.__name__))
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Adds a param group, with schedulefree's bookkeeping keys (``k`` 0, ...).
+
+        Args:
+          param_group: a dict with ``params`` and any hyperparameters to override the
+            defaults (see :meth:`Optimizer.add_param_group`)."""
+        super().add_param_group({**self._group_init, **param_group})
+
+    def _sync_groups(self) -> None:
+        changed = sorted(self._changed)
+        super()._sync_groups()
+        for i in changed:  # edited or loaded bookkeeping keys: into the state
+            g, st = self.param_groups[i], self._states[i]
+            dtype = st.scalars["weight_sum"].dtype
+            self._states[i] = st._replace(
+                count=jnp.asarray(int(g["k"]), st.count.dtype),
+                scalars={"weight_sum": jnp.asarray(float(g["weight_sum"]), dtype),
+                         "lr_max": jnp.asarray(float(g["lr_max"]), dtype)})
+
+    def _after_step(self) -> None:
+        for g in self.param_groups:
+            factor = _warmup if "warmup_steps" in g else _rectification  # RAdam's: no warmup
+            _advance(g, factor(g, g["k"]))
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Loads schedulefree's (or this class's) state_dict; one of another class (its groups
+        lack this class's keys or have another's) is refused and nothing changes.
+
+        Args:
+          state_dict: ``{'state': ..., 'param_groups': ...}`` as :meth:`state_dict` or
+            schedulefree's ``optimizer.state_dict()`` gives it (tensors as numpy arrays)."""
+        ours = set(self.defaults) | set(self._group_init)
+        for gi, saved in enumerate(state_dict.get("param_groups", ()) if isinstance(
+                state_dict, dict) else ()):
+            if not isinstance(saved, dict):
+                continue
+            missing = sorted((ours - {"foreach", "silent_sgd_phase"}) - set(saved))
+            foreign = sorted((_DISTINCT & set(saved)) - ours)
+            if missing or foreign:
+                raise ValueError(
+                    f"loaded param group {gi} is not a {type(self).__name__} group: "
+                    + (f"it lacks {missing}" if missing else f"it has {foreign}")
+                    + "; was it saved by another optimizer?")
+        super().load_state_dict(state_dict)
+
+    def _has_z(self, i: int) -> bool:
+        return int(self._states[i].count) > 0
+
+    def _moved(self, to_train: bool, groups: list[int]) -> None:
+        """Moves group ``groups``' params between ``x`` and ``y`` (through the ``params``
+        setter)."""
+        new: dict[int, Any] = {}
+        for i in groups:
+            g = self.param_groups[i]
+            if not self._has_z(i):
+                continue
+            entries = group_entries(self, i)
+            move = sf.to_train if to_train else sf.to_eval
+            for pos, p in enumerate(g["params"]):
+                z = entries.get(pos, {}).get("z")
+                if z is not None:
+                    new[id(p)] = move(p, z, _beta(g))
+        if new:
+            self.params = jax.tree_util.tree_map(lambda p: new.get(id(p), p), self.params)
+
+
+class _TrainEval(_ScheduleFree):
+    """schedulefree's train/eval classes (``SGDScheduleFree``, ...)."""
+
+    _sf_extra = _TRAIN_EVAL
+    _sf_example = _EXAMPLE
+    _group_init = {"k": 0, "train_mode": False, "weight_sum": 0.0, "lr_max": -1.0,
+                   "scheduled_lr": 0.0}
+
+    def eval(self) -> None:
+        """schedulefree's ``eval()``: the params of each group in train mode move to ``x``."""
+        groups = [i for i, g in enumerate(self.param_groups) if g["train_mode"]]
+        self._moved(False, groups)
+        for i in groups:
+            dict.__setitem__(self.param_groups[i], "train_mode", False)
+
+    def train(self) -> None:
+        """schedulefree's ``train()``: the params of each group in eval mode move to ``y``."""
+        groups = [i for i, g in enumerate(self.param_groups) if not g["train_mode"]]
+        self._moved(True, groups)
+        for i in groups:
+            dict.__setitem__(self.param_groups[i], "train_mode", True)
+
+    def step(self, grads: Any = None, closure: Callable[[Any], Any] | None = None) -> Any:
+        """One schedule-free step (see :meth:`Optimizer.step`); raises schedulefree's
+        exception when the optimizer is not in train mode (call ``.train()`` first).
+
+        Args:
+          grads: the gradients at :attr:`params` (``y``), or the closure as torch passes it.
+          closure: ``closure(params) -> loss``; its gradients are taken at :attr:`params`.
+
+        Returns:
+          The closure's loss, or ``None``."""
+        if not self.param_groups[0]["train_mode"]:
+            raise Exception(sf.NOT_TRAIN_MODE)
+        loss = super().step(grads, closure)
+        self._after_step()
+        return loss
+
+
+class _Closure(_ScheduleFree):
+    """schedulefree's closure classes (``SGDScheduleFreeClosure``, ...)."""
+
+    _sf_extra = ("The params are the average ``x``; ``step(closure)`` takes the gradient at "
+                  "``y``, as schedulefree's closure classes. See :class:`Optimizer` for the "
+                  "rest.")
+    _sf_example = _CLOSURE_EXAMPLE
+    _group_init = {"k": 0, "weight_sum": 0.0, "lr_max": 0.0, "scheduled_lr": 0.0}
+
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        """One step, as schedulefree's closure classes: the params move from ``x`` to ``y``,
+        ``closure(params)`` gives the loss and its gradients there, and the params become the
+        new ``x``.
+
+        Args:
+          closure: ``closure(params) -> loss``, a pure function of the params (required).
+
+        Returns:
+          The closure's loss at ``y``."""
+        if not callable(closure):
+            raise TypeError(f"{type(self).__name__}.step needs a closure: opt.step(closure)")
+        self._moved(True, list(range(len(self.param_groups))))
+        loss = super().step(closure=closure)
+        self._after_step()
+        return loss
+
+
+@jax.jit
+def _wrapper_pre(p: Any, z: Any, lr_wd: Any, lr_wd_y: Any, beta: Any) -> tuple[Any, Any]:
+    """Before the base step: weight decay at ``y``, then ``x = lerp(y, z, 1 - 1/beta)``;
+    returns ``(z, x)``: the base steps on ``z``, ``x`` waits."""
+    z = z - lr_wd * p
+    p = p - lr_wd_y * p
+    return z, sf.to_eval(p, z, beta)
+
+
+@jax.jit
+def _wrapper_post(x: Any, z: Any, ckp1: Any, beta: Any) -> Any:
+    """After the base step: ``x = lerp(x, z, ckp1)``, then ``y = lerp(x, z, 1 - beta)``."""
+    return sf.to_train(sf._lerp(x, z, ckp1), z, beta)
+
+
+class ScheduleFreeWrapper:
+    """``schedulefree.ScheduleFreeWrapper`` (1.4.1): makes any ``optx.optim`` optimizer
+    schedule-free.
+
+    The base optimizer steps on ``z`` (the gradient being taken at ``y``, the params), and the
+    wrapper keeps the average ``x`` and the interpolation ``y`` as schedulefree's wrapper does
+    (``ckp1 = weight / weight_sum`` with ``weight = (k+1)**r * lr_max**weight_lr_power`` and
+    ``lr = group['lr'] * group.get('d', 1)``). ``.train()``/``.eval()`` move :attr:`params`
+    between ``y`` and ``x``; ``step`` in eval mode raises schedulefree's exception. The base's
+    groups receive ``k``, ``lr_max`` and ``weight_sum``, and :meth:`state_dict` is the base's
+    with each parameter's ``z`` added, as schedulefree's (which stores ``z`` in the base's
+    state).
+
+    Args:
+      base: the ``optx.optim`` optimizer to wrap (momentum in it is optional: the wrapper's
+        ``momentum`` plays that part).
+      weight_decay_at_y: weight decay computed at ``y`` (weight decay of the base optimizer is
+        computed at ``z``).
+      momentum: the interpolation ``beta`` between ``z`` and ``x``.
+      weight_lr_power: the average's weights are ``lr_max ** weight_lr_power``.
+      r: the average's weights grow as ``(k+1) ** r``.
+
+    Example:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import optx
+      >>> params = {"w": jnp.array([0.0, 2.0])}
+      >>> def loss_fn(p):
+      ...     return jnp.sum((p["w"] - 1.0) ** 2)
+      >>> opt = optx.optim.ScheduleFreeWrapper(optx.optim.RMSprop(params, lr=0.05))
+      >>> opt.train()
+      >>> for _ in range(3):
+      ...     opt.step(jax.grad(loss_fn)(opt.params))
+      >>> opt.eval()
+      >>> bool(loss_fn(opt.params) < loss_fn(params))
+      True
+    """
+
+    def __init__(self, base: Optimizer, weight_decay_at_y: float = 0.0, momentum: float = 0.9,
+                 weight_lr_power: float = 2, r: float = 0) -> None:
+        self.base = base
+        """The wrapped optimizer."""
+        self.weight_decay_at_y = weight_decay_at_y
+        """Weight decay computed at ``y``."""
+        self.weight_lr_power = weight_lr_power
+        """The power of ``lr_max`` in the average's weights."""
+        self.r = r
+        """The power of ``k + 1`` in the average's weights."""
+        self.momentum = momentum
+        """The interpolation ``beta`` between ``z`` and ``x``."""
+        self.train_mode = False
+        """Whether :attr:`params` are ``y`` (train mode) or ``x``."""
+        # Each group's z, a list in torch's order (group['params']); None: not created yet.
+        self._z: list[list[Any]] = []
+
+    # ------------------------------------------------------------------ torch surface
+    @property
+    def param_groups(self) -> list[Any]:
+        """The base optimizer's param groups."""
+        return self.base.param_groups
+
+    @property
+    def state(self) -> Any:
+        """The base optimizer's state mapping (``z`` is in :meth:`state_dict`)."""
+        return self.base.state
+
+    @property
+    def params(self) -> Any:
+        """The base optimizer's params (``y`` in train mode, ``x`` in eval mode)."""
+        return self.base.params
+
+    @property
+    def opt_state(self) -> Any:
+        """The base optimizer's functional state."""
+        return self.base.opt_state
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """The base's ``add_param_group``.
+
+        Args:
+          param_group: the new group (see :meth:`Optimizer.add_param_group`)."""
+        self.base.add_param_group(param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """A no-op, as the base's.
+
+        Args:
+          set_to_none: torch's argument, without effect."""
+        self.base.zero_grad(set_to_none)
+
+    def _zs(self) -> list[list[Any]]:
+        while len(self._z) < len(self.param_groups):
+            self._z.append([None] * len(self.param_groups[len(self._z)]["params"]))
+        return self._z
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base's state_dict with ``z`` in each parameter's state, as schedulefree's."""
+        sd = self.base.state_dict()
+        index = 0
+        for zs in self._zs():
+            for z in zs:
+                if z is not None:
+                    sd["state"].setdefault(index, {})["z"] = np.array(z)
+                index += 1
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Loads schedulefree's wrapper state_dict (``z`` in each entry) into the base and the
+        wrapper; on any error nothing changes.
+
+        Args:
+          state_dict: as :meth:`state_dict` or schedulefree's wrapper gives it (arrays as
+            numpy arrays)."""
+        if not isinstance(state_dict, dict) or "state" not in state_dict:
+            raise ValueError("state_dict must be a dict with 'state' and 'param_groups'")
+        base_state: dict[Any, Any] = {}
+        zs: list[list[Any]] = []
+        index = 0
+        for g in self.param_groups:
+            row = []
+            for p in g["params"]:
+                entry = state_dict["state"].get(index)
+                z: Any = None
+                if isinstance(entry, dict) and "z" in entry:
+                    value = np.asarray(entry["z"])
+                    if value.shape != p.shape:
+                        raise ValueError(f"state 'z' of parameter {index} has shape "
+                                         f"{value.shape}, expected {p.shape}")
+                    z = jnp.array(value, dtype=p.dtype)
+                row.append(z)
+                index += 1
+            zs.append(row)
+        for key, entry in state_dict["state"].items():
+            rest = ({k: v for k, v in entry.items() if k != "z"} if isinstance(entry, dict)
+                    else entry)
+            if rest != {}:
+                base_state[key] = rest
+        self.base.load_state_dict({**state_dict, "state": base_state})
+        self._z = zs
+
+    # ------------------------------------------------------------------ train / eval
+    def _move(self, to_train: bool) -> None:
+        new = {}
+        for g, zs in zip(self.param_groups, self._zs()):
+            for p, z in zip(g["params"], zs):
+                if z is not None:
+                    move = sf.to_train if to_train else sf.to_eval
+                    new[id(p)] = move(p, z, self.momentum)
+        if new:
+            self.base.params = jax.tree_util.tree_map(lambda p: new.get(id(p), p),
+                                                      self.base.params)
+
+    def eval(self) -> None:
+        """schedulefree's ``eval()``: in train mode, the params move to ``x``."""
+        if self.train_mode:
+            self._move(False)
+        self.train_mode = False
+
+    def train(self) -> None:
+        """schedulefree's ``train()``: in eval mode, the params move to ``y``."""
+        if not self.train_mode:
+            self._move(True)
+        self.train_mode = True
+
+    def step(self, grads: Any = None, closure: Callable[[Any], Any] | None = None) -> Any:
+        """One step: the base steps on ``z`` with the gradient at ``y`` (the params).
+
+        Args:
+          grads: the gradients at :attr:`params`, shaped like them (``None`` leaves skip their
+            parameter); or the closure, as torch passes it.
+          closure: ``closure(params) -> loss``; its gradients are taken at :attr:`params`.
+
+        Returns:
+          The closure's loss, or ``None``."""
+        if not self.train_mode:
+            raise Exception(sf.NOT_TRAIN_MODE)
+        if closure is None and callable(grads):
+            grads, closure = None, grads
+        loss = None
+        if closure is not None:
+            loss, grads = jax.value_and_grad(closure)(self.base.params)
+        params = self.base.params
+        p_leaves, treedef = jax.tree_util.tree_flatten(params)
+        g_of = {id(p): g for p, g in zip(
+            p_leaves, treedef.flatten_up_to(grads))}  # type: ignore[attr-defined]
+        zs = self._zs()
+        beta = self.momentum
+        as_z, xs = {}, {}
+        for g, row in zip(self.param_groups, zs):
+            lr = g["lr"]
+            wd = self.weight_decay_at_y
+            for pos, p in enumerate(g["params"]):
+                if g_of.get(id(p)) is None:
+                    continue
+                z = p if row[pos] is None else row[pos]
+                as_z[id(p)], xs[id(p)] = _wrapper_pre(p, z, lr * wd, lr * wd * (1 - beta), beta)
+        before = [list(g["params"]) for g in self.param_groups]
+        self.base.params = jax.tree_util.tree_map(lambda p: as_z.get(id(p), p), params)
+        base_grads = treedef.unflatten(  # type: ignore[attr-defined]
+            [g_of[id(p)] for p in p_leaves])
+        self.base.step(base_grads)
+        new = {}
+        for gi, (g, row) in enumerate(zip(self.param_groups, zs)):
+            k = g.get("k", 0)
+            lr = g["lr"] * g.get("d", 1.0)
+            lr_max = max(lr, g.get("lr_max", 0))
+            weight = ((k + 1) ** self.r) * (lr_max ** self.weight_lr_power)
+            weight_sum = g.get("weight_sum", 0.0) + weight
+            ckp1 = weight / weight_sum
+            for pos, (old, z) in enumerate(zip(before[gi], g["params"])):
+                x = xs.get(id(old))
+                if x is None:
+                    continue
+                row[pos] = z
+                new[id(z)] = _wrapper_post(x, z, ckp1, beta)
+            g["lr_max"], g["weight_sum"], g["k"] = lr_max, weight_sum, k + 1
+        self.base.params = jax.tree_util.tree_map(lambda p: new.get(id(p), p), self.base.params)
+        return loss
