@@ -15,6 +15,14 @@ from optx.optimizers.adamax import adamax
 from optx.optimizers.adamw import adamw
 from optx.optimizers.asgd import asgd
 from optx.optimizers.lbfgs import LbfgsState, lbfgs
+from optx.optimizers.low_bit import (
+    adam_4bit,
+    adam_8bit,
+    adam_fp8,
+    adamw_4bit,
+    adamw_8bit,
+    adamw_fp8,
+)
 from optx.optimizers.muon import muon
 from optx.optimizers.nadam import nadam
 from optx.optimizers.radam import radam
@@ -45,8 +53,14 @@ __all__ = [
     "adafactor",
     "adagrad",
     "adam",
+    "adam_4bit",
+    "adam_8bit",
+    "adam_fp8",
     "adamax",
     "adamw",
+    "adamw_4bit",
+    "adamw_8bit",
+    "adamw_fp8",
     "accumulate_gradients",
     "apply_if_finite",
     "apply_updates",
