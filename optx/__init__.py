@@ -3,6 +3,7 @@ as pure JAX gradient transformations (optax's protocol), plus a ``torch.optim``-
 """
 
 from optx import optim as optim  # `optx.optim.AdamW` right after `import optx`
+from optx import quantized as quantized  # optx.quantized.QuantizedArray: low-bit state
 from optx import schedules
 from optx import sharding as sharding  # `optx.sharding.mean_across`, as LBFGS's docstring says
 from optx.clipping import clip_by_total_norm, clip_grad_norm, clip_grad_value, total_norm
@@ -75,6 +76,7 @@ __all__ = [
     "LbfgsState",
     "muon",
     "nadam",
+    "quantized",
     "radam",
     "reduce_lr_on_plateau",
     "rmsprop",

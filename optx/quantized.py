@@ -35,7 +35,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 
 Array = jax.Array
@@ -143,7 +142,6 @@ def _div_exact(x: Array, c: float) -> Array:
     return x / jnp.float32(c)
 
 
-@jax.tree_util.register_pytree_node_class
 class QuantizedArray:
     """A float32 tensor stored block-quantized (see the module docstring).
 
@@ -184,13 +182,6 @@ class QuantizedArray:
         self.signed = signed
         self.shape = tuple(shape)
         self.block_size = block_size
-
-    def tree_flatten(self) -> tuple[tuple[Any, Any], tuple[Any, ...]]:
-        return (self.codes, self.scale), (self.kind, self.signed, self.shape, self.block_size)
-
-    @classmethod
-    def tree_unflatten(cls, aux: tuple[Any, ...], children: Any) -> QuantizedArray:
-        return cls(children[0], children[1], *aux)
 
     def __repr__(self) -> str:
         return (f"QuantizedArray(kind={self.kind!r}, signed={self.signed}, shape={self.shape}, "
@@ -293,10 +284,14 @@ class QuantizedArray:
             np.size(self.scale)) * 4
 
 
-def fp8_dtype() -> np.dtype:
-    """The numpy dtype of fp8 codes (ml_dtypes' ``float8_e4m3fn``), torch's
-    ``torch.float8_e4m3fn``."""
-    return np.dtype(ml_dtypes.float8_e4m3fn)
+def _flatten(q: QuantizedArray) -> tuple[tuple[Any, Any], tuple[Any, ...]]:
+    return (q.codes, q.scale), (q.kind, q.signed, q.shape, q.block_size)
 
 
-__all__ = ["KINDS", "QuantizedArray", "qmap"]
+def _unflatten(aux: tuple[Any, ...], children: Any) -> QuantizedArray:
+    return QuantizedArray(children[0], children[1], *aux)
+
+
+jax.tree_util.register_pytree_node(QuantizedArray, _flatten, _unflatten)
+
+__all__ = ["QuantizedArray", "qmap"]

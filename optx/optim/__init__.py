@@ -107,9 +107,10 @@ class _LowBit(Optimizer):
     loaded group that lacks them keeps this optimizer's values."""
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """:meth:`Optimizer.load_state_dict <optx.optim.Optimizer.load_state_dict>`, which also
-        takes torchao's ``state_dict()`` (its ``OptimState8bit``/``4bit``/``Fp8`` moments, or
-        their fields as arrays; see :mod:`optx.optimizers.low_bit_state_dict`).
+        """``Optimizer.load_state_dict``, which also takes torchao's ``state_dict()`` (its
+        ``OptimState8bit``/``4bit``/``Fp8`` moments, or their fields as arrays); a group that
+        lacks ``block_size`` or ``bf16_stochastic_round`` (torchao keeps them on the optimizer)
+        keeps this optimizer's.
 
         Args:
           state_dict: as :meth:`state_dict` or torchao's ``optimizer.state_dict()`` gives it."""

@@ -2,7 +2,7 @@
 ``AdamFp8`` and ``AdamWFp8``, as functional constructors.
 
 Each is a name, torchao's defaults and a storage kind over the one update of
-:mod:`optx.optimizers.adam_low_bit`; the moments are :class:`optx.quantized.QuantizedArray` s.
+``optx.optimizers.adam_low_bit``; the moments are :class:`optx.quantized.QuantizedArray` s.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ _STORAGE = {
 _DOC = """torchao's ``{cls}``: {what} with the moments stored in {bits}.
 
     The update is torchao 0.18's ``single_param_adam`` (written out in
-    :mod:`optx.optimizers.adam_low_bit`), computed in float32 whatever the parameter's dtype.
+    ``optx.optimizers.adam_low_bit``), computed in float32 whatever the parameter's dtype.
     Each moment of a parameter with at least 4096 elements, divisible by ``block_size``, is an
     :class:`optx.quantized.QuantizedArray`: {storage}. A smaller parameter keeps plain moments
     of its own dtype, as in torchao. ``state_dict()`` of ``optx.optim.{cls}`` keeps the codes and

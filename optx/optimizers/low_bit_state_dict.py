@@ -22,7 +22,6 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 
 from optx.quantized import QuantizedArray, qmap
@@ -71,8 +70,8 @@ def _numpy(x: Any) -> np.ndarray:
     if type(x).__module__.startswith("torch") and hasattr(x, "detach"):
         torch = sys.modules["torch"]
         x = x.detach().cpu()
-        special = {torch.float8_e4m3fn: (torch.uint8, ml_dtypes.float8_e4m3fn),
-                   torch.bfloat16: (torch.int16, ml_dtypes.bfloat16)}
+        special = {torch.float8_e4m3fn: (torch.uint8, jnp.float8_e4m3fn),
+                   torch.bfloat16: (torch.int16, jnp.bfloat16)}
         if x.dtype in special:
             raw, dtype = special[x.dtype]
             return x.view(raw).numpy().view(dtype)
@@ -98,7 +97,7 @@ def _import_quantized(fields: dict[str, Any], ref: QuantizedArray, what: str,
         raise ValueError(f"{what} is torchao's {fields['type']}, but {cls} stores {expected}: "
                          "was it saved by another optimizer?")
     codes, scale = _numpy(fields["codes"]), _numpy(fields["scale"])
-    code_dtype = np.dtype(ml_dtypes.float8_e4m3fn) if ref.kind == "fp8" else np.dtype(np.uint8)
+    code_dtype = np.dtype(jnp.float8_e4m3fn) if ref.kind == "fp8" else np.dtype(np.uint8)
     if codes.dtype != code_dtype:
         raise ValueError(f"{what} has codes of dtype {codes.dtype}; {cls} stores {code_dtype}")
     values = codes.size * (2 if ref.kind == "4bit" else 1)
