@@ -3,6 +3,7 @@ as pure JAX gradient transformations (optax's protocol), plus a ``torch.optim``-
 """
 
 from optx import optim as optim  # `optx.optim.AdamW` right after `import optx`
+from optx import quantized as quantized  # optx.quantized.QuantizedArray: low-bit state
 from optx import schedules
 from optx import sharding as sharding  # `optx.sharding.mean_across`, as LBFGS's docstring says
 from optx.clipping import clip_by_total_norm, clip_grad_norm, clip_grad_value, total_norm
@@ -16,6 +17,14 @@ from optx.optimizers.adamw import adamw
 from optx.optimizers.adamw_schedule_free import adamw_schedule_free
 from optx.optimizers.asgd import asgd
 from optx.optimizers.lbfgs import LbfgsState, lbfgs
+from optx.optimizers.low_bit import (
+    adam_4bit,
+    adam_8bit,
+    adam_fp8,
+    adamw_4bit,
+    adamw_8bit,
+    adamw_fp8,
+)
 from optx.optimizers.muon import muon
 from optx.optimizers.nadam import nadam
 from optx.optimizers.radam import radam
@@ -49,8 +58,14 @@ __all__ = [
     "adafactor",
     "adagrad",
     "adam",
+    "adam_4bit",
+    "adam_8bit",
+    "adam_fp8",
     "adamax",
     "adamw",
+    "adamw_4bit",
+    "adamw_8bit",
+    "adamw_fp8",
     "adamw_schedule_free",
     "accumulate_gradients",
     "apply_if_finite",
@@ -66,6 +81,7 @@ __all__ = [
     "LbfgsState",
     "muon",
     "nadam",
+    "quantized",
     "radam",
     "radam_schedule_free",
     "reduce_lr_on_plateau",

@@ -19,6 +19,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from optx.quantized import QuantizedArray
 from optx.torch_optimizer import OptimizerState
 from optx.transformation import GradientTransformation
 
@@ -74,7 +75,10 @@ def zero_shardings(state: Any, mesh: Mesh, axis: AxisName = "data") -> Any:
 
     Each per-parameter slot (``exp_avg``, ``momentum_buffer``, Adafactor's ``row_var``, ...) is
     split along its largest dimension divisible by the axis size; the step count, the
-    hyperparameters, shared scalars and slots with no such dimension are replicated. States
+    hyperparameters, shared scalars and slots with no such dimension are replicated. A
+    quantized slot (:class:`optx.quantized.QuantizedArray`, the low-bit optimizers') is split
+    along its block axis, whole blocks per device, when the axis size divides its number of
+    blocks, and replicated otherwise: a block never straddles two devices. States
     that are not :class:`optx.OptimizerState` (LBFGS's, optax's) get the same rule leaf by leaf.
 
     Used as the state's ``in_shardings``/``out_shardings`` of a jitted train step whose params
@@ -101,18 +105,33 @@ def zero_shardings(state: Any, mesh: Mesh, axis: AxisName = "data") -> Any:
         d = max(dims, key=lambda d: shape[d])  # the largest; the first of equals
         return NamedSharding(mesh, P(*[axis if i == d else None for i in range(len(shape))]))
 
+    def blocked(x: QuantizedArray) -> QuantizedArray:
+        # Whole blocks per device: codes and scales split along the block axis when the
+        # device count divides the number of blocks, else both replicated.
+        if n > 1 and np.shape(x.scale)[0] % n == 0:
+            return QuantizedArray(NamedSharding(mesh, P(axis, None)), NamedSharding(mesh, P(axis)),
+                                  x.kind, x.signed, x.shape, x.block_size)
+        return QuantizedArray(replicated, replicated, x.kind, x.signed, x.shape, x.block_size)
+
+    def leaf(x: Any) -> Any:
+        return blocked(x) if isinstance(x, QuantizedArray) else split(x)
+
+    def is_leaf(x: Any) -> bool:
+        return isinstance(x, (OptimizerState, QuantizedArray))
+
     def node(x: Any) -> Any:
         if isinstance(x, OptimizerState):
             rep = functools.partial(jax.tree_util.tree_map, lambda _: replicated)
             return OptimizerState(
                 count=replicated,  # type: ignore[arg-type]  # a sharding tree, not a state
                 hyperparams=rep(x.hyperparams),
-                slots=jax.tree_util.tree_map(split, x.slots),
+                slots=jax.tree_util.tree_map(leaf, x.slots, is_leaf=is_leaf),
                 scalars=rep(x.scalars),
+                steps=None if x.steps is None else replicated,  # type: ignore[arg-type]
             )
-        return split(x)
+        return leaf(x)
 
-    return jax.tree_util.tree_map(node, state, is_leaf=lambda x: isinstance(x, OptimizerState))
+    return jax.tree_util.tree_map(node, state, is_leaf=is_leaf)
 
 
 def zero_place(state: Any, mesh: Mesh, axis: AxisName = "data") -> Any:

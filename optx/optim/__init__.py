@@ -37,6 +37,12 @@ from optx.optimizers.adamw_schedule_free import (
 )
 from optx.optimizers.asgd import asgd as _asgd
 from optx.optimizers.lbfgs import lbfgs as _lbfgs
+from optx.optimizers.low_bit import adam_4bit as _adam_4bit
+from optx.optimizers.low_bit import adam_8bit as _adam_8bit
+from optx.optimizers.low_bit import adam_fp8 as _adam_fp8
+from optx.optimizers.low_bit import adamw_4bit as _adamw_4bit
+from optx.optimizers.low_bit import adamw_8bit as _adamw_8bit
+from optx.optimizers.low_bit import adamw_fp8 as _adamw_fp8
 from optx.optimizers.muon import muon as _muon
 from optx.optimizers.nadam import nadam as _nadam
 from optx.optimizers.radam import radam as _radam
@@ -117,6 +123,64 @@ class Muon(Optimizer):
     _doc_example = {"example_init": "[[0.0, 2.0], [1.0, 3.0]]", "example_args": ", lr=0.1"}
 
 
+class _LowBit(Optimizer):
+    """torchao's low-bit optimizers: ``block_size`` and ``bf16_stochastic_round`` are attributes
+    of torchao's optimizer, not keys of its param groups, so its state_dict lacks them; a
+    loaded group that lacks them keeps this optimizer's values."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """``Optimizer.load_state_dict``, which also takes torchao's ``state_dict()`` (its
+        ``OptimState8bit``/``4bit``/``Fp8`` moments, or their fields as arrays); a group that
+        lacks ``block_size`` or ``bf16_stochastic_round`` (torchao keeps them on the optimizer)
+        keeps this optimizer's.
+
+        Args:
+          state_dict: as :meth:`state_dict` or torchao's ``optimizer.state_dict()`` gives it."""
+        groups = state_dict.get("param_groups") if isinstance(state_dict, dict) else None
+        if isinstance(groups, (list, tuple)) and len(groups) == len(self.param_groups):
+            filled = [
+                {**{k: mine[k] for k in _TORCHAO_OPTIMIZER_ARGS},
+                 **{k: _from_torch(v) for k, v in g.items()}}
+                if isinstance(g, dict) else g for g, mine in zip(groups, self.param_groups)
+            ]
+            state_dict = {**state_dict, "param_groups": filled}
+        super().load_state_dict(state_dict)
+
+
+_TORCHAO_OPTIMIZER_ARGS = ("block_size", "bf16_stochastic_round")
+
+
+def _from_torch(value: Any) -> Any:
+    """A torch tensor (torchao's groups hold ``lr`` as one) as numpy; anything else as is."""
+    if type(value).__module__.startswith("torch") and hasattr(value, "numpy"):
+        return value.detach().cpu().numpy()
+    return value
+
+
+class Adam8bit(_LowBit):
+    _constructor = staticmethod(_adam_8bit)
+
+
+class AdamW8bit(_LowBit):
+    _constructor = staticmethod(_adamw_8bit)
+
+
+class Adam4bit(_LowBit):
+    _constructor = staticmethod(_adam_4bit)
+
+
+class AdamW4bit(_LowBit):
+    _constructor = staticmethod(_adamw_4bit)
+
+
+class AdamFp8(_LowBit):
+    _constructor = staticmethod(_adam_fp8)
+
+
+class AdamWFp8(_LowBit):
+    _constructor = staticmethod(_adamw_fp8)
+
+
 _LBFGS_MAX_ITER = inspect.signature(_lbfgs).parameters["max_iter"].default
 
 
@@ -191,6 +255,12 @@ __all__ = [
     "Adafactor",
     "Muon",
     "LBFGS",
+    "Adam8bit",
+    "AdamW8bit",
+    "Adam4bit",
+    "AdamW4bit",
+    "AdamFp8",
+    "AdamWFp8",
     "ZeroRedundancyOptimizer",
     "SGDScheduleFree",
     "AdamWScheduleFree",
