@@ -187,8 +187,11 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
         The state with those values replaced; ``state`` itself is unchanged.
 
     Raises:
-        ValueError: an unknown name, a value of the wrong structure, a value on the side of zero
-            the compiled update leaves out, or a state holding zero or several optx states.
+        ValueError: an unknown name, a value of the wrong structure or not a number (naming
+            it), a value the optimizer's constructor refuses (with its message, torch's:
+            ``Invalid learning rate: -0.1``; values traced under ``jit`` are not checked), a
+            value on the side of zero the compiled update leaves out, or a state holding zero
+            or several optx states. ``state`` is never changed.
     """
     found = _find_states(state)
     if len(found) != 1:
