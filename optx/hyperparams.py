@@ -195,8 +195,11 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
         The state with those values replaced; ``state`` itself is unchanged.
 
     Raises:
-        ValueError: an unknown name, a value of the wrong structure, a value on the side of zero
-            the compiled update leaves out, or a state holding zero or several optx states.
+        ValueError: an unknown name, a value of the wrong structure or not a number (naming
+            it), a value the optimizer's constructor refuses (with its message, torch's:
+            ``Invalid learning rate: -0.1``; values traced under ``jit`` are not checked), a
+            value on the side of zero the compiled update leaves out, or a state holding zero
+            or several optx states. ``state`` is never changed.
     """
     found = _find_states(state)
     if len(found) != 1:
@@ -220,18 +223,25 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
             raise ValueError(
                 f"hyperparameter {name!r} must have the structure of {old!r}, got {new!r}"
             ) from e
-        hp[name] = jax.tree_util.tree_unflatten(
-            treedef,
-            [
-                jnp.asarray(n, dtype=o.dtype).reshape(o.shape)
-                for o, n in zip(old_leaves, new_leaves)
-            ],
-        )
+        try:
+            new_arrays = [jnp.asarray(n, dtype=o.dtype).reshape(o.shape)
+                          for o, n in zip(old_leaves, new_leaves)]
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"hyperparameter {name!r} must be a number (or numbers like {old!r}), got "
+                f"{new!r}") from e
+        hp[name] = jax.tree_util.tree_unflatten(treedef, new_arrays)
+
+    # The constructor's checks and messages (torch's: "Invalid learning rate: -0.1"), then the
+    # branches the compiled update holds.
+    from optx import validation  # here: it imports this module
+
+    validation.check_hyperparams(getattr(stored, "who", None), {**stored, **values})
+    for name, new in values.items():
         if name in fixed:
             _check_side(name, new, hp[name], fixed[name])
-
     if isinstance(stored, Hyperparams):
-        hp = Hyperparams(hp, stored.fixed)
+        hp = Hyperparams(hp, stored.fixed, stored.who)
 
     def replace(x):
         return x._replace(hyperparams=hp) if is_optimizer_state(x) else x

@@ -30,17 +30,20 @@ class Hyperparams(dict):  # type: ignore[type-arg]
     checkpoints restored into a freshly initialized state's structure.
     """
 
-    def __init__(self, values: Any = (), fixed: Mapping[str, bool] | None = None) -> None:
+    def __init__(self, values: Any = (), fixed: Mapping[str, bool] | None = None,
+                 who: str | None = None) -> None:
         super().__init__(values)
         self.fixed: dict[str, bool] = dict(fixed or {})
+        # The constructor's name (``"optx.adam"``): optx.set_hyperparams runs its checks.
+        self.who = who
 
     def __repr__(self) -> str:
-        return f"Hyperparams({dict.__repr__(self)}, fixed={self.fixed!r})"
+        return f"Hyperparams({dict.__repr__(self)}, fixed={self.fixed!r}, who={self.who!r})"
 
 
 def _flatten(hp: Hyperparams) -> tuple[list[Any], Any]:
     keys = tuple(sorted(hp))  # as jax flattens a dict
-    return [hp[k] for k in keys], (keys, tuple(sorted(hp.fixed.items())))
+    return [hp[k] for k in keys], (keys, tuple(sorted(hp.fixed.items())), hp.who)
 
 
 def _flatten_with_keys(hp: Hyperparams) -> tuple[list[Any], Any]:
@@ -49,8 +52,8 @@ def _flatten_with_keys(hp: Hyperparams) -> tuple[list[Any], Any]:
 
 
 def _unflatten(aux: Any, children: Any) -> Hyperparams:
-    keys, fixed = aux
-    return Hyperparams(zip(keys, children), dict(fixed))
+    keys, fixed, who = aux
+    return Hyperparams(zip(keys, children), dict(fixed), who)
 
 
 jax.tree_util.register_pytree_with_keys(Hyperparams, _flatten_with_keys, _unflatten, _flatten)

@@ -259,7 +259,8 @@ def torch_optimizer(
             names = dict.fromkeys(init_slots(jnp.zeros(())))
         slots = {k: treedef.unflatten([s.get(k) for s in per_leaf]) for k in names}
         scalars = init_scalars(hp) if init_scalars is not None else {}
-        return OptimizerState(jnp.zeros((), jnp.int32), Hyperparams(hp, fixed), slots, scalars)
+        return OptimizerState(jnp.zeros((), jnp.int32), Hyperparams(hp, fixed, name), slots,
+                              scalars)
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
@@ -308,7 +309,7 @@ def torch_optimizer(
 
         new_state = OptimizerState(
             count=count,
-            hyperparams=Hyperparams(hp_lib.advance(spec, hp, count), fixed),
+            hyperparams=Hyperparams(hp_lib.advance(spec, hp, count), fixed, name),
             slots={k: treedef.unflatten(v) for k, v in new_slot_leaves.items()},
             scalars=scalars,
             steps=steps,

@@ -264,3 +264,22 @@ def check_slots(
                     f"{jnp.result_type(s)}, but the parameter (dtype {jnp.result_type(p)}) needs "
                     f"{want.dtype}; was the state initialized with params of another dtype?"
                 )
+
+
+def check_hyperparams(who: str | None, values: Mapping[str, Any]) -> None:
+    """Runs the checks of the constructor named ``who`` (``"optx.adam"``, recorded in the
+    state's ``Hyperparams``) on ``values``, a state's hyperparameters with some replaced: the
+    constructor's own checks and messages (torch's), each written once, in its module.
+    Schedules and traced values are not checked (as the constructor passes schedules)."""
+    if who is None or any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(
+            dict(values))):
+        return
+    import inspect
+
+    import optx  # here: optx's constructors import this module
+
+    constructor = getattr(optx, who.rpartition(".")[2], None)
+    if constructor is None:
+        return
+    accepted = inspect.signature(constructor).parameters
+    constructor(**{k: v for k, v in scalar_hyperparams(values).items() if k in accepted})

@@ -124,16 +124,17 @@ class signals_deferred:
         try:
             for sig in _SIGNALS:
                 handler = _getsignal(sig)
-                while isinstance(handler, _Deferred):
+                if not callable(handler):
+                    continue
+                if type(handler) is _Deferred:
                     if handler.commit.running(frame):
-                        break  # an outer commit defers it
-                    handler = handler.handler  # left behind: replaced as the handler it holds
-                else:
-                    if callable(handler):
-                        # Listed first: a handler that runs right after the swap and raises
-                        # still finds it restored below.
-                        swapped.append((sig, handler))
-                        _setsignal(sig, _Deferred(commit, handler))
+                        continue  # an outer commit defers it
+                    while type(handler) is _Deferred:  # left behind: replaced as what it holds
+                        handler = handler.handler
+                # Listed first: a handler that runs right after the swap and raises still finds
+                # it restored below.
+                swapped.append((sig, handler))
+                _setsignal(sig, _Deferred(commit, handler))
         except BaseException:
             # A handler of a signal not yet swapped raised: the commit never starts.
             try:

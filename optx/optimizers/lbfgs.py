@@ -15,7 +15,7 @@ from optx.hyperparams import Hyperparam
 from optx.layout import TorchLayout, TorchTransformation
 from optx.optimizers import lbfgs_state_dict
 from optx.optimizers.line_search import strong_wolfe
-from optx.state import increment
+from optx.state import Hyperparams, increment
 from optx.transformation import GradientTransformation
 
 Array = jax.Array
@@ -275,7 +275,7 @@ def lbfgs(
 
         return LbfgsState(
             count=i0(),
-            hyperparams=hp_lib.evaluate(spec, 0),
+            hyperparams=Hyperparams(hp_lib.evaluate(spec, 0), {}, "optx.lbfgs"),
             func_evals=i0(),
             n_iter=i0(),
             d=zeros(),
@@ -397,7 +397,8 @@ def lbfgs(
         new_count = increment(state.count)
         new_state = c.state._replace(
             count=new_count,
-            hyperparams=hp_lib.advance(spec, state.hyperparams, new_count),
+            hyperparams=Hyperparams(hp_lib.advance(spec, state.hyperparams, new_count), {},
+                                    "optx.lbfgs"),
             prev_loss=c.state.prev_loss.astype(state.prev_loss.dtype),
         )
         updates = unravel(c.x - x0)

@@ -149,10 +149,13 @@ def muon(
     Newton–Schulz runs in bfloat16 with torch's CPU rounding: each of the three matrix
     products per iteration (``X @ X.T`` and torch's two ``addmm``: :math:`bA + cA^2` and
     :math:`aX + (\cdot)X`) accumulates in float32 and rounds to bfloat16 once, with the
-    coefficients in float32. The float32 sums inside the products are XLA's, not oneDNN's, so
-    now and then (about one call in a few hundred on small random matrices) one entry differs
-    from torch's by a bfloat16 ulp, which the later iterations spread; otherwise the
-    orthogonalized update is torch's bit for bit and float64 trajectories agree to ~1e-15.
+    coefficients in float32. The order of the float32 sums inside the products is XLA's; torch's
+    depends on the CPU (oneDNN's kernel where the CPU has AVX-512 and the matrices are larger
+    than 16x16x16, ATen's AVX-512, AVX2 or scalar kernel otherwise). Where a sum lies within a
+    few float32 ulps of a bfloat16 rounding boundary, the two round apart: one entry differs
+    from torch's by a bfloat16 ulp, which the later iterations spread. Each op is within a
+    bfloat16 rounding of torch's on every x86-64 CPU; float64 trajectories agree to ~1e-15
+    where the orders agree and ~1e-4 where they do not.
     Only 2-D parameters are accepted. State: ``momentum_buffer``.
 
     Args:
