@@ -5,7 +5,11 @@
 construction). ``t`` may be a Python int or a traced integer array, so a schedule can be any
 hyperparameter of any optx optimizer: ``optx.adam(lr=optx.schedules.cosine_annealing_lr(1e-3,
 T_max=100))``. A Python-int ``t`` gives a Python float computed as torch computes it (whatever
-``jax_enable_x64`` is); a traced ``t`` gives an array of the default float dtype.
+``jax_enable_x64`` is); a traced ``t`` gives an array of the default float dtype. So inside a
+jitted update without x64 a schedule runs in float32, a float32 rounding or so away from the
+Python floats of torch and of the ``optx.optim.lr_scheduler`` classes (about 1e-8 for an lr of
+0.1 over 100 steps of ``OneCycleLR`` or ``CosineAnnealingLR``); under x64 it agrees with torch to
+about 1e-12.
 
 Each module also holds the formulas and argument checks of its torch schedulers, written once
 over an arithmetic ``m`` (:mod:`optx.schedules.torch_schedule`) and shared with the
