@@ -137,6 +137,13 @@ def schedule_free(
             raise TypeError(f"{name}: expected an OptimizerState, got {type(state).__name__}")
         validation.check_params(params, who=name)
         validation.check_matching(updates, params, who=name)
+        per_leaf = state.steps is not None
+        if per_leaf:
+            # The adapter gives a state per-parameter steps when a gradient is None; the
+            # schedule-free bookkeeping is the group's (schedulefree's k advances for all),
+            # kept equal across the leaves and handed back in the same form.
+            state = state._replace(steps=None, scalars={
+                k: jnp.reshape(v, (-1,))[0] for k, v in state.scalars.items()})
         hp = state.hyperparams
         dtype = hp_lib.float_dtype()
         t = increment(state.count).astype(dtype)  # schedulefree's k + 1
@@ -180,6 +187,11 @@ def schedule_free(
             slots={k: treedef.unflatten(v) for k, v in new_slots.items()},
             scalars={k: v.astype(state.scalars[k].dtype) for k, v in scalars.items()},
         )
+        if per_leaf:
+            n = len(p_leaves)
+            new_state = new_state._replace(
+                steps=jnp.full((n,), new_state.count, new_state.count.dtype),
+                scalars={k: jnp.full((n,), v, v.dtype) for k, v in new_state.scalars.items()})
         return treedef.unflatten(deltas), new_state
 
     return TorchTransformation(init, update, layout)

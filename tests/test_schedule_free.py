@@ -163,6 +163,28 @@ def test_functional_matches_schedulefree(case):
     assert err(optx.schedule_free_eval_params(state, params), ref[-1]) < TOL
 
 
+def test_a_parameter_without_gradient_is_skipped_as_schedulefree_skips_it():
+    """``None`` gradients (torch's ``p.grad is None``) for the second parameter during the
+    first steps, in one group: the group's k advances, that parameter stays."""
+    ps = torch_params()
+    topt = schedulefree.AdamWScheduleFree(ps, lr=0.05, betas=(0.9, 0.9))
+    opt = optx.optim.AdamWScheduleFree([jnp.asarray(w) for w in INIT], lr=0.05,
+                                       betas=(0.9, 0.9))
+    topt.train()
+    opt.train()
+    for t in range(8):
+        skip = t < 4
+        for i, (p, g) in enumerate(zip(ps, np_grads(values(ps), t))):
+            p.grad = None if (skip and i == 1) else torch.tensor(g)
+        topt.step()
+        grads = [jnp.asarray(g) for g in np_grads(opt.params, t)]
+        opt.step([grads[0], None] if skip else grads)
+    assert err(opt.params, values(ps)) < TOL
+    topt.eval()
+    opt.eval()
+    assert err(opt.params, values(ps)) < TOL
+
+
 def test_step_in_eval_mode_raises_as_schedulefree_and_changes_nothing():
     ps = torch_params()
     topt = schedulefree.SGDScheduleFree(ps, lr=0.1)

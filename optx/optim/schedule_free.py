@@ -145,11 +145,11 @@ class _ScheduleFree(Optimizer):
         super()._sync_groups()
         for i in changed:  # edited or loaded bookkeeping keys: into the state
             g, st = self.param_groups[i], self._states[i]
-            dtype = st.scalars["weight_sum"].dtype
-            self._states[i] = st._replace(
-                count=jnp.asarray(int(g["k"]), st.count.dtype),
-                scalars={"weight_sum": jnp.asarray(float(g["weight_sum"]), dtype),
-                         "lr_max": jnp.asarray(float(g["lr_max"]), dtype)})
+            count = jnp.asarray(int(g["k"]), st.count.dtype)
+            shape = st.scalars["weight_sum"].shape  # (n,) once a gradient was None
+            scalars = {k: jnp.full(shape, float(g[k]), v.dtype) for k, v in st.scalars.items()}
+            steps = None if st.steps is None else jnp.full(st.steps.shape, count)
+            self._states[i] = st._replace(count=count, scalars=scalars, steps=steps)
 
     def _after_step(self) -> None:
         for g in self.param_groups:
