@@ -147,7 +147,8 @@ class _ScheduleFree(Optimizer):
             g, st = self.param_groups[i], self._states[i]
             count = jnp.asarray(int(g["k"]), st.count.dtype)
             shape = st.scalars["weight_sum"].shape  # (n,) once a gradient was None
-            scalars = {k: jnp.full(shape, float(g[k]), v.dtype) for k, v in st.scalars.items()}
+            scalars = {**st.scalars, **{k: jnp.full(shape, float(g[k]), st.scalars[k].dtype)
+                                        for k in ("weight_sum", "lr_max")}}
             steps = None if st.steps is None else jnp.full(st.steps.shape, count)
             self._states[i] = st._replace(count=count, scalars=scalars, steps=steps)
 
