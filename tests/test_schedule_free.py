@@ -436,3 +436,38 @@ def test_adapter_with_an_lr_scheduler_on_its_param_groups():
     g, tg = opt.param_groups[0], topt.param_groups[0]
     for k in ("k", "lr", "lr_max", "weight_sum", "scheduled_lr"):
         assert g[k] == pytest.approx(tg[k], rel=1e-12), k
+
+
+def test_an_empty_param_group_after_the_first_is_accepted_as_torch():
+    """``[{'params': [w]}, {'params': []}]``: torch refuses an empty params list in ``__init__``
+    only (schedulefree's test_foreach builds such a group)."""
+    ps = torch_params()
+    topt = torch.optim.SGD([{"params": ps}, {"params": []}], lr=0.1, momentum=0.9)
+    opt = optx.optim.SGD([{"params": [jnp.asarray(w) for w in INIT]}, {"params": []}], lr=0.1,
+                         momentum=0.9)
+    for t in range(3):
+        for p, g in zip(ps, np_grads(values(ps), t)):
+            p.grad = torch.tensor(g)
+        topt.step()
+        opt.step([[jnp.asarray(g) for g in np_grads(opt.params[0], t)], []])
+    assert err(opt.params[0], values(ps)) < TOL and opt.params[1] == []
+    sd, tsd = opt.state_dict(), topt.state_dict()
+    assert [g["params"] for g in sd["param_groups"]] == [g["params"] for g in tsd["param_groups"]]
+    opt.load_state_dict(numpy_sd(tsd))
+
+
+def test_copies_step_on_as_the_original():
+    import copy
+    import pickle
+
+    opt = optx.optim.AdamWScheduleFree([jnp.asarray(w) for w in INIT], lr=0.01)
+    opt.train()
+    for t in range(3):
+        opt.step([jnp.asarray(g) for g in np_grads(opt.params, t)])
+    copies = [copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))]
+    for o in [opt, *copies]:
+        o.step([jnp.asarray(g) for g in np_grads(o.params, 3)])
+        o.eval()
+    for c in copies:
+        assert err(c.params, opt.params) == 0.0
+        assert c.param_groups[0]["k"] == 4 and c.param_groups[0]["train_mode"] is False
