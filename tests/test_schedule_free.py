@@ -471,3 +471,25 @@ def test_copies_step_on_as_the_original():
     for c in copies:
         assert err(c.params, opt.params) == 0.0
         assert c.param_groups[0]["k"] == 4 and c.param_groups[0]["train_mode"] is False
+
+
+def test_adapter_with_a_schedule_given_to_the_constructor():
+    """A schedule ``count -> lr`` (optx's extension): the group keys follow it, and the
+    trajectory is schedulefree's with that lr set on its group before each step."""
+    def lr(c):
+        return 0.1 / (1 + c)
+
+    ps = torch_params()
+    topt = schedulefree.SGDScheduleFree(ps, lr=lr(0))
+    opt = optx.optim.SGDScheduleFree([jnp.asarray(w) for w in INIT], lr=lr)
+    topt.train()
+    opt.train()
+    for t in range(6):
+        topt.param_groups[0]["lr"] = lr(t)
+        for p, g in zip(ps, np_grads(values(ps), t)):
+            p.grad = torch.tensor(g)
+        topt.step()
+        opt.step([jnp.asarray(g) for g in np_grads(opt.params, t)])
+    assert err(opt.params, values(ps)) < TOL
+    for k in ("k", "lr_max", "weight_sum", "scheduled_lr"):
+        assert opt.param_groups[0][k] == pytest.approx(topt.param_groups[0][k], rel=1e-12), k

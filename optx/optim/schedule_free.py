@@ -37,17 +37,27 @@ _DISTINCT = frozenset({"momentum", "betas", "eps", "warmup_steps", "silent_sgd_p
                        "train_mode"})
 
 
+def _at(value: Any, k: int) -> Any:
+    """A group value for the update after ``k`` steps: a schedule given to the constructor
+    (``count -> value``) is evaluated at ``k``, as the state evaluates it."""
+    if isinstance(value, tuple):
+        return tuple(_at(v, k) for v in value)
+    return float(value(k)) if callable(value) else value
+
+
 def _beta(group: dict[str, Any]) -> float:
-    return group["momentum"] if "momentum" in group else group["betas"][0]
+    beta = group["momentum"] if "momentum" in group else group["betas"][0]
+    return _at(beta, group["k"])  # the value the state holds, as schedule_free_eval_params
 
 
 def _warmup(group: dict[str, Any], k: int) -> float:
-    return (k + 1) / group["warmup_steps"] if k < group["warmup_steps"] else 1.0
+    warmup_steps = _at(group["warmup_steps"], k)
+    return (k + 1) / warmup_steps if k < warmup_steps else 1.0
 
 
 def _rectification(group: dict[str, Any], k: int) -> float:
     step = k + 1
-    beta2 = group["betas"][1]
+    beta2 = _at(group["betas"], k)[1]
     beta2_t = beta2**step
     rho_inf = 2 / (1 - beta2) - 1
     rho_t = rho_inf - 2 * step * beta2_t / (1 - beta2_t)
@@ -57,13 +67,13 @@ def _rectification(group: dict[str, Any], k: int) -> float:
     return float(not group["silent_sgd_phase"])
 
 
-def _advance(group: dict[str, Any], factor: float, default_lr_max: float = -1.0) -> None:
+def _advance(group: dict[str, Any], factor: float) -> None:
     """schedulefree's per-step group bookkeeping, in its Python floats (the update computes the
     same numbers in the state)."""
     k = group["k"]
-    lr = group["lr"] * factor
-    lr_max = max(lr, group.get("lr_max", default_lr_max))
-    weight = ((k + 1) ** group.get("r", 0)) * (lr_max ** group.get("weight_lr_power", 2.0))
+    lr = _at(group["lr"], k) * factor
+    lr_max = max(lr, group["lr_max"])
+    weight = ((k + 1) ** _at(group["r"], k)) * (lr_max ** _at(group["weight_lr_power"], k))
     values = {"scheduled_lr": lr, "lr_max": lr_max,
               "weight_sum": group.get("weight_sum", 0.0) + weight, "k": k + 1}
     for key, v in values.items():
