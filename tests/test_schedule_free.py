@@ -493,3 +493,23 @@ def test_adapter_with_a_schedule_given_to_the_constructor():
     assert err(opt.params, values(ps)) < TOL
     for k in ("k", "lr_max", "weight_sum", "scheduled_lr"):
         assert opt.param_groups[0][k] == pytest.approx(topt.param_groups[0][k], rel=1e-12), k
+
+
+def test_wrapper_step_with_a_closure():
+    ps = torch_params()
+    topt = schedulefree.ScheduleFreeWrapper(torch.optim.SGD(ps, lr=0.1), momentum=0.9)
+    opt = optx.optim.ScheduleFreeWrapper(
+        optx.optim.SGD([jnp.asarray(w) for w in INIT], lr=0.1), momentum=0.9)
+    topt.train()
+    opt.train()
+    for t in range(5):
+        def closure(t=t):
+            topt.zero_grad()
+            loss = sum((0.5 * torch.tensor(a) * p**2 + torch.tensor(b) * p).sum()
+                       for a, p, b in zip(A, ps, B[t]))
+            loss.backward()
+            return loss
+        ref = float(topt.step(closure).detach())
+        b = [jnp.asarray(x) for x in B[t]]
+        assert rel(opt.step(lambda p, b=b: jax_loss(p, b)), ref) < TOL
+    assert err(opt.params, values(ps)) < TOL
