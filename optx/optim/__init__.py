@@ -12,9 +12,9 @@ from optx.optim import lr_scheduler, swa_utils
 from optx.optim.checkpoint import CheckpointError, load, save
 from optx.optim.grad_utils import clip_grad_norm_, clip_grad_value_, get_total_norm
 from optx.optim.optimizer import Optimizer
-from optx.optim.schedule_free import ScheduleFreeWrapper
 from optx.optim.schedule_free import _Closure as _ScheduleFreeClosure
 from optx.optim.schedule_free import _TrainEval as _ScheduleFreeTrainEval
+from optx.optim.schedule_free_wrapper import ScheduleFreeWrapper
 from optx.optim.zero_redundancy import ZeroRedundancyOptimizer
 
 # The constructors come from their modules, not from `optx`, whose __init__ imports this package.
