@@ -513,3 +513,13 @@ def test_wrapper_step_with_a_closure():
         b = [jnp.asarray(x) for x in B[t]]
         assert rel(opt.step(lambda p, b=b: jax_loss(p, b)), ref) < TOL
     assert err(opt.params, values(ps)) < TOL
+
+
+def test_the_porting_page_example_runs_as_written():
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).parent.parent / "docs" / "porting.md").read_text()
+    section = page[page.index("### Schedule-free optimizers"):]
+    block = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    exec(compile(block, "docs/porting.md", "exec"), {})
