@@ -177,10 +177,10 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
     ``if momentum != 0`` and ``dampening``), a constant 0 given to the constructor leaves the
     branch out of the compiled update, as torch skips it; setting it to a nonzero value then
     raises ``ValueError`` (setting 0 is fine), also for a traced value (inside ``jit`` or
-    ``jax.grad``), whose side of zero is unknown. A traced value for a hyperparameter held
-    nonzero is accepted (it is taken to be nonzero, as a hypergradient w.r.t. SGD's momentum
-    needs). SGD's and RMSprop's ``momentum`` given as a
-    nonzero constant likewise leave out torch's code for a zero momentum, and refuse 0. Every
+    ``jax.grad``), whose side of zero is unknown. SGD's and RMSprop's ``momentum`` given as a
+    nonzero constant likewise leave out torch's code for a zero momentum, and refuse 0; a
+    traced value for them is accepted and taken to be nonzero (a hypergradient w.r.t. the
+    momentum, see the Hypergradients guide). Every
     other change (``momentum`` 0.9 to 0.95, ``weight_decay`` 0.1 to 0.2 or to 0) is data and
     never recompiles. To move a hyperparameter across zero at run time, construct with a
     nonzero value or, for ``momentum``, a schedule ``count -> value`` (a schedule keeps both

@@ -19,9 +19,10 @@ warmup ``min(1, t / warmup_steps)``, RAdam's rectification).
 
 The state is an :class:`optx.OptimizerState`: ``count`` is schedulefree's group ``k``, slots
 ``z`` (and ``exp_avg_sq``), private scalars ``weight_sum`` and ``lr_max`` (the group keys of the
-same names). schedulefree creates ``z`` as a copy of the parameter at its first step: before
-the first update ``z`` is replaced by the params. The weights and ``c`` are computed in
-:func:`optx.hyperparams.float_dtype` (float64 under x64, schedulefree's Python floats).
+same names), and the flag ``z_created``: schedulefree creates ``z`` as a copy of the parameter
+at the parameter's first step (one with a gradient), and exports it from then on. The weights
+and ``c`` are computed in :func:`optx.hyperparams.float_dtype` (float64 under x64,
+schedulefree's Python floats).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from optx import hyperparams as hp_lib
@@ -46,6 +48,12 @@ Direction = Callable[[Array, Array, dict[str, Array], dict[str, Any]], tuple[Arr
 LrFactor = Callable[[dict[str, Any], Array], tuple[Array, dict[str, Any]]]
 
 PRIVATE = frozenset({"weight_sum", "lr_max"})
+CREATED = "z_created"  # the flag of the lazily created slots (optx.layout.TorchLayout.slot_flags)
+
+
+def slot_flags(*slots: str) -> tuple[tuple[str, str], ...]:
+    """The layout's ``slot_flags``: ``z`` and the other slots exist once the parameter stepped."""
+    return tuple((s, CREATED) for s in ("z", *slots))
 NOT_TRAIN_MODE = ("Optimizer was not in train mode when step is called. Please insert .train() "
                   "and .eval() calls on the optimizer. See documentation for details.")
 
@@ -126,7 +134,8 @@ def schedule_free(
         for s in extra_slots:
             slots[s] = jax.tree_util.tree_map(jnp.zeros_like, params)
         dtype = hp_lib.float_dtype()
-        scalars = {"weight_sum": jnp.zeros((), dtype), "lr_max": jnp.asarray(lr_max0, dtype)}
+        scalars = {"weight_sum": jnp.zeros((), dtype), "lr_max": jnp.asarray(lr_max0, dtype),
+                   CREATED: jnp.zeros((), bool)}
         return OptimizerState(jnp.zeros((), jnp.int32), Hyperparams(hp), slots, scalars)
 
     def update(updates, state, params=None, **extra_args):
@@ -137,6 +146,19 @@ def schedule_free(
             raise TypeError(f"{name}: expected an OptimizerState, got {type(state).__name__}")
         validation.check_params(params, who=name)
         validation.check_matching(updates, params, who=name)
+        p_leaves, treedef = jax.tree_util.tree_flatten(params)
+        g_leaves = treedef.flatten_up_to(updates)
+        n = len(p_leaves)
+        active = np.asarray([g is not None for g in g_leaves], bool)
+        # A None gradient (torch's ``p.grad is None``) skips its parameter: whether each
+        # parameter has its z is then per parameter (the state takes per-parameter steps, as
+        # the builder's optimizers), while the schedule-free bookkeeping stays the group's
+        # (schedulefree's k advances for all).
+        per_leaf = state.steps is not None or not active.all()
+        created = jnp.broadcast_to(state.scalars[CREATED], (n,)) if per_leaf else (
+            state.scalars[CREATED])
+        state = state._replace(steps=None, scalars={
+            k: jnp.reshape(v, (-1,))[0] for k, v in state.scalars.items() if k != CREATED})
         hp = state.hyperparams
         dtype = hp_lib.float_dtype()
         t = increment(state.count).astype(dtype)  # schedulefree's k + 1
@@ -149,9 +171,6 @@ def schedule_free(
             c["x_weight"] = 1 - 1 / beta
         else:
             c["y_coef"] = lr * (beta * (1 - ckp1) - 1)
-        first = state.count == 0  # schedulefree's `if 'z' not in state`: z = clone(p)
-        p_leaves, treedef = jax.tree_util.tree_flatten(params)
-        g_leaves = treedef.flatten_up_to(updates)
         slot_leaves = {k: treedef.flatten_up_to(v) for k, v in state.slots.items()}
         deltas, new_slots = [], {k: [] for k in state.slots}
         for i, (g, y) in enumerate(zip(g_leaves, p_leaves)):
@@ -162,7 +181,9 @@ def schedule_free(
                     new_slots[k].append(slots[k])
                 continue
             cd = {k: jnp.asarray(v).astype(y.dtype) for k, v in c.items()}
-            z = lax.select(jnp.broadcast_to(first, y.shape), y, slots["z"])
+            # schedulefree's `if 'z' not in state: z = clone(p)` at the parameter's first step
+            has_z = created[i] if per_leaf else created
+            z = lax.select(jnp.broadcast_to(has_z, y.shape), slots["z"], y)
             d, new = direction(g, y, slots, cd)
             new_z = z - cd["lr"] * d
             if closure_form:
@@ -178,8 +199,14 @@ def schedule_free(
             count=increment(state.count),
             hyperparams=Hyperparams(hp_lib.advance(spec, hp, increment(state.count))),
             slots={k: treedef.unflatten(v) for k, v in new_slots.items()},
-            scalars={k: v.astype(state.scalars[k].dtype) for k, v in scalars.items()},
+            scalars={**{k: v.astype(state.scalars[k].dtype) for k, v in scalars.items()},
+                     CREATED: jnp.ones((), bool)},
         )
+        if per_leaf:
+            new_state = new_state._replace(
+                steps=jnp.full((n,), new_state.count, new_state.count.dtype),
+                scalars={**{k: jnp.full((n,), v, v.dtype) for k, v in new_state.scalars.items()},
+                         CREATED: created | active})
         return treedef.unflatten(deltas), new_state
 
     return TorchTransformation(init, update, layout)
@@ -231,9 +258,9 @@ def schedule_free_eval_params(state: Any, params: Any) -> Any:
     """
     st = _find(state)
     beta = momentum_of(st.hyperparams)
-    first = st.count == 0
-
-    def leaf(y: Array, z: Array) -> Array:
-        return lax.select(jnp.broadcast_to(first, y.shape), y, to_eval(y, z, beta))
-
-    return jax.tree_util.tree_map(leaf, params, st.slots["z"])
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    created = jnp.broadcast_to(st.scalars[CREATED], (len(leaves),))
+    zs = treedef.flatten_up_to(st.slots["z"])  # type: ignore[attr-defined]
+    return treedef.unflatten([  # type: ignore[attr-defined]
+        lax.select(jnp.broadcast_to(created[i], y.shape), to_eval(y, z, beta), y)
+        for i, (y, z) in enumerate(zip(leaves, zs))])

@@ -61,9 +61,12 @@ def numpy_sd(sd):
 
 
 def compare_state_dicts(ours, ref):
-    assert set(ours["state"]) == set(ref["state"])
+    # schedulefree's train()/eval() read ``self.state[p]`` for every parameter, which leaves
+    # an empty entry for a parameter without state (torch's state is a defaultdict)
+    ref_state = {i: e for i, e in ref["state"].items() if e}
+    assert set(ours["state"]) == set(ref_state)
     e = 0.0
-    for i, entry in ref["state"].items():
+    for i, entry in ref_state.items():
         assert set(ours["state"][i]) == set(entry), (ours["state"][i].keys(), entry.keys())
         e = max(e, max(rel(ours["state"][i][k], v) for k, v in entry.items()))
     for go, gr in zip(ours["param_groups"], ref["param_groups"]):
@@ -161,6 +164,32 @@ def test_functional_matches_schedulefree(case):
         params = optx.apply_updates(params, updates)
     assert err(params, ref[-2]) < TOL
     assert err(optx.schedule_free_eval_params(state, params), ref[-1]) < TOL
+
+
+def test_a_parameter_without_gradient_is_skipped_as_schedulefree_skips_it():
+    """``None`` gradients (torch's ``p.grad is None``) for the second parameter during the
+    first steps, in one group: the group's k advances, that parameter stays."""
+    ps = torch_params()
+    topt = schedulefree.AdamWScheduleFree(ps, lr=0.05, betas=(0.9, 0.9))
+    opt = optx.optim.AdamWScheduleFree([jnp.asarray(w) for w in INIT], lr=0.05,
+                                       betas=(0.9, 0.9))
+    topt.train()
+    opt.train()
+    for t in range(8):
+        skip = t < 4
+        for i, (p, g) in enumerate(zip(ps, np_grads(values(ps), t))):
+            p.grad = None if (skip and i == 1) else torch.tensor(g)
+        topt.step()
+        grads = [jnp.asarray(g) for g in np_grads(opt.params, t)]
+        opt.step([grads[0], None] if skip else grads)
+        if t == 2:  # the skipped parameter has no state yet, in both
+            sd = opt.state_dict()
+            assert set(sd["state"]) == {0}
+            assert compare_state_dicts(sd, numpy_sd(topt.state_dict())) < TOL
+    assert err(opt.params, values(ps)) < TOL
+    topt.eval()
+    opt.eval()
+    assert err(opt.params, values(ps)) < TOL
 
 
 def test_step_in_eval_mode_raises_as_schedulefree_and_changes_nothing():
@@ -407,3 +436,90 @@ def test_adapter_with_an_lr_scheduler_on_its_param_groups():
     g, tg = opt.param_groups[0], topt.param_groups[0]
     for k in ("k", "lr", "lr_max", "weight_sum", "scheduled_lr"):
         assert g[k] == pytest.approx(tg[k], rel=1e-12), k
+
+
+def test_an_empty_param_group_after_the_first_is_accepted_as_torch():
+    """``[{'params': [w]}, {'params': []}]``: torch refuses an empty params list in ``__init__``
+    only (schedulefree's test_foreach builds such a group)."""
+    ps = torch_params()
+    topt = torch.optim.SGD([{"params": ps}, {"params": []}], lr=0.1, momentum=0.9)
+    opt = optx.optim.SGD([{"params": [jnp.asarray(w) for w in INIT]}, {"params": []}], lr=0.1,
+                         momentum=0.9)
+    for t in range(3):
+        for p, g in zip(ps, np_grads(values(ps), t)):
+            p.grad = torch.tensor(g)
+        topt.step()
+        opt.step([[jnp.asarray(g) for g in np_grads(opt.params[0], t)], []])
+    assert err(opt.params[0], values(ps)) < TOL and opt.params[1] == []
+    sd, tsd = opt.state_dict(), topt.state_dict()
+    assert [g["params"] for g in sd["param_groups"]] == [g["params"] for g in tsd["param_groups"]]
+    opt.load_state_dict(numpy_sd(tsd))
+
+
+def test_copies_step_on_as_the_original():
+    import copy
+    import pickle
+
+    opt = optx.optim.AdamWScheduleFree([jnp.asarray(w) for w in INIT], lr=0.01)
+    opt.train()
+    for t in range(3):
+        opt.step([jnp.asarray(g) for g in np_grads(opt.params, t)])
+    copies = [copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))]
+    for o in [opt, *copies]:
+        o.step([jnp.asarray(g) for g in np_grads(o.params, 3)])
+        o.eval()
+    for c in copies:
+        assert err(c.params, opt.params) == 0.0
+        assert c.param_groups[0]["k"] == 4 and c.param_groups[0]["train_mode"] is False
+
+
+def test_adapter_with_a_schedule_given_to_the_constructor():
+    """A schedule ``count -> lr`` (optx's extension): the group keys follow it, and the
+    trajectory is schedulefree's with that lr set on its group before each step."""
+    def lr(c):
+        return 0.1 / (1 + c)
+
+    ps = torch_params()
+    topt = schedulefree.SGDScheduleFree(ps, lr=lr(0))
+    opt = optx.optim.SGDScheduleFree([jnp.asarray(w) for w in INIT], lr=lr)
+    topt.train()
+    opt.train()
+    for t in range(6):
+        topt.param_groups[0]["lr"] = lr(t)
+        for p, g in zip(ps, np_grads(values(ps), t)):
+            p.grad = torch.tensor(g)
+        topt.step()
+        opt.step([jnp.asarray(g) for g in np_grads(opt.params, t)])
+    assert err(opt.params, values(ps)) < TOL
+    for k in ("k", "lr_max", "weight_sum", "scheduled_lr"):
+        assert opt.param_groups[0][k] == pytest.approx(topt.param_groups[0][k], rel=1e-12), k
+
+
+def test_wrapper_step_with_a_closure():
+    ps = torch_params()
+    topt = schedulefree.ScheduleFreeWrapper(torch.optim.SGD(ps, lr=0.1), momentum=0.9)
+    opt = optx.optim.ScheduleFreeWrapper(
+        optx.optim.SGD([jnp.asarray(w) for w in INIT], lr=0.1), momentum=0.9)
+    topt.train()
+    opt.train()
+    for t in range(5):
+        def closure(t=t):
+            topt.zero_grad()
+            loss = sum((0.5 * torch.tensor(a) * p**2 + torch.tensor(b) * p).sum()
+                       for a, p, b in zip(A, ps, B[t]))
+            loss.backward()
+            return loss
+        ref = float(topt.step(closure).detach())
+        b = [jnp.asarray(x) for x in B[t]]
+        assert rel(opt.step(lambda p, b=b: jax_loss(p, b)), ref) < TOL
+    assert err(opt.params, values(ps)) < TOL
+
+
+def test_the_porting_page_example_runs_as_written():
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).parent.parent / "docs" / "porting.md").read_text()
+    section = page[page.index("### Schedule-free optimizers"):]
+    block = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    exec(compile(block, "docs/porting.md", "exec"), {})

@@ -5,8 +5,7 @@ while training; ``.eval()`` moves them to the average ``x`` and ``.train()`` bac
 schedulefree moves a module's parameters (``p.lerp_(z, 1 - 1/beta)`` and ``p.lerp_(z, 1 -
 beta)``), and ``step`` in eval mode raises schedulefree's exception. The ``...Closure`` classes
 hold ``x`` and take ``step(closure)``: the params move to ``y`` for the closure and come back
-as the new ``x``. :class:`ScheduleFreeWrapper` makes any ``optx.optim`` optimizer
-schedule-free, as schedulefree's wrapper does a ``torch.optim`` one.
+as the new ``x``. (:mod:`optx.optim.schedule_free_wrapper` has ``ScheduleFreeWrapper``.)
 
 The param groups carry schedulefree's bookkeeping keys: ``k`` (steps taken), ``weight_sum``,
 ``lr_max``, ``scheduled_lr`` (and ``train_mode``). The update computes them in the functional
@@ -23,31 +22,40 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from optx import schedule_free as sf
 from optx.optim.optimizer import Optimizer
 from optx.optim.signature import PARAMS_DOC, _args_section
 from optx.optim.state_dict import group_entries
 
-__all__ = ["ScheduleFreeWrapper"]
+__all__: list[str] = []  # the classes are declared in optx.optim
 
 # Keys that tell one schedulefree class's groups from another's.
 _DISTINCT = frozenset({"momentum", "betas", "eps", "warmup_steps", "silent_sgd_phase",
                        "train_mode"})
 
 
+def _at(value: Any, k: int) -> Any:
+    """A group value for the update after ``k`` steps: a schedule given to the constructor
+    (``count -> value``) is evaluated at ``k``, as the state evaluates it."""
+    if isinstance(value, tuple):
+        return tuple(_at(v, k) for v in value)
+    return float(value(k)) if callable(value) else value
+
+
 def _beta(group: dict[str, Any]) -> float:
-    return group["momentum"] if "momentum" in group else group["betas"][0]
+    beta = group["momentum"] if "momentum" in group else group["betas"][0]
+    return _at(beta, group["k"])  # the value the state holds, as schedule_free_eval_params
 
 
 def _warmup(group: dict[str, Any], k: int) -> float:
-    return (k + 1) / group["warmup_steps"] if k < group["warmup_steps"] else 1.0
+    warmup_steps = _at(group["warmup_steps"], k)
+    return (k + 1) / warmup_steps if k < warmup_steps else 1.0
 
 
 def _rectification(group: dict[str, Any], k: int) -> float:
     step = k + 1
-    beta2 = group["betas"][1]
+    beta2 = _at(group["betas"], k)[1]
     beta2_t = beta2**step
     rho_inf = 2 / (1 - beta2) - 1
     rho_t = rho_inf - 2 * step * beta2_t / (1 - beta2_t)
@@ -57,13 +65,13 @@ def _rectification(group: dict[str, Any], k: int) -> float:
     return float(not group["silent_sgd_phase"])
 
 
-def _advance(group: dict[str, Any], factor: float, default_lr_max: float = -1.0) -> None:
+def _advance(group: dict[str, Any], factor: float) -> None:
     """schedulefree's per-step group bookkeeping, in its Python floats (the update computes the
     same numbers in the state)."""
     k = group["k"]
-    lr = group["lr"] * factor
-    lr_max = max(lr, group.get("lr_max", default_lr_max))
-    weight = ((k + 1) ** group.get("r", 0)) * (lr_max ** group.get("weight_lr_power", 2.0))
+    lr = _at(group["lr"], k) * factor
+    lr_max = max(lr, group["lr_max"])
+    weight = ((k + 1) ** _at(group["r"], k)) * (lr_max ** _at(group["weight_lr_power"], k))
     values = {"scheduled_lr": lr, "lr_max": lr_max,
               "weight_sum": group.get("weight_sum", 0.0) + weight, "k": k + 1}
     for key, v in values.items():
@@ -145,11 +153,12 @@ class _ScheduleFree(Optimizer):
         super()._sync_groups()
         for i in changed:  # edited or loaded bookkeeping keys: into the state
             g, st = self.param_groups[i], self._states[i]
-            dtype = st.scalars["weight_sum"].dtype
-            self._states[i] = st._replace(
-                count=jnp.asarray(int(g["k"]), st.count.dtype),
-                scalars={"weight_sum": jnp.asarray(float(g["weight_sum"]), dtype),
-                         "lr_max": jnp.asarray(float(g["lr_max"]), dtype)})
+            count = jnp.asarray(int(g["k"]), st.count.dtype)
+            shape = st.scalars["weight_sum"].shape  # (n,) once a gradient was None
+            scalars = {**st.scalars, **{k: jnp.full(shape, float(g[k]), st.scalars[k].dtype)
+                                        for k in ("weight_sum", "lr_max")}}
+            steps = None if st.steps is None else jnp.full(st.steps.shape, count)
+            self._states[i] = st._replace(count=count, scalars=scalars, steps=steps)
 
     def _after_step(self) -> None:
         for g in self.param_groups:
@@ -261,239 +270,4 @@ class _Closure(_ScheduleFree):
         self._moved(True, list(range(len(self.param_groups))))
         loss = super().step(closure=closure)
         self._after_step()
-        return loss
-
-
-@jax.jit
-def _wrapper_pre(p: Any, z: Any, lr_wd: Any, lr_wd_y: Any, beta: Any) -> tuple[Any, Any]:
-    """Before the base step: weight decay at ``y``, then ``x = lerp(y, z, 1 - 1/beta)``;
-    returns ``(z, x)``: the base steps on ``z``, ``x`` waits."""
-    z = z - lr_wd * p
-    p = p - lr_wd_y * p
-    return z, sf.to_eval(p, z, beta)
-
-
-@jax.jit
-def _wrapper_post(x: Any, z: Any, ckp1: Any, beta: Any) -> Any:
-    """After the base step: ``x = lerp(x, z, ckp1)``, then ``y = lerp(x, z, 1 - beta)``."""
-    return sf.to_train(sf._lerp(x, z, ckp1), z, beta)
-
-
-class ScheduleFreeWrapper:
-    """``schedulefree.ScheduleFreeWrapper`` (1.4.1): makes any ``optx.optim`` optimizer
-    schedule-free.
-
-    The base optimizer steps on ``z`` (the gradient being taken at ``y``, the params), and the
-    wrapper keeps the average ``x`` and the interpolation ``y`` as schedulefree's wrapper does
-    (``ckp1 = weight / weight_sum`` with ``weight = (k+1)**r * lr_max**weight_lr_power`` and
-    ``lr = group['lr'] * group.get('d', 1)``). ``.train()``/``.eval()`` move :attr:`params`
-    between ``y`` and ``x``; ``step`` in eval mode raises schedulefree's exception. The base's
-    groups receive ``k``, ``lr_max`` and ``weight_sum``, and :meth:`state_dict` is the base's
-    with each parameter's ``z`` added, as schedulefree's (which stores ``z`` in the base's
-    state).
-
-    Args:
-      base: the ``optx.optim`` optimizer to wrap (momentum in it is optional: the wrapper's
-        ``momentum`` plays that part).
-      weight_decay_at_y: weight decay computed at ``y`` (weight decay of the base optimizer is
-        computed at ``z``).
-      momentum: the interpolation ``beta`` between ``z`` and ``x``.
-      weight_lr_power: the average's weights are ``lr_max ** weight_lr_power``.
-      r: the average's weights grow as ``(k+1) ** r``.
-
-    Example:
-      >>> import jax
-      >>> import jax.numpy as jnp
-      >>> import optx
-      >>> params = {"w": jnp.array([0.0, 2.0])}
-      >>> def loss_fn(p):
-      ...     return jnp.sum((p["w"] - 1.0) ** 2)
-      >>> opt = optx.optim.ScheduleFreeWrapper(optx.optim.RMSprop(params, lr=0.05))
-      >>> opt.train()
-      >>> for _ in range(3):
-      ...     opt.step(jax.grad(loss_fn)(opt.params))
-      >>> opt.eval()
-      >>> bool(loss_fn(opt.params) < loss_fn(params))
-      True
-    """
-
-    def __init__(self, base: Optimizer, weight_decay_at_y: float = 0.0, momentum: float = 0.9,
-                 weight_lr_power: float = 2, r: float = 0) -> None:
-        self.base = base
-        """The wrapped optimizer."""
-        self.weight_decay_at_y = weight_decay_at_y
-        """Weight decay computed at ``y``."""
-        self.weight_lr_power = weight_lr_power
-        """The power of ``lr_max`` in the average's weights."""
-        self.r = r
-        """The power of ``k + 1`` in the average's weights."""
-        self.momentum = momentum
-        """The interpolation ``beta`` between ``z`` and ``x``."""
-        self.train_mode = False
-        """Whether :attr:`params` are ``y`` (train mode) or ``x``."""
-        # Each group's z, a list in torch's order (group['params']); None: not created yet.
-        self._z: list[list[Any]] = []
-
-    # ------------------------------------------------------------------ torch surface
-    @property
-    def param_groups(self) -> list[Any]:
-        """The base optimizer's param groups."""
-        return self.base.param_groups
-
-    @property
-    def state(self) -> Any:
-        """The base optimizer's state mapping (``z`` is in :meth:`state_dict`)."""
-        return self.base.state
-
-    @property
-    def params(self) -> Any:
-        """The base optimizer's params (``y`` in train mode, ``x`` in eval mode)."""
-        return self.base.params
-
-    @property
-    def opt_state(self) -> Any:
-        """The base optimizer's functional state."""
-        return self.base.opt_state
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """The base's ``add_param_group``.
-
-        Args:
-          param_group: the new group (see :meth:`Optimizer.add_param_group`)."""
-        self.base.add_param_group(param_group)
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """A no-op, as the base's.
-
-        Args:
-          set_to_none: torch's argument, without effect."""
-        self.base.zero_grad(set_to_none)
-
-    def _zs(self) -> list[list[Any]]:
-        while len(self._z) < len(self.param_groups):
-            self._z.append([None] * len(self.param_groups[len(self._z)]["params"]))
-        return self._z
-
-    def state_dict(self) -> dict[str, Any]:
-        """The base's state_dict with ``z`` in each parameter's state, as schedulefree's."""
-        sd = self.base.state_dict()
-        index = 0
-        for zs in self._zs():
-            for z in zs:
-                if z is not None:
-                    sd["state"].setdefault(index, {})["z"] = np.array(z)
-                index += 1
-        return sd
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Loads schedulefree's wrapper state_dict (``z`` in each entry) into the base and the
-        wrapper; on any error nothing changes.
-
-        Args:
-          state_dict: as :meth:`state_dict` or schedulefree's wrapper gives it (arrays as
-            numpy arrays)."""
-        if not isinstance(state_dict, dict) or "state" not in state_dict:
-            raise ValueError("state_dict must be a dict with 'state' and 'param_groups'")
-        base_state: dict[Any, Any] = {}
-        zs: list[list[Any]] = []
-        index = 0
-        for g in self.param_groups:
-            row = []
-            for p in g["params"]:
-                entry = state_dict["state"].get(index)
-                z: Any = None
-                if isinstance(entry, dict) and "z" in entry:
-                    value = np.asarray(entry["z"])
-                    if value.shape != p.shape:
-                        raise ValueError(f"state 'z' of parameter {index} has shape "
-                                         f"{value.shape}, expected {p.shape}")
-                    z = jnp.array(value, dtype=p.dtype)
-                row.append(z)
-                index += 1
-            zs.append(row)
-        for key, entry in state_dict["state"].items():
-            rest = ({k: v for k, v in entry.items() if k != "z"} if isinstance(entry, dict)
-                    else entry)
-            if rest != {}:
-                base_state[key] = rest
-        self.base.load_state_dict({**state_dict, "state": base_state})
-        self._z = zs
-
-    # ------------------------------------------------------------------ train / eval
-    def _move(self, to_train: bool) -> None:
-        new = {}
-        for g, zs in zip(self.param_groups, self._zs()):
-            for p, z in zip(g["params"], zs):
-                if z is not None:
-                    move = sf.to_train if to_train else sf.to_eval
-                    new[id(p)] = move(p, z, self.momentum)
-        if new:
-            self.base.params = jax.tree_util.tree_map(lambda p: new.get(id(p), p),
-                                                      self.base.params)
-
-    def eval(self) -> None:
-        """schedulefree's ``eval()``: in train mode, the params move to ``x``."""
-        if self.train_mode:
-            self._move(False)
-        self.train_mode = False
-
-    def train(self) -> None:
-        """schedulefree's ``train()``: in eval mode, the params move to ``y``."""
-        if not self.train_mode:
-            self._move(True)
-        self.train_mode = True
-
-    def step(self, grads: Any = None, closure: Callable[[Any], Any] | None = None) -> Any:
-        """One step: the base steps on ``z`` with the gradient at ``y`` (the params).
-
-        Args:
-          grads: the gradients at :attr:`params`, shaped like them (``None`` leaves skip their
-            parameter); or the closure, as torch passes it.
-          closure: ``closure(params) -> loss``; its gradients are taken at :attr:`params`.
-
-        Returns:
-          The closure's loss, or ``None``."""
-        if not self.train_mode:
-            raise Exception(sf.NOT_TRAIN_MODE)
-        if closure is None and callable(grads):
-            grads, closure = None, grads
-        loss = None
-        if closure is not None:
-            loss, grads = jax.value_and_grad(closure)(self.base.params)
-        params = self.base.params
-        p_leaves, treedef = jax.tree_util.tree_flatten(params)
-        g_of = {id(p): g for p, g in zip(
-            p_leaves, treedef.flatten_up_to(grads))}  # type: ignore[attr-defined]
-        zs = self._zs()
-        beta = self.momentum
-        as_z, xs = {}, {}
-        for g, row in zip(self.param_groups, zs):
-            lr = g["lr"]
-            wd = self.weight_decay_at_y
-            for pos, p in enumerate(g["params"]):
-                if g_of.get(id(p)) is None:
-                    continue
-                z = p if row[pos] is None else row[pos]
-                as_z[id(p)], xs[id(p)] = _wrapper_pre(p, z, lr * wd, lr * wd * (1 - beta), beta)
-        before = [list(g["params"]) for g in self.param_groups]
-        self.base.params = jax.tree_util.tree_map(lambda p: as_z.get(id(p), p), params)
-        base_grads = treedef.unflatten(  # type: ignore[attr-defined]
-            [g_of[id(p)] for p in p_leaves])
-        self.base.step(base_grads)
-        new = {}
-        for gi, (g, row) in enumerate(zip(self.param_groups, zs)):
-            k = g.get("k", 0)
-            lr = g["lr"] * g.get("d", 1.0)
-            lr_max = max(lr, g.get("lr_max", 0))
-            weight = ((k + 1) ** self.r) * (lr_max ** self.weight_lr_power)
-            weight_sum = g.get("weight_sum", 0.0) + weight
-            ckp1 = weight / weight_sum
-            for pos, (old, z) in enumerate(zip(before[gi], g["params"])):
-                x = xs.get(id(old))
-                if x is None:
-                    continue
-                row[pos] = z
-                new[id(z)] = _wrapper_post(x, z, ckp1, beta)
-            g["lr_max"], g["weight_sum"], g["k"] = lr_max, weight_sum, k + 1
-        self.base.params = jax.tree_util.tree_map(lambda p: new.get(id(p), p), self.base.params)
         return loss

@@ -9,12 +9,13 @@ import jax.numpy as jnp
 from optx._doc_fragments import torch_switches
 from optx.hyperparams import Hyperparam
 from optx.layout import TorchLayout
-from optx.schedule_free import PRIVATE, schedule_free, warmup
+from optx.schedule_free import PRIVATE, schedule_free, slot_flags, warmup
 from optx.transformation import GradientTransformation
 
-TORCH_LAYOUT = TorchLayout("AdamWScheduleFree", has_step=False, private_scalars=PRIVATE)
+TORCH_LAYOUT = TorchLayout("AdamWScheduleFree", has_step=False, private_scalars=PRIVATE,
+                           slot_flags=slot_flags("exp_avg_sq"))
 CLOSURE_LAYOUT = TorchLayout("AdamWScheduleFreeClosure", has_step=False,
-                             private_scalars=PRIVATE)
+                             private_scalars=PRIVATE, slot_flags=slot_flags("exp_avg_sq"))
 
 
 def adam_direction(g, y, slots, c):

@@ -10,12 +10,13 @@ from optx._doc_fragments import torch_switches
 from optx.hyperparams import Hyperparam
 from optx.layout import TorchLayout
 from optx.optimizers.adamw_schedule_free import adam_coefficients, adam_direction
-from optx.schedule_free import PRIVATE, schedule_free
+from optx.schedule_free import PRIVATE, schedule_free, slot_flags
 from optx.transformation import GradientTransformation
 
-TORCH_LAYOUT = TorchLayout("RAdamScheduleFree", has_step=False, private_scalars=PRIVATE)
+TORCH_LAYOUT = TorchLayout("RAdamScheduleFree", has_step=False, private_scalars=PRIVATE,
+                           slot_flags=slot_flags("exp_avg_sq"))
 CLOSURE_LAYOUT = TorchLayout("RAdamScheduleFreeClosure", has_step=False,
-                             private_scalars=PRIVATE)
+                             private_scalars=PRIVATE, slot_flags=slot_flags("exp_avg_sq"))
 
 
 def _rectification(silent_sgd_phase: bool):

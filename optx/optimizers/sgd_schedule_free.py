@@ -8,11 +8,13 @@ from optx import validation
 from optx._doc_fragments import torch_switches
 from optx.hyperparams import Hyperparam
 from optx.layout import TorchLayout
-from optx.schedule_free import PRIVATE, schedule_free, warmup
+from optx.schedule_free import PRIVATE, schedule_free, slot_flags, warmup
 from optx.transformation import GradientTransformation
 
-TORCH_LAYOUT = TorchLayout("SGDScheduleFree", has_step=False, private_scalars=PRIVATE)
-CLOSURE_LAYOUT = TorchLayout("SGDScheduleFreeClosure", has_step=False, private_scalars=PRIVATE)
+TORCH_LAYOUT = TorchLayout("SGDScheduleFree", has_step=False, private_scalars=PRIVATE,
+                           slot_flags=slot_flags())
+CLOSURE_LAYOUT = TorchLayout("SGDScheduleFreeClosure", has_step=False, private_scalars=PRIVATE,
+                           slot_flags=slot_flags())
 
 
 def _check(lr: Any, momentum: Any, weight_decay: Any) -> None:
