@@ -396,6 +396,66 @@ plt.show()"""),
 ])
 
 
+notebook("06_low_bit_state", [
+    ("md", "# Low-bit optimizer state\n\ntorchao's `AdamW8bit` and `AdamW4bit` in optx: the "
+           "moments of every parameter with at least 4096 elements are stored as 8-bit or "
+           "4-bit codes with one float32 scale per block. Same MLP regression, three "
+           "optimizers: the state's size and the loss curves side by side."),
+    ("code", SETUP),
+    ("code", """\
+rng = np.random.default_rng(0)
+x = rng.normal(size=(1024, 16)).astype(np.float32)
+y = np.sin(x @ rng.normal(size=(16, 1)).astype(np.float32))
+
+def init(seed=1, sizes=(16, 128, 128, 1)):
+    r = np.random.default_rng(seed)
+    return [{"w": jnp.asarray((r.normal(size=(i, o)) / np.sqrt(i)).astype(np.float32)),
+             "b": jnp.zeros(o, jnp.float32)} for i, o in zip(sizes[:-1], sizes[1:])]
+
+def loss_fn(params, x, y):
+    h = x
+    for layer in params[:-1]:
+        h = jnp.tanh(h @ layer["w"] + layer["b"])
+    return jnp.mean((h @ params[-1]["w"] + params[-1]["b"] - y) ** 2)
+
+def state_bytes(state):
+    return sum(a.nbytes for a in jax.tree_util.tree_leaves(state.slots))
+
+def train(tx, steps=300):
+    params = init()
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state):
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+        updates, state = tx.update(grads, state, params)
+        return optx.apply_updates(params, updates), state, loss
+
+    losses = []
+    for _ in range(steps):
+        params, state, loss = step(params, state)
+        losses.append(float(loss))
+    return losses, state
+
+runs = {name: train(tx) for name, tx in [("AdamW (fp32)", optx.adamw(lr=3e-3)),
+                                           ("AdamW8bit", optx.adamw_8bit(lr=3e-3)),
+                                           ("AdamW4bit", optx.adamw_4bit(lr=3e-3))]}
+n = sum(p.size for p in jax.tree_util.tree_leaves(init()))
+for name, (losses, state) in runs.items():
+    print(f"{name:13s} state {state_bytes(state) / n:5.2f} bytes/param, final loss {losses[-1]:.4f}")"""),
+    ("code", """\
+fig, ax = plt.subplots(figsize=(7, 3.5))
+for name, (losses, _) in runs.items():
+    ax.plot(losses, label=name)
+ax.set_yscale("log"); ax.set_xlabel("step"); ax.set_ylabel("training loss"); ax.legend()
+plt.show()"""),
+    ("md", "The 128 x 128 hidden matrix (16384 elements) is quantized; the 16 x 128 and "
+           "128 x 1 matrices and the biases are under 4096 elements and keep float32 moments, as "
+           "in torchao, so this small model saves less than a large one would (see the "
+           "[Low-bit optimizer state](../low_bit.md) page)."),
+])
+
+
 def build(name: str, execute: bool = True) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

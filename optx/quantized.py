@@ -36,6 +36,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 Array = jax.Array
 
@@ -114,21 +115,59 @@ def qmap(kind: str, signed: bool) -> np.ndarray:
     return table
 
 
-def _search(x: Array, table: Array, bits: int) -> Array:
-    """torchao's ``quantize_{8,4}bit_with_qmap``: a branchless binary search for the last entry
-    ``<= x``, then up one code when ``x`` is at least half way to the next entry."""
-    top = 2**bits - 1
-    half = 2 ** (bits - 1)
-    codes = jnp.where(x >= table[half], half, 0).astype(jnp.int32)
+def _search_reference(x: np.ndarray, table: np.ndarray, bits: int) -> np.ndarray:
+    """torchao's ``quantize_{8,4}bit_with_qmap`` in numpy float32: a branchless binary search
+    for the last entry ``<= x``, then up one code when ``x - lo >= (hi - lo) * 0.5``."""
+    top, half = 2**bits - 1, 2 ** (bits - 1)
+    codes = np.where(x >= table[half], half, 0)
     step = half // 2
     while step:
-        codes = codes + jnp.where(x >= table[codes + step], step, 0).astype(jnp.int32)
+        codes = codes + np.where(x >= table[codes + step], step, 0)
         step //= 2
-    codes_up = jnp.minimum(codes + 1, top)
-    down = table[codes]
-    up = table[codes_up]
-    codes = jnp.where(x - down >= (up - down) * jnp.float32(0.5), codes_up, codes)
-    return codes.astype(jnp.uint8)
+    up = np.minimum(codes + 1, top)
+    with np.errstate(invalid="ignore"):
+        rounds_up = (x - table[codes]) >= (table[up] - table[codes]) * np.float32(0.5)
+    return np.where(rounds_up, up, codes)
+
+
+@functools.cache
+def _lookup(kind: str, signed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """torchao's search as a lookup on the float32's top 16 bits (sign, exponent, 7 mantissa
+    bits): the code is monotone in ``x`` and changes at most once within each of these 65536
+    buckets (checked here), so ``code(x) = base[key] + (x >= threshold[key])`` with ``base``
+    the code of the bucket's smallest value and ``threshold`` the smallest value of the next
+    code (NaN where none). Built by bisection with :func:`_search_reference`; bit for bit the
+    binary search, with two gathers instead of nine."""
+    table, bits = qmap(kind, signed), (8 if kind == "8bit" else 4)
+    keys = np.arange(65536, dtype=np.uint32)
+    negative = keys >= 0x8000
+
+    def value(j: np.ndarray) -> np.ndarray:  # the j-th smallest float of each bucket
+        low = np.where(negative, 0xFFFF - j, j).astype(np.uint32)
+        return ((keys << 16) | low).view(np.float32)
+
+    first = np.zeros(65536, np.int64)
+    last = np.full(65536, 0xFFFF, np.int64)
+    base = _search_reference(value(first), table, bits)
+    end = _search_reference(value(last), table, bits)
+    finite = np.isfinite(value(first)) & np.isfinite(value(last))
+    jumps = np.where(finite, end - base, 0)
+    assert jumps.max() <= 1 and jumps.min() >= 0, "a bucket holds two code changes"
+    lo, hi = first.copy(), last.copy()  # the first index with the next code is in (lo, hi]
+    for _ in range(16):
+        mid = (lo + hi) // 2
+        up = _search_reference(value(mid), table, bits) > base
+        hi, lo = np.where(up, mid, hi), np.where(up, lo, mid)
+    threshold = np.where(jumps == 1, value(hi), np.float32(np.nan)).astype(np.float32)
+    return base.astype(np.uint8), threshold
+
+
+def _search(x: Array, kind: str, signed: bool) -> Array:
+    """torchao's rounding of the scaled values ``x`` to codes (see :func:`_lookup`)."""
+    base, threshold = _lookup(kind, signed)
+    key = lax.bitcast_convert_type(x, jnp.uint32) >> 16
+    codes = jnp.asarray(base)[key] + (x >= jnp.asarray(threshold)[key]).astype(jnp.uint8)
+    return jnp.where(jnp.isnan(x), jnp.uint8(0), codes)  # torchao's search gives NaN code 0
 
 
 def _div_exact(x: Array, c: float) -> Array:
@@ -243,9 +282,7 @@ class QuantizedArray:
             scale = _div_exact(amax, _FP8_MAX)
             return cls((blocks / scale[:, None]).astype(_FP8), scale, kind, signed, shape,
                        block_size)
-        scaled = blocks / amax[:, None]
-        table = jnp.asarray(qmap(kind, signed))
-        codes = _search(scaled, table, 8 if kind == "8bit" else 4)
+        codes = _search(blocks / amax[:, None], kind, signed)
         if kind == "4bit":
             codes = (codes[:, 0::2] << 4) | codes[:, 1::2]
         return cls(codes, amax, kind, signed, shape, block_size)

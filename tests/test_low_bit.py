@@ -5,22 +5,28 @@ torchao runs on CPU through ``torch.compile`` (inductor + gcc): its first compil
 once, on a model with a quantized matrix, a quantized vector and a small float32 bias, and
 keeps its trajectory, its ``state_dict()`` half way and its final moments.
 
-Tolerance (derived, not fitted). Bitwise equality is out of reach: XLA:CPU contracts the lerp
-``m + w * (g - m)`` into one FMA and its fused division is not IEEE-exact, while inductor
-compiles torchao without contraction, so some float32 moments differ by an ulp before they
-are quantized. An ulp moves a value across a rounding boundary of the code table rarely; when
-it does, that element's code differs by one (the adjacent entry), or a block's max differs by an
-ulp and so does its scale. The parameter update of the step itself uses the unquantized moments
-(torchao's "high precision copy"), so it differs by a few float32 ulps only; a flipped code
-changes the moments read at the *next* steps, and from then on that element may follow its own
-Adam trajectory. Adam moves an element by at most ``lr * (1 - beta1) / sqrt(1 - beta2)`` per
-step (``|m_hat| / sqrt(v_hat)`` is bounded by that ratio, 3.16 for the defaults), so two such
-trajectories stay within ``2 * steps * lr * 3.16`` of each other: the bound on the max abs error.
-What makes the test sharp is the count: an element differs by more than a few ulps only if one
-of its codes flipped, which happens to a small fraction of the elements (< 2% asserted, the
-measured fraction is printed), and every other element agrees to ``4 * steps`` float32 ulps
-of the parameter's magnitude (each step adds at most ~4 ulps of rounding difference: the
-lerp, the division, the product with lr and the subtraction).
+Tolerance (derived, not fitted). optx computes torchao's float32 operations in its order,
+and keeps XLA from contracting a product and a sum into an FMA (inductor never does; see
+``optx.optimizers.adam_low_bit``), so Adam8bit, Adam4bit and AdamFp8 come out bitwise equal
+here. Two effects remain possible and bound the test:
+
+* AdamW's new parameter ``(p - lr*wd*p) - step`` is handed out as the delta ``new_p - p``,
+  exact when ``new_p`` is within a factor of two of ``p`` (Sterbenz) and otherwise rounded: a
+  parameter crossing zero may land an ulp of ``p`` away (~1e-9 here), and the next steps
+  read that parameter, so such an element drifts by a few of its ulps per step.
+* A rounding difference in a float32 moment can move it across a rounding boundary of the
+  code table: that element's code differs by one (the adjacent entry), or a block's scale by
+  an ulp. The step itself uses the unquantized moments (torchao's "high precision copy"); the
+  flipped code changes the moments read at the next steps, and from then on that element may
+  follow its own Adam trajectory. Adam moves an element by at most ``lr * (1 - beta1) /
+  sqrt(1 - beta2)`` per step (3.16 lr for the defaults), so two such trajectories stay within
+  ``2 * steps * lr * 3.16``: the bound asserted on the max abs error.
+
+What makes the test sharp is the count: every element must agree to ``4 * steps`` float32 ulps
+of the parameter's magnitude (each step adds at most ~4 ulps of rounding difference: the decay,
+the lerp, the division and the subtraction), except a fraction below 0.1 % (measured: 0 for
+Adam, ~0.003 % for AdamW, printed with ``-s``), and the codes that differ at the end are
+counted (measured: none).
 """
 
 from __future__ import annotations
@@ -165,7 +171,7 @@ def check_trajectory(cls: str, ours, theirs, first_step: int = 1) -> dict[str, f
     fraction = far / total
     print(f"{cls}: max abs {worst_abs:.3g}, max rel {worst_rel:.3g}, "
           f"{far}/{total} elements beyond 4 ulps/step ({100 * fraction:.3f} %)")
-    assert fraction < 0.02, (cls, fraction)
+    assert fraction < 0.001, (cls, fraction)
     return {"abs": worst_abs, "rel": worst_rel, "fraction": fraction}
 
 
@@ -233,7 +239,7 @@ def test_trajectory_matches_torchao(cls, torchao_runs):
     check_trajectory(cls, ours, run["traj"])
     differ, total = count_code_differences(optx_moments(state), run["final"])
     print(f"{cls}: {differ}/{total} codes differ after {STEPS} steps")
-    assert differ <= 0.02 * total
+    assert differ <= 0.001 * total
 
 
 @pytest.mark.parametrize("cls", CLASSES)
@@ -253,3 +259,23 @@ def test_torchao_state_dict_loads_and_continues(cls, torchao_runs):
         opt.step({n: jnp.asarray(g) for n, g in grads_at(k).items()})
         traj.append({n: np.asarray(v) for n, v in opt.params.items()})
     check_trajectory(cls, traj, run["traj"][HALF:], first_step=1)
+
+
+@pytest.mark.parametrize("kind", ["8bit", "4bit"])
+def test_code_lookup_is_torchaos_binary_search(kind):
+    """optx rounds to codes with a lookup on the float's top 16 bits; torchao's branchless
+    binary search gives the same code for every float32 in [-1, 1] (a sweep of 2.1 M bit
+    patterns, every 1021st, both signs; 0, +-1 and the table entries themselves)."""
+    from torchao.optim.quant_utils import quantize_4bit_with_qmap, quantize_8bit_with_qmap
+
+    from optx.quantized import _search
+
+    bits = np.arange(0, 0x3F800001, 1021, dtype=np.uint32)
+    for signed in (True, False):
+        table = qmap(kind, signed)
+        x = np.concatenate([bits.view(np.float32), -bits.view(np.float32), table,
+                            np.float32([0.0, 1.0, -1.0])])
+        search = quantize_8bit_with_qmap if kind == "8bit" else quantize_4bit_with_qmap
+        ref = search(torch.tensor(x), torch.tensor(table)).numpy()
+        ours = np.asarray(jax.jit(_search, static_argnums=(1, 2))(jnp.asarray(x), kind, signed))
+        assert np.array_equal(ours, ref)

@@ -74,6 +74,12 @@ def new_slot(p: Any, kind: str, signed: bool, block_size: int) -> Any:
     return jnp.zeros(shape, jnp.result_type(p))
 
 
+def _lerp(start: Array, end: Array, w: torch_ops.PreparedLerp, one: Array) -> Array:
+    """``start.lerp(end, w)`` for a scalar weight (:func:`optx.torch_ops.lerp`'s formula), the
+    product rounded before the sum as inductor computes it (see :func:`single_param_adam`)."""
+    return lax.select(w.small, start, end) + (w.coef * (end - start)) * one
+
+
 def _load(slot: Any) -> Array:
     return slot.dequantize() if isinstance(slot, QuantizedArray) else slot.astype(jnp.float32)
 
@@ -105,6 +111,7 @@ def coefficients(hp: dict[str, Any], t: Array) -> dict[str, Any]:
         "bias_correction1": f32(1) - _pow_f32(beta1, t),
         "bias_correction2_sqrt": jnp.sqrt(f32(1) - _pow_f32(beta2, t)),
         "eps": jnp.asarray(hp["eps"]).astype(f32),
+        "one": f32(1),  # opaque once passed through _once_per_step (see single_param_adam)
     }
 
 
@@ -130,14 +137,19 @@ def single_param_adam(p: Array, g: Array, slots: dict[str, Any], c: dict[str, An
                       is_adamw: bool, key: Array | None) -> tuple[Any, dict[str, Any]]:
     """torchao's ``single_param_adam`` for one parameter: ``(new_p, new_slots)`` (see the
     module docstring); ``key`` given: stochastic rounding to bfloat16."""
+    # XLA contracts ``a + b * c`` into an FMA where its fusion puts both in one kernel (so the
+    # result would depend on fusion, which sharding changes); inductor never does. ``one`` is
+    # a runtime 1.0 (a coefficient XLA cannot fold): ``a + (b * c) * one`` is exact whether
+    # or not XLA contracts it, since an FMA of the rounded ``b * c`` with 1.0 adds it exactly.
+    one = c["one"]
     p32 = p.astype(jnp.float32)
     g32 = g.astype(jnp.float32)
     if is_adamw:
-        p32 = p32 - c["lr_wd"] * p32
+        p32 = p32 - (c["lr_wd"] * p32) * one
     else:
-        g32 = g32 + c["weight_decay"] * p32
-    m = torch_ops.lerp(_load(slots["exp_avg"]), g32, c["one_minus_beta1"])
-    v = torch_ops.lerp(_load(slots["exp_avg_sq"]), g32 * g32, c["one_minus_beta2"])
+        g32 = g32 + (c["weight_decay"] * p32) * one
+    m = _lerp(_load(slots["exp_avg"]), g32, c["one_minus_beta1"], one)
+    v = _lerp(_load(slots["exp_avg_sq"]), (g32 * g32) * one, c["one_minus_beta2"], one)
     new = {"exp_avg": _store(slots["exp_avg"], m), "exp_avg_sq": _store(slots["exp_avg_sq"], v)}
     if "max_exp_avg_sq" in slots:
         v = jnp.maximum(_load(slots["max_exp_avg_sq"]), v)
