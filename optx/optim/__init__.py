@@ -18,10 +18,10 @@ from optx.optim.grad_utils import (
     get_total_norm,
 )
 from optx.optim.optimizer import Optimizer
-from optx.optim.torch_interop import to_torch_state_dict
 from optx.optim.schedule_free import _Closure as _ScheduleFreeClosure
 from optx.optim.schedule_free import _TrainEval as _ScheduleFreeTrainEval
 from optx.optim.schedule_free_wrapper import ScheduleFreeWrapper
+from optx.optim.torch_interop import to_torch_state_dict
 from optx.optim.zero_redundancy import ZeroRedundancyOptimizer
 
 # The constructors come from their modules, not from `optx`, whose __init__ imports this package.
