@@ -289,3 +289,40 @@ def test_sigalrm_raising_systemexit_in_a_training_loop():
     opt.step(_grads(opt.params))
     expected.step(_grads(expected.params))
     assert _same(_leaves(opt), _leaves(expected))
+
+
+def test_a_commit_cut_short_leaves_nothing_that_outlives_it():
+    """``__enter__`` run and ``__exit__`` never (what two exceptions in a row inside the block's
+    own code would leave): once the frame that entered is gone, each signal runs its own
+    handler, the next commit still defers signals to its end and puts the user's handlers
+    back."""
+    from optx.optim.interrupts import signals_deferred
+
+    def send(sig):
+        signal.pthread_kill(threading.main_thread().ident, sig)
+
+    def cut_short():
+        signals_deferred().__enter__()
+
+    with Handlers():
+        for sig, exc in ((signal.SIGINT, KeyboardInterrupt), (signal.SIGALRM, Alarm)):
+            cut_short()
+            try:
+                send(sig)
+                for _ in range(10):
+                    pass
+                raise AssertionError(f"signal {sig} ran no handler")
+            except exc:
+                pass
+            cut_short()
+            inside = False
+            try:
+                with signals_deferred():
+                    send(sig)
+                    for _ in range(10):
+                        pass
+                    inside = True
+                raise AssertionError(f"signal {sig} lost in a commit")
+            except exc:
+                assert inside
+            assert Handlers.intact()
