@@ -173,6 +173,7 @@ def schedule_free(
             c["y_coef"] = lr * (beta * (1 - ckp1) - 1)
         slot_leaves = {k: treedef.flatten_up_to(v) for k, v in state.slots.items()}
         deltas, new_slots = [], {k: [] for k in state.slots}
+        cast: dict[Any, dict[str, Array]] = {}  # the coefficients per dtype, converted once
         for i, (g, y) in enumerate(zip(g_leaves, p_leaves)):
             slots = {k: v[i] for k, v in slot_leaves.items()}
             if g is None:  # schedulefree skips `p.grad is None`; the group's k still advances
@@ -180,7 +181,9 @@ def schedule_free(
                 for k in slots:
                     new_slots[k].append(slots[k])
                 continue
-            cd = {k: jnp.asarray(v).astype(y.dtype) for k, v in c.items()}
+            if y.dtype not in cast:
+                cast[y.dtype] = {k: jnp.asarray(v).astype(y.dtype) for k, v in c.items()}
+            cd = cast[y.dtype]
             # schedulefree's `if 'z' not in state: z = clone(p)` at the parameter's first step
             has_z = created[i] if per_leaf else created
             z = lax.select(jnp.broadcast_to(has_z, y.shape), slots["z"], y)

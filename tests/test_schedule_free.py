@@ -417,6 +417,32 @@ def test_functional_composes_with_chain_clipping_and_accumulation():
     assert err(optx.schedule_free_eval_params(state, params), values(ps)) < TOL
 
 
+def test_functional_inside_optax_multisteps():
+    """optax.MultiSteps around optx's schedule-free (optax#1038: it crashed around optax's
+    contrib version). Its accumulator is float32 unless told otherwise: float64 here."""
+    import optax
+
+    kw = dict(lr=0.05, betas=(0.9, 0.99))
+    ps = torch_params()
+    topt = schedulefree.AdamWScheduleFree(ps, **kw)
+    topt.train()
+    tx = optax.MultiSteps(optx.adamw_schedule_free(**kw), 2, accumulator_dtype=jnp.float64)
+    params = [jnp.asarray(w) for w in INIT]
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    for t in range(0, 10, 2):
+        for p, g0, g1 in zip(ps, np_grads(values(ps), t), np_grads(values(ps), t + 1)):
+            p.grad = torch.tensor((g0 + g1) / 2)
+        topt.step()
+        for m in range(2):
+            updates, state = update([jnp.asarray(x) for x in np_grads(params, t + m)], state,
+                                    params)
+            params = optax.apply_updates(params, updates)
+    assert err(params, values(ps)) < TOL
+    topt.eval()
+    assert err(optx.schedule_free_eval_params(state, params), values(ps)) < TOL
+
+
 def test_adapter_with_an_lr_scheduler_on_its_param_groups():
     ps = torch_params()
     topt = schedulefree.SGDScheduleFree(ps, lr=0.1)
