@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from torch_versions import with_newer_defaults
 
 import optx.optim as O
 
@@ -147,13 +148,16 @@ def assert_same(a: Any, b: Any, rtol: float = RTOL, where: str = "") -> None:
 def torch_state_dict(opt: Any) -> dict[str, Any]:
     """``opt.state_dict()`` of a torch optimizer as optx's reads, where they differ on purpose:
     a 1-element tensor hyperparameter (``lr=torch.tensor([1e-3])``) is the Python number optx
-    holds (torch reads it through ``_to_scalar`` at each step)."""
+    holds (torch reads it through ``_to_scalar`` at each step). Under a torch older than a
+    group key optx follows (LBFGS's ``maximize`` before 2.14), the key is added with the value
+    the newer torch stores for an optimizer built without it, its default
+    (:func:`torch_versions.with_newer_defaults`)."""
     sd = opt.state_dict()
     groups = []
     for g in sd["param_groups"]:
         g = {k: v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v
              for k, v in g.items()}
-        groups.append(g)
+        groups.append(with_newer_defaults(type(opt).__name__, g))
     return {**sd, "param_groups": groups}
 
 

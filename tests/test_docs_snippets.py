@@ -56,7 +56,7 @@ def blocks(page: Path) -> list[tuple[int, str, str | None]]:
 
 
 def _run(page: Path, line: int, code: str, namespace: dict) -> None:
-    where = f"{page.relative_to(ROOT)}:{line}"
+    where = f"{page.relative_to(ROOT) if page.is_relative_to(ROOT) else page}:{line}"
     if code.lstrip().startswith(">>>"):
         parser = doctest.DocTestParser()
         test = parser.get_doctest(code, namespace, where, str(page), line)
@@ -139,3 +139,36 @@ def test_demo_plot_has_whole_epochs(tmp_path):
         ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
         assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
         assert (tmp_path / "loss.png").stat().st_size > 0
+
+
+def test_the_runner_reads_setups_skips_and_doctests(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(textwrap.dedent("""\
+        <!-- docs-test: setup
+        x = 2
+        -->
+
+        ```python
+        y = x + 1
+        ```
+
+        <!-- docs-test: skip (not runnable here) -->
+        ```python
+        raise RuntimeError("skipped")
+        ```
+
+        ```python
+        >>> y * 2
+        6
+        ```
+        """))
+    found = blocks(page)
+    assert [(code.strip().split("\n")[0], skip) for _, code, skip in found] == [
+        ("x = 2", None), ("y = x + 1", None),
+        ('raise RuntimeError("skipped")', "not runnable here"), (">>> y * 2", None)]
+    namespace: dict = {}
+    for line, code, skip in found:
+        if skip is None:
+            _run(page, line, code, namespace)
+    with pytest.raises(AssertionError, match="doctest failed"):
+        _run(page, 1, ">>> y\n4\n", namespace)

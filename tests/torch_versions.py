@@ -24,13 +24,21 @@ HAS_2_14 = TORCH >= (2, 14)
 HAS_2_15 = TORCH >= (2, 15)
 
 # Constructor arguments (and param-group keys) that optx's classes take and an older torch's
-# lack: {class name: {argument: the torch version that added it}}.
-ADDED: dict[str, dict[str, tuple[int, int]]] = {"LBFGS": {"maximize": (2, 14)}}
+# lack: {class name: {argument: (the torch version that added it, its default)}}.
+ADDED: dict[str, dict[str, tuple[tuple[int, int], Any]]] = {"LBFGS": {"maximize": ((2, 14), False)}}
 
 
 def newer(name: str) -> set[str]:
     """The arguments of torch class ``name`` that optx has and the installed torch lacks."""
-    return {arg for arg, v in ADDED.get(name, {}).items() if TORCH < v}
+    return {arg for arg, (v, _) in ADDED.get(name, {}).items() if TORCH < v}
+
+
+def with_newer_defaults(name: str, group: dict[str, Any]) -> dict[str, Any]:
+    """A param group of the installed torch's class ``name`` as the newer torch optx follows
+    stores it: each key :func:`newer` lists, missing here, with its default (an optimizer built
+    under the older torch cannot have set it)."""
+    extra = {k: ADDED[name][k][1] for k in newer(name) if k not in group}
+    return {**group, **extra} if extra else group
 
 
 def without_newer(name: str, keys: Iterable[Any]) -> list[Any]:
