@@ -80,9 +80,9 @@ def test_gpu_targets_table_measures_against_the_copy_bandwidth():
 
 def test_low_bit_state_bytes_meet_the_targets():
     """benchmarks/bench_low_bit.py's byte count on its 21 M-parameter model (shapes only)."""
+    import bench_low_bit
     import jax.numpy as jnp
 
-    import bench_low_bit
     import optx
 
     params = {f"w{i}": jnp.zeros((bench_low_bit.SIDE, bench_low_bit.SIDE), jnp.float32)
