@@ -166,7 +166,10 @@ def _search(x: Array, kind: str, signed: bool) -> Array:
     """torchao's rounding of the scaled values ``x`` to codes (see :func:`_lookup`)."""
     base, threshold = _lookup(kind, signed)
     key = lax.bitcast_convert_type(x, jnp.uint32) >> 16
-    codes = jnp.asarray(base)[key] + (x >= jnp.asarray(threshold)[key]).astype(jnp.uint8)
+    def take(table: np.ndarray) -> Array:  # every key indexes the 65536 entries
+        return jnp.asarray(table).at[key].get(mode="promise_in_bounds")
+
+    codes = take(base) + (x >= take(threshold)).astype(jnp.uint8)
     return jnp.where(jnp.isnan(x), jnp.uint8(0), codes)  # torchao's search gives NaN code 0
 
 
@@ -311,7 +314,8 @@ class QuantizedArray:
             if self.kind == "4bit":
                 codes = jnp.stack([codes >> 4, codes & 0b1111], axis=-1).reshape(
                     codes.shape[0], -1)
-            values = jnp.asarray(qmap(self.kind, self.signed))[codes.astype(jnp.int32)]
+            values = jnp.asarray(qmap(self.kind, self.signed)).at[
+                codes.astype(jnp.int32)].get(mode="promise_in_bounds")
         return jnp.reshape(values * self.scale[:, None], self.shape)
 
     @property

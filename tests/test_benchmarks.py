@@ -76,3 +76,18 @@ def test_gpu_targets_table_measures_against_the_copy_bandwidth():
     assert [r[2] for r in rows] == ["optx", "optax"]  # torch's rows are the reference
     assert rows[0][4:8] == ["95%", "yes", "0.95", "yes |"]
     assert rows[1][4:8] == ["50%", "no", "1.80", "no |"]
+
+
+def test_low_bit_state_bytes_meet_the_targets():
+    """benchmarks/bench_low_bit.py's byte count on its 21 M-parameter model (shapes only)."""
+    import bench_low_bit
+    import jax.numpy as jnp
+
+    import optx
+
+    params = {f"w{i}": jnp.zeros((bench_low_bit.SIDE, bench_low_bit.SIDE), jnp.float32)
+              for i in range(bench_low_bit.LAYERS)}
+    assert bench_low_bit.state_bytes_per_param(optx.adamw(), params) == 8.0
+    assert bench_low_bit.state_bytes_per_param(optx.adamw_8bit(), params) <= 2.05
+    assert bench_low_bit.state_bytes_per_param(optx.adamw_fp8(), params) <= 2.05
+    assert bench_low_bit.state_bytes_per_param(optx.adamw_4bit(), params) <= 1.07

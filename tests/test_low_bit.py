@@ -279,3 +279,28 @@ def test_code_lookup_is_torchaos_binary_search(kind):
         ref = search(torch.tensor(x), torch.tensor(table)).numpy()
         ours = np.asarray(jax.jit(_search, static_argnums=(1, 2))(jnp.asarray(x), kind, signed))
         assert np.array_equal(ours, ref)
+
+
+def test_torchao_state_dict_of_another_class_or_block_size_is_refused(torchao_runs):
+    """torchao's real state_dicts: AdamW4bit's into AdamW8bit, and AdamW8bit's (block 256)
+    into an AdamW8bit of block_size 128, each refused naming the mismatch; nothing changes."""
+    params = {n: jnp.asarray(v) for n, v in init_params().items()}
+    cases = [
+        ("AdamW8bit", {}, "AdamW4bit", "torchao's OptimState4bit, but AdamW8bit stores "
+                                       "OptimState8bit"),
+        ("AdamW8bit", {"block_size": 128}, "AdamW8bit",
+         "saved with block_size 256, but this AdamW8bit uses block_size 128"),
+        ("AdamWFp8", {}, "AdamW8bit", "torchao's OptimState8bit, but AdamWFp8 stores "
+                                      "OptimStateFp8"),
+    ]
+    for cls, extra, saved_by, message in cases:
+        opt = getattr(optx.optim, cls)(params, **KWARGS, **extra)
+        opt.step(grads_at(0))
+        before = [np.asarray(x) for x in jax.tree_util.tree_leaves((opt.params, opt.opt_state))]
+        groups = [dict(g) for g in opt.param_groups]
+        with pytest.raises(ValueError, match=message):
+            opt.load_state_dict(torchao_runs[saved_by]["state_dict"])
+        after = [np.asarray(x) for x in jax.tree_util.tree_leaves((opt.params, opt.opt_state))]
+        assert all(np.array_equal(a, b) for a, b in zip(before, after))
+        assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == [
+            {k: v for k, v in g.items() if k != "params"} for g in groups]

@@ -262,6 +262,7 @@ def low_bit_adam(
         key = state.scalars.get("key")
         deltas: list[Any] = []
         new_slots: dict[str, list[Any]] = {k: [] for k in state.slots}
+        after: Array | None = None  # a zero computed from the previous parameter's results
         for i, (g, p) in enumerate(zip(g_leaves, p_leaves)):
             slots = {k: v[i] for k, v in slot_leaves.items()}
             if g is None:
@@ -275,6 +276,11 @@ def low_bit_adam(
                 base = key if key.ndim == 0 else key[i]
                 step = count if steps is None else steps[i]
                 leaf_key = jax.random.fold_in(jax.random.fold_in(base, step), i)
+            if after is not None:
+                # One parameter after the other: ``one`` (used by every product of the
+                # update) plus an exact zero that XLA can only compute once the previous
+                # parameter is done, so its float32 temporaries are freed before this one's.
+                c = {**c, "one": c["one"] + after}
             new_p, new = single_param_adam(p, g, slots, c, is_adamw=is_adamw, key=leaf_key)
             # torchao copies the new value into p; optax wants a delta. new_p - p is exact when
             # new_p is within a factor of two of p (Sterbenz), so p + delta is new_p.
@@ -282,6 +288,8 @@ def low_bit_adam(
                           else (new_p - p).astype(p.dtype))
             for k in state.slots:
                 new_slots[k].append(new[k])
+            done = jnp.max(jnp.abs(deltas[-1])).astype(jnp.float32)
+            after = jnp.where(jnp.isfinite(done), done, jnp.float32(0)) * jnp.float32(0)
         new_state = OptimizerState(
             count=count,
             hyperparams=Hyperparams(hp_lib.advance(spec, state.hyperparams, count)),
