@@ -196,12 +196,15 @@ class Group(dict):
         self._index = index
 
     def __setitem__(self, key: str, value: Any) -> None:
-        if key == "params":
+        if key == "params" or not (type(value) in _PLAIN or type(value) is tuple):
             owner = self._owner()
             if owner is None:
                 raise RuntimeError("this param group's optimizer no longer exists")
-            owner._replace_params(self._index, value)
-            return
+            if key == "params":
+                owner._replace_params(self._index, value)
+                return
+            if key in owner.defaults:  # a 1-element array as a scalar, a list as a tuple
+                value = owner._clean_hyperparams({key: value})[key]
         super().__setitem__(key, value)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
