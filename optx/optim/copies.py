@@ -1,6 +1,6 @@
 """What a copy or pickle of an :class:`optx.optim.Optimizer` keeps, and its restoration:
 torch's (defaults, state, param groups; not the hooks), as arrays and plain values;
-transformations are rebuilt from their arguments."""
+transformations are rebuilt from their arguments. Also its ``repr``, torch's."""
 
 from __future__ import annotations
 
@@ -36,3 +36,17 @@ def restored(opt: Any, saved: dict[str, Any]) -> tuple[Any, ...]:
         data[i] = {"params": [], **group}
     tree = ParamTree(saved["mode"], [list(s.names or ()) for s in slots])
     return slots, data, None, (), tree, dict(saved["extra_state"])
+
+
+def describe(opt: Any) -> str:
+    """torch's ``repr`` of an optimizer: each group's keys but ``params``."""
+    lines = [type(opt).__name__ + " ("]
+    for i, group in enumerate(opt.param_groups):
+        if i:
+            lines.append("")
+        lines.append(f"Parameter Group {i}")
+        for key in sorted(group):
+            if key != "params":
+                lines.append(f"    {key}: {group[key]}")
+    lines.append(")")
+    return "\n".join(lines)

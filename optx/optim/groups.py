@@ -332,7 +332,7 @@ def check_like(slot: Slot, i: int, tree: Any) -> None:
     """Refuses new values for group ``i``'s params that differ in structure, shape or dtype."""
     ours, treedef = jax.tree_util.tree_flatten(slot.params)
     theirs, their_def = jax.tree_util.tree_flatten(tree)
-    if their_def != treedef:
+    if their_def != treedef:  # type: ignore[operator]  # PyTreeDef has no stubs
         raise ValueError(
             f"opt.params = ...: group {i}'s structure {their_def} differs from the params' "
             f"{treedef}")

@@ -1,17 +1,13 @@
 """The one stateful, ``torch.optim``-style optimizer over any optx functional constructor.
 
-Each CamelCase class (``Adam``, ``SGD``, ...) is a name plus a constructor: it gets torch's
-signature and docstring from it (:mod:`optx.optim.signature`). The optimizer keeps one
-:class:`~optx.optim.groups.Slot` per param group (params, state, transformation, names, order)
-beside torch's group dicts, and one :class:`~optx.optim.groups.ParamTree` mapping the user's
-params to the groups. :meth:`Optimizer._commit` is the only place new values are stored, with
-signals deferred (:mod:`.interrupts`), so that a step, a load or a new group is all done or not
-at all. The group dicts in ``param_groups`` are the source of truth for hyperparameters: the
-step reads them as torch does (an edited value is written into that group's
-``state.hyperparams`` as an array of the stored dtype, so editing ``group['lr']`` never
-recompiles; a structural one rebuilds the group's transformation, see :mod:`.groups`).
-Loading and exporting torch's state_dict is :mod:`.state_dict`; torch's ``optimizer.state``
-mapping is :mod:`.state_view`; the compiled update is :mod:`.step`.
+Each CamelCase class (``Adam``, ``SGD``, ...) is a name plus a constructor, whose signature and
+docstring it gets (:mod:`optx.optim.signature`). The optimizer keeps one
+:class:`~optx.optim.groups.Slot` per param group beside torch's group dicts, and one
+:class:`~optx.optim.groups.ParamTree` mapping the user's params to the groups;
+:meth:`Optimizer._commit` is the only place new values are stored (signals deferred, see
+:mod:`.interrupts`): a step, a load or a new group is all done or not at all. The step reads
+the group dicts as torch does (see :mod:`.groups`); :mod:`.step` is what it compiles,
+:mod:`.state_dict` torch's layout and :mod:`.state_view` torch's ``optimizer.state``.
 
 How the params are given decides what :attr:`Optimizer.params` and ``step``'s gradients are:
 
@@ -193,16 +189,11 @@ class Optimizer(HooksMixin):
         """Stores new values: the only place that does, and the only one deferring signals, so
         a handler's exception (Ctrl-C, SIGTERM's SystemExit) never lands half-way.
 
-        Args:
-          slots: the groups' slots after the change (some may be the current objects).
-          data: new contents of group dicts by index (an index past the end appends a group);
-            ``None``: only each group's ``params`` follow its slot.
-          run: the step's donating update ``run(*args) -> (params, states)``, called inside:
-            from its start until the new values are stored, the old ones are deleted.
-          args: ``run``'s arguments.
-          tree: a new map of the user's params to the groups.
-          extra: new user entries of ``state`` that are not parameters.
-          recompile: forget the compiled steps (the groups' transformations changed)."""
+        ``slots``: the groups' slots after the change; ``data``: new contents of group dicts by
+        index (one past the end appends a group); ``run(*args) -> (params, states)``: the step's
+        donating update, called inside (the old buffers are deleted from its start until the new
+        ones are stored); ``tree``/``extra``: a new params map / new non-parameter state
+        entries; ``recompile``: the groups' transformations changed."""
         with signals_deferred():
             if run is not None:
                 new_params, new_states = run(*args)
@@ -416,7 +407,8 @@ class Optimizer(HooksMixin):
             states = [s.state for s in slots]
         fn = self._compiled(template)
         key = None if template is None else template.key
-        if key in self._cold:
+        cold = key in self._cold
+        if cold:
             # Traced and compiled before the commit (the call then finds it in jax's caches),
             # so that a Ctrl-C during a long first compile is not held back until it ends.
             if hasattr(fn, "lower") and not jax.config.jax_disable_jit:  # type: ignore[attr-defined]
@@ -429,6 +421,8 @@ class Optimizer(HooksMixin):
                 raise
             grads = _unaliased(grads, jax.tree_util.tree_leaves(states))
             self._commit(slots, run=fn, args=(params, states, grads, value, captured))
+        if cold and template is not None and closure is not None:  # LBFGS traced it again
+            self._jitted[self._closure_grads.rekey(closure, key)] = fn
         return loss
 
     def _synced(self, slots: list[Slot], i: int) -> list[Slot]:
@@ -489,16 +483,7 @@ class Optimizer(HooksMixin):
         self._load_state_dict_with_hooks(state_dict, load)
 
     def __repr__(self) -> str:
-        lines = [type(self).__name__ + " ("]
-        for i, group in enumerate(self.param_groups):
-            if i:
-                lines.append("")
-            lines.append(f"Parameter Group {i}")
-            for key in sorted(group):
-                if key != "params":
-                    lines.append(f"    {key}: {group[key]}")
-        lines.append(")")
-        return "\n".join(lines)
+        return copies.describe(self)
 
     # ------------------------------------------------------------------ copies
     def __getstate__(self) -> dict[str, Any]:

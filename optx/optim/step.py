@@ -70,6 +70,7 @@ class ClosureGrads:
             template, captured = closure_cache.by_identity(closure), ()
         for attempt in range(2):
             fn = self._fns.get(template.key)
+            fresh = fn is None
             if fn is None:
                 _check_closure(closure)
                 self._warn_recompiles(template)
@@ -79,6 +80,8 @@ class ClosureGrads:
                 self._fns[template.key] = fn
             try:
                 loss, grads = fn(params, captured)
+                if fresh:
+                    self.rekey(closure, template.key, fn)
                 return loss, grads, template, captured
             except closure_cache.TRACER_ERRORS:
                 # The closure needs a captured array's value while tracing: it was a constant
@@ -88,6 +91,16 @@ class ClosureGrads:
                 self._fns[template.key] = _BY_IDENTITY
                 template, captured = closure_cache.by_identity(closure), ()
         raise AssertionError("unreachable")
+
+    def rekey(self, closure: Callable[..., Any], key: Any, fn: Any = None) -> Any:
+        """After a trace: ``closure``'s key now (a log it appended to has grown), also mapped to
+        ``fn`` (by default the function of ``key``), so that what the trace itself wrote is not
+        taken for a new input."""
+        new, _ = closure_cache.split(closure)
+        fn = self._fns.get(key) if fn is None else fn
+        if new.key != key and new.cells is not None and fn is not None:
+            self._fns.setdefault(new.key, fn)
+        return new.key
 
     def _warn_recompiles(self, template: closure_cache.Template) -> None:
         """Warns once per closure code compiled ``_RECOMPILE_WARNING_AT`` times: a value it
