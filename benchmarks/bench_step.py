@@ -162,7 +162,7 @@ def _worker_jax(impl: str, opt_name: str, leaves: int, total: int, reps: int) ->
         # XLA's buffer plan for the adapter's own jitted step, called as step() calls it (the
         # lowering hits the jit cache's trace; params and state are donated, so they alias).
         fn = opt._compiled(None)
-        args = (list(opt._params), list(opt._states), [grads], None, ())
+        args = ([s.params for s in opt._slots], [s.state for s in opt._slots], [grads], None, ())
         mem = fn.lower(*args).compile().memory_analysis()
         if mem is not None:
             out.update(peak_bytes=_xla_peak(mem), peak_method="xla_memory_analysis")

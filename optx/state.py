@@ -41,9 +41,22 @@ class Hyperparams(dict):  # type: ignore[type-arg]
         return f"Hyperparams({dict.__repr__(self)}, fixed={self.fixed!r}, who={self.who!r})"
 
 
+# Flattening runs at every jitted call that takes or returns a state, in Python (a custom
+# node): the pytree metadata ``(sorted keys, sorted fixed items, who)`` is kept on the instance
+# with the key set and ``fixed`` it was made from, and reused while they are unchanged.
+def _aux(hp: Hyperparams) -> tuple[Any, ...]:
+    cached = hp.__dict__.get("_aux")
+    if (cached is not None and cached[2] is hp.fixed and cached[0][2] is hp.who
+            and hp.keys() == cached[1]):
+        return cached[0]  # type: ignore[no-any-return]
+    aux = (tuple(sorted(hp)), tuple(sorted(hp.fixed.items())), hp.who)  # as jax flattens a dict
+    hp.__dict__["_aux"] = (aux, frozenset(aux[0]), hp.fixed)
+    return aux
+
+
 def _flatten(hp: Hyperparams) -> tuple[list[Any], Any]:
-    keys = tuple(sorted(hp))  # as jax flattens a dict
-    return [hp[k] for k in keys], (keys, tuple(sorted(hp.fixed.items())), hp.who)
+    aux = _aux(hp)
+    return list(map(hp.__getitem__, aux[0])), aux
 
 
 def _flatten_with_keys(hp: Hyperparams) -> tuple[list[Any], Any]:
@@ -53,7 +66,12 @@ def _flatten_with_keys(hp: Hyperparams) -> tuple[list[Any], Any]:
 
 def _unflatten(aux: Any, children: Any) -> Hyperparams:
     keys, fixed, who = aux
-    return Hyperparams(zip(keys, children), dict(fixed), who)
+    hp = dict.__new__(Hyperparams)
+    dict.update(hp, zip(keys, children))
+    hp.fixed = dict(fixed)
+    hp.who = who
+    hp.__dict__["_aux"] = (aux, frozenset(keys), hp.fixed)
+    return hp
 
 
 jax.tree_util.register_pytree_with_keys(Hyperparams, _flatten_with_keys, _unflatten, _flatten)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import optx.optim as O
+import optx.optim.groups as groups_module
 import optx.optim.step as step_module
 
 P0 = {"w": np.array([[0.5, -1.0], [0.25, 2.0]]), "b": np.array([0.1, -0.3])}
@@ -153,11 +154,11 @@ def test_interrupt_while_preparing_hyperparameters(monkeypatch):
     opt = _make()
     opt.step(_loss)
 
-    def interrupted(i):
+    def interrupted(state, args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(opt, "_write_hyperparams", interrupted)
-    opt.param_groups[0]["lr"] = opt.param_groups[0]["lr"]  # an edit to write before the step
+    monkeypatch.setattr(groups_module, "with_hyperparams", interrupted)
+    opt.param_groups[0]["lr"] = opt.param_groups[0]["lr"] * 1.0  # an edit (a new object)
     with pytest.raises(KeyboardInterrupt):
         opt.step(_loss)
     monkeypatch.undo()

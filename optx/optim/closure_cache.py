@@ -39,11 +39,20 @@ What is deliberately keyed by identity, as not part of what a loss computes:
 
 * optx's own objects (the optimizer, a scheduler): a closure calls ``opt.zero_grad()`` as in
   torch, but its params come as its argument;
-* a captured list or set the closure only appends or adds to (``traces.append(...)``): a log,
-  not an input (it is appended to at trace time only, like a ``print``);
-* modules, classes, builtins and functions of installed packages and the standard library:
-  what they read (``config.SCALE`` of a module, a class attribute, a library's globals) is
-  read at trace time, as with any ``jax.jit``; so is what a ``jax.jit``-wrapped function reads.
+* modules, classes, builtins and functions of installed packages (any top-level package an
+  installed distribution provides, per ``importlib.metadata``) and the standard library: what
+  they read (``config.SCALE`` of a module, a class attribute, a library's globals) is read at
+  trace time, as with any ``jax.jit``; so is what a ``jax.jit``-wrapped function reads.
+
+* a captured list, set or deque the closure only appends or adds to (``traces.append(...)``):
+  a log, not an input. This is learned from what the closure does, not from its bytecode: while
+  it is traced, each captured container stands behind a recorder that notes whether anything
+  reads it; one only ever appended to is keyed by identity from then on. After each compile the
+  closure is keyed again, so the compiled function also serves what its own trace left behind
+  (a tracer appended to a log is never passed as an argument).
+
+Nothing here reads bytecode: the globals a function may read are its code's ``co_names``, so
+every Python release behaves alike.
 
 A closure reaching more than ``_MAX_NODES`` objects (say a captured object holding a whole
 data pipeline) cannot be keyed cheaply: it is traced anew at every step (correct, but slow),
@@ -54,12 +63,13 @@ from __future__ import annotations
 
 import array
 import collections
-import dis
 import functools
+import importlib.metadata
 import itertools
 import sys
 import types
 import warnings
+import weakref
 from typing import Any, Callable, Hashable, NamedTuple
 
 import jax
@@ -76,11 +86,6 @@ TRACER_ERRORS: tuple[type[Exception], ...] = (
 )
 
 _ARRAY_TYPES = (jax.Array, np.ndarray)
-_GLOBAL_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
-_NAME_LOADS = _GLOBAL_LOADS | {"LOAD_DEREF", "LOAD_CLASSDEREF", "LOAD_FAST"}
-# Methods that only put something into a container: a closure that only calls these on a
-# captured name logs into it, its contents are no input of the loss.
-_WRITE_ONLY_METHODS = frozenset({"append", "appendleft", "extend", "add", "insert"})
 _SCALARS = (bool, int, str, bytes, type(None), type(Ellipsis))
 # Above this many objects reached, a closure is not keyed (walking it would cost too much).
 _MAX_NODES = 10_000
@@ -126,6 +131,62 @@ class _Ref:
 
 class _Uncacheable(Exception):
     pass
+
+
+# What each closure code was seen doing, while traced, to the lists, sets and deques it
+# captures (by free-variable or global name): only putting things in (a log), or reading.
+_WRITE_METHODS = frozenset({"append", "appendleft", "extend", "add", "insert"})
+_CONTAINERS = (list, set, collections.deque)
+_writes: weakref.WeakKeyDictionary[types.CodeType, set[str]] = weakref.WeakKeyDictionary()
+_reads: weakref.WeakKeyDictionary[types.CodeType, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _write_only(code: types.CodeType) -> frozenset[str]:
+    """The captured names ``code``'s traces only ever put things into (nothing read)."""
+    return frozenset(_writes.get(code, set()) - _reads.get(code, set()))
+
+
+class _Recorder:
+    """Stands for a captured list, set or deque while the closure is traced: forwards every
+    operation to it and records whether one reads it (anything but ``append``-like calls)."""
+
+    __slots__ = ("_target", "_code", "_name")
+
+    def __init__(self, target: Any, code: types.CodeType, name: str) -> None:
+        self._target, self._code, self._name = target, code, name
+
+    def _read(self) -> Any:
+        _reads.setdefault(self._code, set()).add(self._name)
+        return self._target
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr in _WRITE_METHODS:
+            _writes.setdefault(self._code, set()).add(self._name)
+            return getattr(self._target, attr)
+        return getattr(self._read(), attr)
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+    def __iter__(self) -> Any:
+        return iter(self._read())
+
+    def __contains__(self, x: Any) -> bool:
+        return x in self._read()
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._read()[i]
+
+    def __bool__(self) -> bool:
+        return bool(self._read())
+
+    def __eq__(self, other: object) -> bool:
+        return self._read() == other  # type: ignore[no-any-return]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self._read())
 
 
 class _Walk:
@@ -233,13 +294,17 @@ def _value_hashable(v: Any) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1)
+def _distributed() -> frozenset[str]:
+    """Top-level names of the installed distributions' packages (their metadata, not paths)."""
+    return frozenset(importlib.metadata.packages_distributions())
+
+
 @functools.lru_cache(maxsize=1024)
 def _library_module(name: str) -> bool:
     top = name.partition(".")[0]
-    if top in _LIBRARY_PACKAGES or top in sys.stdlib_module_names or top == "builtins":
-        return True
-    file = getattr(sys.modules.get(name), "__file__", None) or ""
-    return "site-packages" in file or "dist-packages" in file
+    return (top in _LIBRARY_PACKAGES or top in sys.stdlib_module_names or top == "builtins"
+            or top in _distributed())
 
 
 def _is_library(v: Any) -> bool:
@@ -275,41 +340,28 @@ def _uncacheable(fn: Callable[..., Any]) -> Hashable:
 
 @functools.lru_cache(maxsize=256)
 def _loaded_globals(code: types.CodeType) -> tuple[str, ...]:
-    """The global names ``code`` (and the code nested in it) loads."""
-    names = {i.argval for i in dis.get_instructions(code) if i.opname in _GLOBAL_LOADS}
+    """The names ``code`` (and the code nested in it) may load as globals: its ``co_names``,
+    which also lists attribute names (a superset: a global that shares an attribute's name is
+    keyed too, harmlessly). No bytecode is read, so no Python release's opcodes matter."""
+    names = set(code.co_names)
     for c in code.co_consts:
         if isinstance(c, types.CodeType):
             names.update(_loaded_globals(c))
     return tuple(sorted(names))
 
 
-@functools.lru_cache(maxsize=256)
-def _write_only(code: types.CodeType) -> frozenset[str]:
-    """The names ``code`` (nested code included) only ever calls ``append``-like methods on."""
-    only: set[str] = set()
-    other: set[str] = set()
-
-    def scan(c: types.CodeType) -> None:
-        ins = list(dis.get_instructions(c))
-        for i, nxt in zip(ins, ins[1:] + [None]):
-            if i.opname in _NAME_LOADS:
-                logs = (nxt is not None and nxt.opname in ("LOAD_METHOD", "LOAD_ATTR")
-                        and nxt.argval in _WRITE_ONLY_METHODS)
-                (only if logs else other).add(i.argval)
-        for k in c.co_consts:
-            if isinstance(k, types.CodeType):
-                scan(k)
-
-    scan(code)
-    return frozenset(only - other)
+def _is_dynamic(x: Any) -> bool:
+    """An array to pass as an argument; a tracer a trace left in a captured container (a log
+    it appended to) is no input."""
+    return isinstance(x, _ARRAY_TYPES) and not isinstance(x, jax.core.Tracer)
 
 
 def _split_value(v: Any, walk: _Walk, write_only: bool) -> tuple[_Tree, Hashable, list[Any]]:
     whole = _Tree(jax.tree_util.tree_structure(0), (v,), (False,))
-    if write_only and isinstance(v, (list, set)) or _is_library(v):
+    if write_only and isinstance(v, _CONTAINERS) or _is_library(v):
         return whole, ("static", _Ref(v)), []
     leaves, treedef = jax.tree_util.tree_flatten(v)
-    is_array = tuple(isinstance(x, _ARRAY_TYPES) for x in leaves)
+    is_array = tuple(_is_dynamic(x) for x in leaves)
     try:
         hash(treedef)
     except TypeError:  # aux data that cannot be hashed: not split
@@ -333,9 +385,9 @@ def split(fn: Callable[..., Any]) -> tuple[Template, tuple[Any, ...]]:
     code = fn.__code__
     # A loop at a script's top level defines the closure there: its batch is a global.
     global_names = tuple(n for n in _loaded_globals(code) if n in fn.__globals__)
-    names = [*code.co_freevars, "", ""] + list(global_names)
     values += [fn.__defaults__, fn.__kwdefaults__]
     values += [fn.__globals__[n] for n in global_names]
+    names = [*code.co_freevars, "", ""] + list(global_names)
     write_only = _write_only(code)
     walk = _Walk()
     trees, keys, arrays = [], [], []
@@ -362,9 +414,15 @@ def rebuild(template: Template, arrays: tuple[Any, ...]) -> Callable[..., Any]:
         values.append(jax.tree_util.tree_unflatten(tree.treedef, leaves))
     fn = template.fn
     n = len(values) - len(template.global_names)
+    names = [*fn.__code__.co_freevars, "", ""] + list(template.global_names)
+    recorded = False
+    for i, (name, v, tree) in enumerate(zip(names, values, template.cells)):
+        if name and type(v) in _CONTAINERS and not any(tree.is_array):
+            values[i] = _Recorder(v, fn.__code__, name)  # learns whether the trace reads it
+            recorded = recorded or i >= n
     *cells, defaults, kwdefaults = values[:n]
     namespace = fn.__globals__
-    if any(any(t.is_array) for t in template.cells[n:]):  # a copy holding the traced globals
+    if recorded or any(any(t.is_array) for t in template.cells[n:]):  # a copy, traced globals
         namespace = {**namespace, **dict(zip(template.global_names, values[n:]))}
     new = types.FunctionType(
         fn.__code__, namespace, fn.__name__, defaults,

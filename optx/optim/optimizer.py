@@ -1,16 +1,13 @@
 """The one stateful, ``torch.optim``-style optimizer over any optx functional constructor.
 
-Each CamelCase class (``Adam``, ``SGD``, ...) is a name plus a constructor: it gets torch's
-signature and docstring from it (:mod:`optx.optim.signature`). Everything else lives here and in
-the modules it is split into: param groups (:mod:`.groups`), the compiled step (:mod:`.step`),
-torch's ``optimizer.state`` mapping (:mod:`.state_view`) and the state_dict layout
-(:mod:`.state_dict`). The group dicts in ``param_groups`` are the source of truth for
-hyperparameters: an edited value is written into that group's ``state.hyperparams`` before the
-next step (an array of the stored dtype, so editing ``group['lr']`` never recompiles); a
-structural one (``amsgrad``), or one of the layout's ``structural_zeros`` crossing zero (a
-``momentum`` raised from 0, which allocates a buffer, a ``weight_decay`` set to 0), rebuilds that
-group's transformation: torch switches branch there, and optx compiles only the branches the
-groups take.
+Each CamelCase class (``Adam``, ``SGD``, ...) is a name plus a constructor, whose signature and
+docstring it gets (:mod:`optx.optim.signature`). The optimizer keeps one
+:class:`~optx.optim.groups.Slot` per param group beside torch's group dicts, and one
+:class:`~optx.optim.groups.ParamTree` mapping the user's params to the groups;
+:meth:`Optimizer._commit` is the only place new values are stored (signals deferred, see
+:mod:`.interrupts`): a step, a load or a new group is all done or not at all. The step reads
+the group dicts as torch does (see :mod:`.groups`); :mod:`.step` is what it compiles,
+:mod:`.state_dict` torch's layout and :mod:`.state_view` torch's ``optimizer.state``.
 
 How the params are given decides what :attr:`Optimizer.params` and ``step``'s gradients are:
 
@@ -24,16 +21,16 @@ How the params are given decides what :attr:`Optimizer.params` and ``step``'s gr
 from __future__ import annotations
 
 import inspect
-import warnings
 from typing import Any, Callable
 
 import jax
-import numpy as np
 
 from optx import validation
 from optx.layout import TorchLayout, layout_of
-from optx.optim import param_names
-from optx.optim.groups import Group, Meta, given_arrays, leaves_in_order
+from optx.optim import copies, new_group, param_names
+from optx.optim import groups as G
+from optx.optim import step as S
+from optx.optim.groups import Group, ParamTree, Slot
 from optx.optim.hooks import (
     HooksMixin,
     RemovableHandle,
@@ -43,9 +40,8 @@ from optx.optim.hooks import (
 )
 from optx.optim.interrupts import signals_deferred
 from optx.optim.signature import class_doc, torch_init
-from optx.optim.state_dict import copy_tree, export_state_dict, extra_state, load_groups
+from optx.optim.state_dict import copy_tree, export_state_dict, extra_state, loaded_slots
 from optx.optim.state_view import StateMapping
-from optx.optim.step import StepMixin
 
 __all__ = [
     "Optimizer",
@@ -54,11 +50,7 @@ __all__ = [
     "register_optimizer_step_pre_hook",
 ]
 
-_FLOAT_TYPES = (float, int, np.floating, np.integer)
-_DUPLICATE = (
-    "optimizer contains a parameter group with duplicate parameters; in future, this will "
-    "cause an error; see github.com/pytorch/pytorch/issues/40967 for more information"
-)
+_MISSING: Any = object()
 
 
 def _is_group_list(params: Any) -> bool:
@@ -77,15 +69,13 @@ def _as_tuples(value: Any) -> Any:
     return value
 
 
-def _freeze(v: Any) -> Any:
-    try:
-        hash(v)
-        return v
-    except TypeError:
-        return id(v)
+def _unaliased(grads: Any, donated: list[Any]) -> Any:
+    """``grads`` with each leaf that is one of the ``donated`` arrays copied."""
+    ids = set(map(id, donated))
+    return jax.tree_util.tree_map(lambda g: copy_tree(g) if id(g) in ids else g, grads)
 
 
-class Optimizer(StepMixin, HooksMixin):
+class Optimizer(HooksMixin):
     """torch.optim.Optimizer's surface over an optx functional constructor.
 
     A subclass names the constructor (``_constructor = optx.adam``) and gets torch's signature
@@ -109,7 +99,8 @@ class Optimizer(StepMixin, HooksMixin):
         :mod:`optx.optim.state_view`).
       opt_state: the functional state, as optax and flax call it (a list, one per group, with
         several groups).
-      params: the current parameters (see the module docstring for their shape).
+      params: the current parameters (see the module docstring for their shape); assigning a
+        tree of the same structure, shapes and dtypes replaces their values (the state stays).
     """
 
     _constructor: Callable[..., Any]
@@ -135,9 +126,20 @@ class Optimizer(StepMixin, HooksMixin):
     def __init__(self, params: Any, **kwargs: Any) -> None:
         self._construct(params, kwargs)
 
-    def _construct(self, params: Any, arguments: dict[str, Any]) -> None:
+    def _init_empty(self) -> None:
         self._init_hooks()
-        self._init_step()
+        self._slots: list[Slot] = []
+        self._tree = ParamTree("tree", [])
+        self._extra_state: dict[Any, Any] = {}
+        self._jitted: dict[Any, Callable[..., Any]] = {}
+        self._cold: set[Any] = set()  # keys of compiled steps not traced yet
+        # A list, so the compiled functions count their traces without referencing self.
+        self._trace_counter = [0]
+        self._closure_grads = S.ClosureGrads()
+        self._named_view: dict[str, Any] | None = None
+
+    def _construct(self, params: Any, arguments: dict[str, Any]) -> None:
+        self._init_empty()
         defaults = self._signature_defaults()
         unknown = set(arguments) - set(defaults)
         if unknown:
@@ -161,17 +163,10 @@ class Optimizer(StepMixin, HooksMixin):
         """torch's list of group dicts: ``params`` (the group's arrays in torch's order), each
         hyperparameter, and ``param_names`` for named groups. An edited value takes effect at
         the next step."""
-        self._params: list[Any] = []
-        self._states: list[Any] = []
-        self._txs: list[Any] = []
-        self._meta: list[Meta] = []
-        self._extra_state: dict[Any, Any] = {}
-        self._changed: set[int] = set()
         if _is_group_list(params):
-            self._mode = "groups"
+            self._tree = ParamTree("groups", [])
             groups = list(params)
         else:
-            self._mode = "tree"
             if not jax.tree_util.tree_leaves(params):
                 raise ValueError("optimizer got an empty parameter list")
             groups = [{"params": params}]
@@ -186,6 +181,43 @@ class Optimizer(StepMixin, HooksMixin):
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         }
 
+    # ------------------------------------------------------------------ the one commit
+    def _commit(self, slots: list[Slot], data: dict[int, dict[str, Any]] | None = None,
+                run: Callable[..., Any] | None = None, args: tuple[Any, ...] = (),
+                tree: ParamTree | None = None, extra: dict[Any, Any] | None = None,
+                recompile: bool = False) -> None:
+        """Stores new values: the only place that does, and the only one deferring signals, so
+        a handler's exception (Ctrl-C, SIGTERM's SystemExit) never lands half-way.
+
+        ``slots``: the groups' slots after the change; ``data``: new contents of group dicts by
+        index (one past the end appends a group); ``run(*args) -> (params, states)``: the step's
+        donating update, called inside (the old buffers are deleted from its start until the new
+        ones are stored); ``tree``/``extra``: a new params map / new non-parameter state
+        entries; ``recompile``: the groups' transformations changed."""
+        with signals_deferred():
+            if run is not None:
+                new_params, new_states = run(*args)
+                for s, p, st in zip(slots, new_params, new_states):
+                    s.params, s.state = p, st
+            groups = self.param_groups
+            for i, g in (data or {}).items():
+                if i == len(groups):
+                    groups.append(Group(self, i, g))
+                else:
+                    dict.clear(groups[i])
+                    dict.update(groups[i], g)
+            for g, s in zip(groups, slots):
+                leaves = jax.tree_util.tree_leaves(s.params)
+                dict.__setitem__(g, "params", list(map(leaves.__getitem__, s.order)))
+            if recompile:
+                self._jitted.clear()
+            self._slots = slots
+            self._named_view = None
+            if tree is not None:
+                self._tree = tree
+            if extra is not None:
+                self._extra_state = extra
+
     # ------------------------------------------------------------------ groups
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Adds a param group (torch's ``add_param_group``): its keys override the defaults.
@@ -196,76 +228,13 @@ class Optimizer(StepMixin, HooksMixin):
 
         Args:
           param_group: a dict with ``params`` (arrays, ``(name, array)`` pairs or a pytree,
-            none of them already in a group) and any hyperparameters to override the
-            defaults; a missing one takes its value in ``defaults``."""
-        if not isinstance(param_group, dict) or "params" not in param_group:
-            raise TypeError("param_group must be a dict with a 'params' entry")
-        # torch keeps unknown keys (e.g. 'initial_lr', user tags); they are simply not passed on.
-        group = self._clean_hyperparams(
-            {k: v for k, v in param_group.items() if k not in ("params", "param_names")})
-        for k, v in self.defaults.items():
-            if k not in group and v is inspect.Parameter.empty:
-                raise ValueError(
-                    "parameter group didn't specify a value of required optimization parameter "
-                    + k
-                )
-            group.setdefault(k, v)
-        group.update(self._group_extras)
-        raw, names, explicit = param_names.split_named(
-            param_names.materialize(param_group["params"], group=True))
-        # torch refuses an empty params list in __init__ only: a later empty group is
-        # accepted (schedulefree's test_foreach builds one).
-        given = self._check_disjoint(raw, skip=None)
-        if _has_duplicates(raw):
-            warnings.warn(_DUPLICATE, UserWarning, stacklevel=3)
-        given_names = param_group.get("param_names")
-        if names is None and given_names is not None:  # a group rebuilt from a state_dict's groups
-            if len(given_names) != len(jax.tree_util.tree_leaves(raw)):
-                raise ValueError(param_names.MIXED)
-            names, explicit = list(given_names), True
-        kind = "pairs" if explicit else ("tree" if names is not None else None)
-        self._check_name_kinds(kind)
-        order = (list(range(len(names))) if kind == "pairs" and names is not None
-                 else param_names.torch_order(raw))
-        # Own copies: the step donates params and state, which must not delete the caller's
-        # arrays, and no two donated leaves may share a buffer.
-        params = copy_tree(raw)
-        tx = self._make_tx(group)
-        layout = self._layout_of(tx)
-        if self.param_groups and not layout.supports_param_groups:
-            raise ValueError(
-                f"{layout.torch_name} doesn't support per-parameter options (parameter groups)"
-            )
-        state = self._init_state(tx, params)
-        meta = Meta(names, kind, order, given, self._structure(group, layout),
-                    {k: group[k] for k in self.defaults if k in group})
-        with signals_deferred():  # all of the group or none of it
-            if self.param_groups and self._mode == "tree":
-                # A second group makes the optimizer a multi-group one: params, grads and state
-                # become lists, one entry per group.
-                self._mode = "groups"
-            if kind == "pairs" and not self.param_groups:
-                self._mode = "named"
-            self._params.append(params)
-            self._txs.append(tx)
-            self._states.append(state)
-            self._meta.append(meta)
-            data = {"params": leaves_in_order(params, order), **dict(sorted(group.items()))}
-            if names is not None:
-                data["param_names"] = [names[j] for j in order]
-            self.param_groups.append(Group(self, len(self.param_groups), data))
-            self._invalidate()
-
-    def _check_name_kinds(self, kind: str | None) -> None:
-        """torch's rule: all groups given as ``(name, array)`` pairs or none (a pytree's key-path
-        names are JAX's addition and mix with either)."""
-        kinds = {m.kind for m in self._meta}
-        if (kind == "pairs" and None in kinds) or (kind is None and "pairs" in kinds) or (
-                self._mode == "named" and kind != "pairs" and self.param_groups):
-            raise ValueError(
-                "all optimizer param groups should be with/without names. cannot add param "
-                f"group {'with' if kind else 'without'} names to the optimizer"
-            )
+            none of them already in a group; may be empty, as torch allows) and any
+            hyperparameters to override the defaults; a missing one takes its value in
+            ``defaults``."""
+        slot, data, mode = new_group.built(self, param_group)
+        self._commit([*self._slots, slot], {len(self._slots): data},
+                     tree=ParamTree(mode, [*self._tree.names, list(slot.names or ())]),
+                     recompile=True)
 
     def _clean_hyperparams(self, values: dict[str, Any]) -> dict[str, Any]:
         """``values`` with each hyperparameter as the step reads it: a 1-element array as a
@@ -273,72 +242,19 @@ class Optimizer(StepMixin, HooksMixin):
         known = {k: _as_tuples(v) for k, v in values.items() if k in self.defaults}
         return {**values, **validation.scalar_hyperparams(known)}
 
-    def _loaded_hyperparams(self, group: dict[str, Any]) -> dict[str, Any]:
-        """A loaded group's hyperparameters: cleaned, with the values torch forces; a numeric
-        one (its default is a number, or a tuple of them) that is None or not a number is
-        refused with its name."""
-        defaults = self._signature_defaults()
-        numeric = {}
-        optional = set()
-        for k, d in defaults.items():
-            parts = d if isinstance(d, tuple) else (d,)
-            if k in group and any(isinstance(x, _FLOAT_TYPES) and not isinstance(x, bool)
-                                  for x in parts):
-                numeric[k] = group[k]
-                optional |= {f"{k}[{i}]" for i, x in enumerate(parts) if x is None}
-        validation.check_numbers(numeric, who="loaded param group", optional=frozenset(optional))
-        return {**self._clean_hyperparams(group), **self._group_extras}
-
-    def _check_disjoint(self, params: Any, skip: int | None) -> dict[int, tuple[Any, int]]:
-        """The caller's arrays of a new group (for group ``skip``, a replacement), by id; raises
-        torch's error when one of them is already in another group."""
-        given = given_arrays(params)
-        for i, (meta, current) in enumerate(zip(self._meta, self._params)):
-            if i == skip:
-                continue
-            ours = {id(x): x for x in jax.tree_util.tree_leaves(current)}
-            for key, (ref, _) in given.items():
-                leaf = ref()
-                seen = meta.given.get(key)
-                if (seen is not None and seen[0]() is leaf) or ours.get(key) is leaf:
-                    raise ValueError("some parameters appear in more than one parameter group")
-        return given
-
     def _replace_params(self, i: int, value: Any) -> None:
         """``group['params'] = value``. torch keys state by tensor: the same arrays keep their
         state, new ones start from a fresh state."""
-        value, names, explicit = param_names.split_named(
-            param_names.materialize(value, group=True))
-        old = self._params[i]
-        old_leaves = jax.tree_util.tree_leaves(old)
-        new_leaves, new_def = jax.tree_util.tree_flatten(value)
-        current = self.param_groups[i]["params"]
-        same_list = len(new_leaves) == len(current) and all(
-            a is b for a, b in zip(new_leaves, current))
-        same_tree = new_def == jax.tree_util.tree_structure(old) and all(  # type: ignore[operator]  # PyTreeDef has no stubs
-            a is b for a, b in zip(new_leaves, old_leaves))
-        given = self._check_disjoint(value, skip=i)
-        meta = self._meta[i]
-        kind = "pairs" if explicit else ("tree" if names is not None else None)
-        if same_list or same_tree:
+        new = new_group.replaced(self, i, value)
+        if new is None:  # the same arrays: nothing changes
             return
-        params = copy_tree(value)
-        order = (list(range(len(names))) if kind == "pairs" and names is not None
-                 else param_names.torch_order(params))
-        state = self._init_state(self._txs[i], params)
-        with signals_deferred():
-            self._params[i], self._states[i] = params, state
-            meta.given, meta.names, meta.kind, meta.order, meta.user = given, names, kind, order, {}
-            dict.__setitem__(self.param_groups[i], "params", leaves_in_order(params, order))
-            if names is not None:
-                dict.__setitem__(self.param_groups[i], "param_names", [names[j] for j in order])
-            else:
-                dict.pop(self.param_groups[i], "param_names", None)
-            self._invalidate()
-
-    def _init_state(self, tx: Any, params: Any) -> Any:
-        """A group's initial state for ``params`` (ZeroRedundancyOptimizer shards it)."""
-        return copy_tree(tx.init(params))
+        slot, data = new
+        slots = list(self._slots)
+        slots[i] = slot
+        tree_names = list(self._tree.names)
+        tree_names[i] = list(slot.names or ())
+        self._commit(slots, {i: data}, tree=ParamTree(self._tree.mode, tree_names),
+                     recompile=True)
 
     def _make_tx(self, group: dict[str, Any]) -> Any:
         constructor = type(self)._constructor
@@ -349,61 +265,62 @@ class Optimizer(StepMixin, HooksMixin):
         """The torch layout ``tx`` carries; a plain one for a constructor that is not optx's."""
         return layout_of(tx) or TorchLayout(type(self).__name__)
 
-    def _structure(self, group: dict[str, Any], layout: TorchLayout) -> tuple[Any, ...]:
-        """What, if changed, needs a new transformation: non-float arguments, and whether a
-        hyperparameter of ``layout.structural_zeros`` is zero (a branch of torch's update, left
-        out of the compiled one when it is not taken)."""
-        items = []
-        for k in self.defaults:
-            v = group[k]
-            if isinstance(v, bool) or not isinstance(v, (*_FLOAT_TYPES, tuple, list)):
-                items.append((k, _freeze(v)))
-            elif k in layout.structural_zeros:
-                items.append((k, v != 0))
-        return tuple(items)
+    # ------------------------------------------------------------------ placement (ZeRO)
+    def _init_state(self, tx: Any, params: Any) -> Any:
+        """A group's initial state for ``params``, placed (:meth:`_place_state`)."""
+        return self._place_state(copy_tree(tx.init(params)))
+
+    def _place_params(self, tree: Any) -> Any:
+        """Where params (and gradients) live; ZeroRedundancyOptimizer replicates them."""
+        return tree
+
+    def _place_state(self, state: Any) -> Any:
+        """Where a group's state lives; ZeroRedundancyOptimizer splits it over its mesh."""
+        return state
+
+    def _jit(self, run: Callable[..., Any]) -> Callable[..., Any]:
+        """Compiles ``run(params, states, grads, value, captured) -> (params, states)``;
+        ZeroRedundancyOptimizer overrides it to fix the output shardings."""
+        return jax.jit(run, donate_argnums=(0, 1))
 
     # ------------------------------------------------------------------ access
     @property
     def params(self) -> Any:
         """The current parameters, as the pytree given, a list of them (one per group), or the
-        dict of named params (see the module docstring)."""
-        if self._mode == "tree":
-            return self._params[0]
-        if self._mode == "groups":
-            return list(self._params)
+        dict of named params (see the module docstring). Assigning a tree of the same
+        structure, shapes and dtypes replaces their values and keeps the state."""
+        if self._tree.mode != "named":
+            return self._tree.join([s.params for s in self._slots])
         if self._named_view is None:
-            self._named_view = {
-                name: leaf for meta, group in zip(self._meta, self.param_groups)
-                for name, leaf in zip(group["param_names"], group["params"])
-            }
+            self._named_view = self._tree.join([s.params for s in self._slots])
         return self._named_view
 
     @params.setter
-    def params(self, value: Any) -> None:
-        # Temporary (the adapter branch provides the checked setter): new values for the
-        # current params, in the getter's shape; the state is kept.
-        trees = self._grads_per_group(value)
+    def params(self, tree: Any) -> None:
+        trees = self._tree.split(tree, what="params")
         new = []
-        for old, tree in zip(self._params, trees):
-            if jax.tree_util.tree_structure(tree) != jax.tree_util.tree_structure(old):  # type: ignore[operator]
-                raise ValueError("opt.params = value: value must have the structure of opt.params")
-            new.append(copy_tree(tree))
-        self._params = new
-        self._named_view = None
-        for g, p, m in zip(self.param_groups, self._params, self._meta):
-            dict.__setitem__(g, "params", leaves_in_order(p, m.order))
+        for i, (slot, t) in enumerate(zip(self._slots, trees)):
+            G.check_like(slot, i, t)
+            new.append(slot.replace(params=self._place_params(copy_tree(t))))
+        self._commit(new)
 
     @property
     def opt_state(self) -> Any:
         """The functional states (optax's and flax's ``opt_state``): the state itself for one
         pytree, else a list with one per group."""
-        return self._states[0] if self._mode == "tree" else list(self._states)
+        states = [s.state for s in self._slots]
+        return states[0] if self._tree.mode == "tree" else states
 
     @property
     def state(self) -> StateMapping:
         """torch's ``optimizer.state``: ``opt.state[p]`` is parameter ``p``'s state as a dict
         with torch's keys (see :mod:`optx.optim.state_view`)."""
         return StateMapping(self)
+
+    @property
+    def trace_count(self) -> int:
+        """How many times the update has been traced (compiled) so far."""
+        return self._trace_counter[0]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """A no-op: gradients are passed to :meth:`step` explicitly.
@@ -412,103 +329,171 @@ class Optimizer(StepMixin, HooksMixin):
           set_to_none: torch's argument; there is no ``.grad`` to clear, so it has no effect."""
         del set_to_none
 
-    def _invalidate(self) -> None:
-        """Forgets what was derived from the params and groups (compiled steps, views)."""
-        self._named_view: dict[str, Any] | None = None
-        self._jitted.clear()
-        self._changed.update(range(len(self.param_groups)))
+    # ------------------------------------------------------------------ step
+    @with_step_hooks
+    def step(self, grads: Any = None, closure: Callable[[Any], Any] | None = None) -> Any:
+        """One update: ``opt.step(grads)``, or ``opt.step(closure)`` as in torch.
+
+        ``grads`` is shaped like :attr:`params`. A ``None`` leaf skips its parameter exactly as
+        torch skips a parameter whose ``.grad`` is None (a frozen layer, an unused head): its
+        value, every state slot and its step count stay as they are (the first such step
+        gives the state per-parameter step counts; each pattern of ``None`` leaves compiles
+        once). A gradient that is a parameter array itself (``opt.step(opt.params)``) is
+        copied before the update, which donates the parameters.
+
+        ``closure(params) -> loss`` is a pure function of the params, given positionally
+        (``opt.step(closure)``, torch's call) or as ``closure=``: optx takes its gradients itself
+        (no ``zero_grad``/``backward``), returns the loss at the params before the update, and
+        for LBFGS evaluates it again in its iterations::
+
+            loss = opt.step(lambda params: loss_fn(params, x, y))
+
+        The closure is compiled once per code and captured Python values, not per function
+        object: a closure defined inside the loop, capturing the current batch, compiles on the
+        first step only (its captured arrays are passed to the compiled step). The Python
+        values it reads (numbers, list and dict contents, attributes) are read at every step,
+        as torch does, and a changed one recompiles (see :mod:`optx.optim.closure_cache`). It is
+        traced, not run eagerly: a ``print`` in it prints tracers, once per trace (more for
+        LBFGS, traced again inside the update), and nothing on later steps. To print values at
+        every evaluation, use ``jax.debug.print``::
+
+            def closure(params):
+                loss = loss_fn(params, x, y)
+                jax.debug.print("loss {loss}", loss=loss)
+                return loss
+
+        Args:
+          grads: the gradients, shaped like :attr:`params` (``None`` leaves allowed); or the
+            closure, as torch's positional ``opt.step(closure)``.
+          closure: ``closure(params) -> loss``; its gradients are taken at :attr:`params`.
+
+        Returns:
+          The closure's loss at the params before the update, or ``None`` without a closure.
+
+        Step hooks (:meth:`register_step_pre_hook`, ...) run around it as in torch. An
+        exception at any point (a hook, the closure, tracing, a signal handler's
+        ``KeyboardInterrupt`` or ``SystemExit``) leaves :attr:`params` and :attr:`state`
+        usable: the values from before the step, or after it.
+        """
+        if closure is None and callable(grads):
+            grads, closure = None, grads  # torch's opt.step(closure)
+        if grads is None and closure is None:
+            raise ValueError("step needs grads or a closure: opt.step(grads) or opt.step(closure)")
+        slots = self._slots
+        for i, g in enumerate(self.param_groups[:len(slots)]):
+            get = g.get
+            for k, v in slots[i].seen.items():
+                if get(k, _MISSING) is not v:  # torch reads the group at each step
+                    slots = self._synced(slots, i)
+                    break
+        loss = value = template = None
+        captured: tuple[Any, ...] = ()
+        if closure is not None:
+            loss, grads, template, captured = self._closure_grads(
+                closure, self._tree.join([s.params for s in slots]))
+            value = loss
+            if not getattr(type(self), "_needs_value_fn", False):
+                template, captured = None, ()
+        grads = self._place_params(grads)
+        grads = [grads] if self._tree.mode == "tree" else self._tree.split(grads)
+        params, states = [s.params for s in slots], [s.state for s in slots]
+        ours = jax.tree_util.tree_leaves(params)
+        leaves = jax.tree_util.tree_leaves(grads)
+        if not set(map(id, ours)).isdisjoint(map(id, leaves)):
+            # opt.step(opt.params): XLA cannot donate a buffer the call also reads.
+            grads = _unaliased(grads, ours)
+        if len(leaves) < len(ours):  # a None gradient skips its parameter: per-parameter
+            slots = G.with_steps(slots, grads)  # steps, so the compiled step sees them
+            states = [s.state for s in slots]
+        fn = self._compiled(template)
+        key = None if template is None else template.key
+        cold = key in self._cold
+        if cold:
+            # Traced and compiled before the commit (the call then finds it in jax's caches),
+            # so that a Ctrl-C during a long first compile is not held back until it ends.
+            if hasattr(fn, "lower") and not jax.config.jax_disable_jit:  # type: ignore[attr-defined]
+                fn.lower(params, states, grads, value, captured).compile()
+            self._cold.discard(key)
+        try:
+            self._commit(slots, run=fn, args=(params, states, grads, value, captured))
+        except jax.errors.JaxRuntimeError as e:
+            if "donated" not in str(e):  # a gradient that is a state array: nothing donated
+                raise
+            grads = _unaliased(grads, jax.tree_util.tree_leaves(states))
+            self._commit(slots, run=fn, args=(params, states, grads, value, captured))
+        if cold and template is not None and closure is not None:  # LBFGS traced it again
+            self._jitted[self._closure_grads.rekey(closure, key)] = fn
+        return loss
+
+    def _synced(self, slots: list[Slot], i: int) -> list[Slot]:
+        """``slots`` with group ``i``'s edits applied (see :func:`optx.optim.groups.applied`);
+        a new transformation is committed at once, new hyperparameters with the step."""
+        new, rebuilt = G.applied(slots[i], self.param_groups[i], self)
+        slots = list(slots)
+        slots[i] = new
+        if rebuilt:
+            self._commit(slots, recompile=True)
+        return slots
+
+    def _rebuilt(self, slot: Slot, args: dict[str, Any]) -> tuple[Any, Any]:
+        """Group ``slot``'s new transformation for ``args`` and its state, carried over."""
+        with validation.group_edit():  # torch checks values in __init__, not at a step
+            tx = self._make_tx(args)
+        state = G.carried_state(slot.state, tx.init(slot.params), slot.layout, len(slot.order))
+        return tx, self._place_state(copy_tree(state))
+
+    def _compiled(self, closure: Any) -> Callable[..., Any]:
+        """The jitted update for the current groups; for LBFGS ``closure`` is the template of
+        the closure it evaluates (see :func:`optx.optim.step.update_fn`)."""
+        key = None if closure is None else closure.key
+        fn = self._jitted.get(key)
+        if fn is None:
+            if len(self._jitted) >= 8:  # LBFGS with a fresh closure every step: bound the cache
+                self._jitted.clear()
+            fn = self._jit(S.update_fn([s.tx for s in self._slots], self._tree, closure,
+                                       self._trace_counter))
+            self._jitted[key] = fn
+            self._cold.add(key)
+        return fn
 
     # ------------------------------------------------------------------ torch surface
     def state_dict(self) -> dict[str, Any]:
         """torch's layout (see :mod:`optx.optim.state_dict`), parameters numbered in torch's
         order, with ``param_names`` in named groups; state_dict hooks run around it."""
-        return self._state_dict_with_hooks(lambda: export_state_dict(self))
+        return self._state_dict_with_hooks(lambda: export_state_dict(self, self._full_states()))
+
+    def _full_states(self) -> list[Any]:
+        """Each group's whole state (ZeroRedundancyOptimizer gathers its slices)."""
+        return [s.state for s in self._slots]
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Loads torch's layout; a state_dict with ``param_names`` loads into named groups by
-        name, else by position in torch's order. On any error nothing changes, and an
-        interruption (Ctrl-C, a signal handler's exception) never leaves it half-loaded.
-        load_state_dict hooks run around it.
+        name, else by position in torch's order. All groups or none: on any error nothing
+        changes, and an interruption (Ctrl-C, a signal handler's exception) never leaves it
+        half-loaded. load_state_dict hooks run around it.
 
         Args:
           state_dict: ``{'state': ..., 'param_groups': ...}`` as :meth:`state_dict` or torch's
             ``optimizer.state_dict()`` gives it (tensors as numpy arrays, see
             :func:`optx.optim.load`); each group's hyperparameters replace the current ones."""
         def load(sd: dict[str, Any]) -> None:
-            loaded = load_groups(self, sd)
-            extra = extra_state(sd)
-            with signals_deferred():
-                for i, (group, tx, st, order, user, names) in enumerate(loaded):
-                    self._commit_group(i, group, tx, st, order, user, names)
-                self._extra_state = dict(extra)
-                self._invalidate()
+            slots, data = loaded_slots(self, sd)
+            self._commit(slots, data, extra=dict(extra_state(sd)), recompile=True)
 
         self._load_state_dict_with_hooks(state_dict, load)
 
-    def _commit_group(self, i: int, group: dict[str, Any], tx: Any, state: Any,
-                      order: list[int], user: dict[int, Any], names: list[str] | None) -> None:
-        """Installs group ``i``'s loaded hyperparameters, transformation and state."""
-        g = self.param_groups[i]
-        meta = self._meta[i]
-        params = g["params"] if order == meta.order else leaves_in_order(self._params[i], order)
-        kept = names if names is not None else g.get("param_names")
-        data = {"params": params, **group}
-        if kept is not None:
-            data["param_names"] = list(kept)
-        dict.clear(g)
-        dict.update(g, data)
-        meta.order, meta.user = list(order), dict(user)
-        meta.built = self._structure(g, self._layout_of(tx))
-        meta.tx_args = {k: g[k] for k in self.defaults}
-        self._txs[i], self._states[i] = tx, state
-
     def __repr__(self) -> str:
-        lines = [type(self).__name__ + " ("]
-        for i, group in enumerate(self.param_groups):
-            if i:
-                lines.append("")
-            lines.append(f"Parameter Group {i}")
-            for key in sorted(group):
-                if key != "params":
-                    lines.append(f"    {key}: {group[key]}")
-        lines.append(")")
-        return "\n".join(lines)
+        return copies.describe(self)
 
     # ------------------------------------------------------------------ copies
     def __getstate__(self) -> dict[str, Any]:
         """What a copy or pickle keeps: torch's (defaults, state, param groups; not the hooks),
         as arrays and plain values. Transformations are rebuilt from their arguments."""
-        return {
-            "defaults": self.defaults,
-            "mode": self._mode,
-            "groups": [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups],
-            "params": self._params,
-            "states": self._states,
-            "meta": [(m.names, m.kind, m.order, m.built, m.tx_args, m.user) for m in self._meta],
-            "extra_state": self._extra_state,
-        }
+        return copies.saved(self)
 
     def __setstate__(self, saved: dict[str, Any]) -> None:
-        self._init_hooks()
-        self._init_step()
+        self._init_empty()
         self.defaults = saved["defaults"]
-        self._mode = saved["mode"]
-        self._params = list(saved["params"])
-        self._states = [copy_tree(s) for s in saved["states"]]
-        self._extra_state = dict(saved["extra_state"])
-        self._changed = set()
-        self._meta, self._txs, self.param_groups = [], [], []
-        for i, (group, (names, kind, order, built, tx_args, user)) in enumerate(
-                zip(saved["groups"], saved["meta"])):
-            self._meta.append(Meta(names, kind, list(order), given_arrays(self._params[i]),
-                                   built, dict(tx_args), dict(user)))
-            self._txs.append(self._make_tx(tx_args))
-            data = {"params": leaves_in_order(self._params[i], order), **group}
-            self.param_groups.append(Group(self, i, data))
-        self._invalidate()
-
-
-def _has_duplicates(params: Any) -> bool:
-    ids = [id(x) for x in jax.tree_util.tree_leaves(params)]
-    return len(ids) != len(set(ids))
+        self.param_groups = []
+        self._commit(*copies.restored(self, saved))
 

@@ -36,8 +36,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optx import validation
 from optx.layout import TorchLayout
 from optx.optim import param_names
+from optx.optim.groups import structure
 from optx.state import OptimizerState
 
 _STEP_MAX = np.iinfo(np.int32).max
@@ -227,8 +229,9 @@ def _fill_missing(opt: Any, group: dict[str, Any], gi: int) -> dict[str, Any]:
 
 
 def _check_supported(opt: Any) -> None:
-    for i, s in enumerate(opt._states):
-        if opt._layout_of(opt._txs[i]).export_state is None and not isinstance(s, OptimizerState):
+    for slot in opt._slots:
+        s = slot.state
+        if slot.layout.export_state is None and not isinstance(s, OptimizerState):
             raise NotImplementedError(
                 f"state_dict is not supported for {type(opt).__name__} "
                 f"(state type {type(s).__name__})"
@@ -239,13 +242,14 @@ def _sizes(params: Any) -> list[int]:
     return [int(np.size(x)) for x in jax.tree_util.tree_leaves(params)]
 
 
-def group_entries(opt: Any, i: int) -> dict[int, dict[str, Any]]:
-    """Group ``i``'s torch state, ``{torch position: entry}``, with the user's entries; arrays
-    are the state's own (not copied)."""
-    layout = opt._layout_of(opt._txs[i])
-    meta = opt._meta[i]
+def group_entries(opt: Any, i: int, state: Any = None) -> dict[int, dict[str, Any]]:
+    """Group ``i``'s torch state (of ``state``, by default its own), ``{torch position:
+    entry}``, with the user's entries; arrays are the state's own (not copied)."""
+    meta = opt._slots[i]
+    layout = meta.layout
     export = layout.export_state or _export_default
-    entries = export(layout, opt._states[i], meta.order, _sizes(opt._params[i]))
+    entries = export(layout, meta.state if state is None else state, meta.order,
+                     _sizes(meta.params))
     for k, extra in meta.user.items():
         entries[k] = {**entries.get(k, {}), **extra}
     return entries
@@ -254,11 +258,11 @@ def group_entries(opt: Any, i: int) -> dict[int, dict[str, Any]]:
 def torch_keys(opt: Any, i: int, k: int) -> set[str] | None:
     """The keys torch's state of group ``i``'s ``k``-th parameter has (optional ones too);
     None for a layout of its own (LBFGS), whose import knows them."""
-    layout = opt._layout_of(opt._txs[i])
-    state = opt._states[i]
+    layout = opt._slots[i].layout
+    state = opt._slots[i].state
     if layout.import_state is not None or not isinstance(state, OptimizerState):
         return None
-    j = opt._meta[i].order[k]
+    j = opt._slots[i].order[k]
     keys = {name for name, v in state.slots.items() if _flatten(v)[j] is not None}
     keys |= set(state.scalars) - layout.hidden_scalars
     return keys | {"step"} if layout.has_step else keys
@@ -267,13 +271,12 @@ def torch_keys(opt: Any, i: int, k: int) -> set[str] | None:
 def reimport(opt: Any, i: int, entries: dict[int, Any]) -> tuple[Any, dict[int, Any]]:
     """Group ``i``'s state and user entries from torch entries ``{position: entry}`` (what
     ``opt.state[p][key] = value`` writes through); validated as a loaded state_dict is."""
-    layout = opt._layout_of(opt._txs[i])
-    meta = opt._meta[i]
-    params = opt._params[i]
+    meta = opt._slots[i]
+    layout, params = meta.layout, meta.params
     n = len(meta.order)
     ordered = [entries.get(k) for k in range(n)]
     labels = _labels(opt, i, list(range(n)), meta.order)
-    fresh = opt._txs[i].init(params)
+    fresh = meta.tx.init(params)
     if layout.import_state is not None:
         state = layout.import_state(layout, fresh, ordered, labels, meta.order, _sizes(params))
         none: dict[int, Any] = {}
@@ -282,7 +285,8 @@ def reimport(opt: Any, i: int, entries: dict[int, Any]) -> tuple[Any, dict[int, 
     return copy_tree(state), user
 
 
-def export_state_dict(opt: Any) -> dict[str, Any]:
+def export_state_dict(opt: Any, states: list[Any]) -> dict[str, Any]:
+    """``opt``'s state_dict, from each group's whole state ``states``."""
     _check_supported(opt)
     state: dict[Any, Any] = {}
     groups = []
@@ -292,15 +296,15 @@ def export_state_dict(opt: Any) -> dict[str, Any]:
         # A group listed twice (`param_groups.extend(param_groups)`) numbers its parameters as
         # at their first appearance, as torch does (its #36831); the count still advances.
         own = next((j for j, g in enumerate(opt.param_groups[:i]) if g is group), i)
-        if own >= len(opt._meta):
+        if own >= len(opt._slots):
             raise ValueError(
                 f"param group {i} was put in param_groups directly; add it with "
                 "add_param_group so the optimizer builds its state")
-        meta = opt._meta[own]
+        meta = opt._slots[own]
         n = len(meta.order)
         if own == i:
             first[i] = index
-            for k, entry in group_entries(opt, i).items():
+            for k, entry in group_entries(opt, i, states[i]).items():
                 if entry:
                     state[index + k] = jax.tree_util.tree_map(
                         lambda x: np.array(x) if isinstance(x, (jax.Array, np.ndarray)) else x,
@@ -321,7 +325,7 @@ def export_state_dict(opt: Any) -> dict[str, Any]:
 def _position_ids(opt: Any, gi: int, saved: dict[str, Any]) -> tuple[list[Any], list[int]]:
     """The saved group's parameter ids for our parameters in torch order, and the order (leaf
     indices) after loading: by name when both sides are named, else by position."""
-    meta = opt._meta[gi]
+    meta = opt._slots[gi]
     ids = list(saved["params"])
     saved_names = saved.get("param_names")
     if saved_names is None or meta.names is None:
@@ -345,7 +349,7 @@ def _position_ids(opt: Any, gi: int, saved: dict[str, Any]) -> tuple[list[Any], 
 
 
 def _labels(opt: Any, gi: int, ids: Sequence[Any], order: Sequence[int]) -> list[str]:
-    names = opt._meta[gi].names
+    names = opt._slots[gi].names
     if names is None:
         return [str(pid) for pid in ids]
     return [f"{pid} ({names[j]!r})" for pid, j in zip(ids, order)]
@@ -390,8 +394,9 @@ def load_groups(opt: Any, state_dict: dict[str, Any]) -> list[Any]:
         known.update(saved["params"])
     _check_keys(saved_state, known)
     loaded = []
-    for gi, (saved, params) in enumerate(zip(saved_groups, opt._params)):
-        n = len(opt._meta[gi].order)
+    for gi, (saved, slot) in enumerate(zip(saved_groups, opt._slots)):
+        params = slot.params
+        n = len(slot.order)
         if len(saved["params"]) != n:
             raise ValueError(
                 f"loaded state dict contains a parameter group {gi} that doesn't match the size "
@@ -400,7 +405,7 @@ def load_groups(opt: Any, state_dict: dict[str, Any]) -> list[Any]:
         hyper = {k: v for k, v in saved.items() if k not in ("params", "param_names")}
         group = _fill_missing(opt, hyper, gi)
         try:
-            group = opt._loaded_hyperparams(group)
+            group = _loaded_hyperparams(opt, group)
             tx = opt._make_tx(group)
         except (ValueError, TypeError) as err:
             raise ValueError(f"param group {gi}: {err}") from err
@@ -424,7 +429,7 @@ def load_groups(opt: Any, state_dict: dict[str, Any]) -> list[Any]:
             raise ValueError(
                 f"param group {gi}: {err}. Parameters are matched "
                 + ("by name (param_names)" if saved.get("param_names") is not None
-                   and opt._meta[gi].names is not None else
+                   and slot.names is not None else
                    "by position in torch's order (a dict's insertion order, as "
                    "named_parameters() gives it); a torch checkpoint saved with param_names "
                    "(param groups built from named_parameters()) is matched by name instead")
@@ -438,3 +443,41 @@ def extra_state(state_dict: dict[str, Any]) -> dict[Any, Any]:
     """The user's entries of ``state`` that are not parameter numbers."""
     known = {pid for g in state_dict["param_groups"] for pid in g["params"]}
     return {k: v for k, v in state_dict["state"].items() if k not in known}
+
+
+_FLOAT_TYPES = (float, int, np.floating, np.integer)
+
+
+def _loaded_hyperparams(opt: Any, group: dict[str, Any]) -> dict[str, Any]:
+    """A loaded group's hyperparameters: cleaned, with the values torch forces; a numeric one
+    (its default is a number, or a tuple of them) that is None or not a number is refused with
+    its name."""
+    numeric = {}
+    optional = set()
+    for k, d in opt._signature_defaults().items():
+        parts = d if isinstance(d, tuple) else (d,)
+        if k in group and any(isinstance(x, _FLOAT_TYPES) and not isinstance(x, bool)
+                              for x in parts):
+            numeric[k] = group[k]
+            optional |= {f"{k}[{i}]" for i, x in enumerate(parts) if x is None}
+    validation.check_numbers(numeric, who="loaded param group", optional=frozenset(optional))
+    return {**opt._clean_hyperparams(group), **type(opt)._group_extras}
+
+
+def loaded_slots(opt: Any, state_dict: dict[str, Any]) -> tuple[list[Any], dict[int, Any]]:
+    """Every group's new slot and dict contents from ``state_dict`` (validated by
+    :func:`load_groups`), for one commit: all groups or none."""
+    slots, data = [], {}
+    for i, (group, tx, state, order, user, names) in enumerate(load_groups(opt, state_dict)):
+        slot, g = opt._slots[i], opt.param_groups[i]
+        kept = names if names is not None else g.get("param_names")
+        data[i] = {"params": [], **group}
+        if kept is not None:
+            data[i]["param_names"] = list(kept)
+        args = {k: group[k] for k in opt.defaults}
+        layout = opt._layout_of(tx)
+        slots.append(slot.replace(
+            tx=tx, layout=layout, state=opt._place_state(state), order=list(order),
+            user=dict(user), built=structure(args, layout), tx_args=args,
+            seen={k: group[k] for k in args}))
+    return slots, data

@@ -26,7 +26,6 @@ from typing import Any, Iterator
 
 import jax
 
-from optx.optim.interrupts import signals_deferred
 from optx.optim.state_dict import group_entries, reimport, torch_keys
 
 
@@ -34,7 +33,8 @@ def _index(opt: Any) -> dict[int, tuple[Any, int, int]]:
     """``id(array) -> (array, group, torch position)`` for the current params and the arrays
     the user gave (still alive)."""
     index = {}
-    for i, (meta, params) in enumerate(zip(opt._meta, opt._params)):
+    for i, meta in enumerate(opt._slots):
+        params = meta.params
         position = {j: k for k, j in enumerate(meta.order)}
         for key, (ref, j) in meta.given.items():
             leaf = ref()
@@ -82,15 +82,15 @@ class ParamState(collections.abc.MutableMapping):  # type: ignore[type-arg]
         else:
             entries.pop(self._k, None)
         state, user = reimport(opt, i, entries)
-        with signals_deferred():
-            opt._states[i] = state
-            opt._meta[i].user = user
+        slots = list(opt._slots)
+        slots[i] = slots[i].replace(state=opt._place_state(state), user=user)
+        opt._commit(slots)
 
     def __setitem__(self, key: str, value: Any) -> None:
         if self._ours(key):
             self._write({**self._entry(), key: value})
         else:
-            self._opt._meta[self._i].user.setdefault(self._k, {})[key] = value
+            self._opt._slots[self._i].user.setdefault(self._k, {})[key] = value
 
     def __delitem__(self, key: str) -> None:
         entry = self._entry()
@@ -100,7 +100,7 @@ class ParamState(collections.abc.MutableMapping):  # type: ignore[type-arg]
             del entry[key]
             self._write(entry)
         else:
-            user = self._opt._meta[self._i].user
+            user = self._opt._slots[self._i].user
             del user[self._k][key]
             if not user[self._k]:
                 del user[self._k]
@@ -108,7 +108,7 @@ class ParamState(collections.abc.MutableMapping):  # type: ignore[type-arg]
     def clear(self) -> None:
         """A fresh state for this parameter: its next step is its first."""
         self._write(None)
-        self._opt._meta[self._i].user.pop(self._k, None)
+        self._opt._slots[self._i].user.pop(self._k, None)
 
 
 class StateMapping(collections.abc.MutableMapping):  # type: ignore[type-arg]
@@ -149,7 +149,7 @@ class StateMapping(collections.abc.MutableMapping):  # type: ignore[type-arg]
         ours = {k: v for k, v in value.items() if param._ours(k)}
         param._write(ours)
         user = {k: v for k, v in value.items() if not param._ours(k)}
-        meta = self._opt._meta[loc[0]]
+        meta = self._opt._slots[loc[0]]
         if user:
             meta.user[loc[1]] = user
         else:

@@ -144,61 +144,23 @@ class ZeroRedundancyOptimizer(Optimizer):
         super().__init__(params, **defaults)
 
     # ------------------------------------------------------------------ placement
-    def _state_shardings(self) -> list[Any]:
-        return [zero_shardings(s, self.mesh, self._axis) for s in self._states]
-
-    def _replicate(self, tree: Any) -> Any:
+    # The narrow methods the generic optimizer calls where its arrays are made or compiled.
+    def _place_params(self, tree: Any) -> Any:
+        """Params (and gradients) replicated on every device; a no-op where already so."""
         return _put(tree, jax.tree_util.tree_map(lambda _: self._replicated, tree))
 
-    def _place(self, states: bool = True) -> None:
-        """Params replicated and (with ``states``) states split; a no-op where already so."""
-        self._params = [self._replicate(p) for p in self._params]
-        for group, p in zip(self.param_groups, self._params):
-            dict.__setitem__(group, "params", p)
-        if states:
-            self._states = [_put(s, sh) for s, sh in zip(self._states, self._state_shardings())]
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """:meth:`Optimizer.add_param_group <optx.optim.Optimizer.add_param_group>`, the new
-        state split across the mesh.
-
-        Args:
-          param_group: as for :meth:`optx.optim.Optimizer.add_param_group`."""
-        super().add_param_group(param_group)
-        self._place()
-
-    def _init_state(self, tx: Any, params: Any) -> Any:
-        state = super()._init_state(tx, params)
+    def _place_state(self, state: Any) -> Any:
+        """A group's state split across the mesh."""
         return _put(state, zero_shardings(state, self.mesh, self._axis))
 
-    def _rebuild_if_needed(self, i: int) -> None:
-        tx = self._txs[i]
-        super()._rebuild_if_needed(i)
-        if self._txs[i] is not tx:  # a new state, built on one device
-            self._place()
-
     def _jit(self, run: Callable[..., Any]) -> Callable[..., Any]:
-        out = ([self._replicated] * len(self._params), self._state_shardings())
+        states = [zero_shardings(s.state, self.mesh, self._axis) for s in self._slots]
+        out = ([self._replicated] * len(self._slots), states)
         return jax.jit(run, donate_argnums=(0, 1), out_shardings=out)
 
-    def step(self, grads: Any = None, closure: Callable[[Any], Any] | None = None) -> Any:
-        """:meth:`Optimizer.step <optx.optim.Optimizer.step>`: each device updates its slice of
-        the state, and the new params are gathered on every device.
-
-        Args:
-          grads: the gradients (or the closure), as for :meth:`optx.optim.Optimizer.step`.
-          closure: ``closure(params) -> loss``, as for :meth:`optx.optim.Optimizer.step`.
-
-        Returns:
-          The closure's loss, or ``None``."""
-        # Params assigned through a param group land on one device; the states only move in
-        # add_param_group, a rebuild and load_state_dict, which place them.
-        self._place(states=False)
-        if closure is None and callable(grads):
-            grads, closure = None, grads  # torch's opt.step(closure), before grads are placed
-        if grads is not None:
-            grads = self._replicate(grads)
-        return super().step(grads, closure)
+    def _full_states(self) -> list[Any]:
+        """The whole state of each group (state_dict is the unsharded one on every process)."""
+        return list(_replicator(self._replicated)([s.state for s in self._slots]))
 
     # ------------------------------------------------------------------ torch surface
     def consolidate_state_dict(self, to: int = 0) -> None:
@@ -208,24 +170,6 @@ class ZeroRedundancyOptimizer(Optimizer):
           to: the process torch would gather on; checked to be a process index."""
         if not 0 <= int(to) < jax.process_count():
             raise ValueError(f"to={to} is not a process index (0..{jax.process_count() - 1})")
-
-    def state_dict(self) -> dict[str, Any]:
-        """The full, unsharded state in torch's layout (the same on every process)."""
-        sharded = self._states
-        self._states = list(_replicator(self._replicated)(sharded))
-        try:
-            return super().state_dict()
-        finally:
-            self._states = sharded
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Loads a full (unsharded) state_dict and splits it across the mesh.
-
-        Args:
-          state_dict: as :meth:`state_dict` or the unsharded optimizer's ``state_dict()`` gives
-            it, torch's included."""
-        super().load_state_dict(state_dict)
-        self._place()
 
 
 # `__new__(cls, *args, **kwargs)` would be the signature help() and the docs show.
