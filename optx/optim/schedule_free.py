@@ -33,6 +33,8 @@ __all__: list[str] = []  # the classes are declared in optx.optim
 # Keys that tell one schedulefree class's groups from another's.
 _DISTINCT = frozenset({"momentum", "betas", "eps", "warmup_steps", "silent_sgd_phase",
                        "train_mode"})
+# The group keys the functional state also holds (count, scalars): an edit is written back.
+_BOOKKEEPING = ("k", "weight_sum", "lr_max")
 
 
 def _at(value: Any, k: int) -> Any:
@@ -148,22 +150,34 @@ class _ScheduleFree(Optimizer):
             defaults (see :meth:`Optimizer.add_param_group`)."""
         super().add_param_group({**self._group_init, **param_group})
 
-    def _sync_groups(self) -> None:
-        changed = sorted(self._changed)
-        super()._sync_groups()
-        for i in changed:  # edited or loaded bookkeeping keys: into the state
-            g, st = self.param_groups[i], self._states[i]
+    def _write_bookkeeping(self) -> None:
+        """Groups whose bookkeeping keys differ from those last written (edited, loaded, or a
+        fresh group): their values into the state, in one commit, before the step reads it."""
+        written = self.__dict__.setdefault("_sf_written", {})
+        slots = None
+        for i, g in enumerate(self.param_groups):
+            now = tuple(g[k] for k in _BOOKKEEPING)
+            if written.get(i) == now:
+                continue
+            slots = slots or list(self._slots)
+            st = slots[i].state
             count = jnp.asarray(int(g["k"]), st.count.dtype)
             shape = st.scalars["weight_sum"].shape  # (n,) once a gradient was None
             scalars = {**st.scalars, **{k: jnp.full(shape, float(g[k]), st.scalars[k].dtype)
                                         for k in ("weight_sum", "lr_max")}}
             steps = None if st.steps is None else jnp.full(st.steps.shape, count)
-            self._states[i] = st._replace(count=count, scalars=scalars, steps=steps)
+            slots[i] = slots[i].replace(
+                state=st._replace(count=count, scalars=scalars, steps=steps))
+            written[i] = now
+        if slots is not None:
+            self._commit(slots)
 
     def _after_step(self) -> None:
-        for g in self.param_groups:
+        written = self.__dict__.setdefault("_sf_written", {})
+        for i, g in enumerate(self.param_groups):
             factor = _warmup if "warmup_steps" in g else _rectification  # RAdam's: no warmup
             _advance(g, factor(g, g["k"]))
+            written[i] = tuple(g[k] for k in _BOOKKEEPING)  # what the state now holds
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Loads schedulefree's (or this class's) state_dict; one of another class (its groups
@@ -187,7 +201,7 @@ class _ScheduleFree(Optimizer):
         super().load_state_dict(state_dict)
 
     def _has_z(self, i: int) -> bool:
-        return int(self._states[i].count) > 0
+        return int(self._slots[i].state.count) > 0
 
     def _moved(self, to_train: bool, groups: list[int]) -> None:
         """Moves group ``groups``' params between ``x`` and ``y`` (through the ``params``
@@ -241,6 +255,7 @@ class _TrainEval(_ScheduleFree):
           The closure's loss, or ``None``."""
         if not self.param_groups[0]["train_mode"]:
             raise Exception(sf.NOT_TRAIN_MODE)
+        self._write_bookkeeping()
         loss = super().step(grads, closure)
         self._after_step()
         return loss
@@ -267,6 +282,7 @@ class _Closure(_ScheduleFree):
           The closure's loss at ``y``."""
         if not callable(closure):
             raise TypeError(f"{type(self).__name__}.step needs a closure: opt.step(closure)")
+        self._write_bookkeeping()
         self._moved(True, list(range(len(self.param_groups))))
         loss = super().step(closure=closure)
         self._after_step()
