@@ -304,3 +304,31 @@ def test_torchao_state_dict_of_another_class_or_block_size_is_refused(torchao_ru
         assert all(np.array_equal(a, b) for a, b in zip(before, after))
         assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == [
             {k: v for k, v in g.items() if k != "params"} for g in groups]
+
+
+def test_none_gradients_skip_parameters_as_torchao(torchao_runs):
+    """A parameter whose gradient is None (torchao: ``p.grad is None``) is skipped, its step
+    count too: its bias corrections then use its own step (the state gets per-parameter
+    steps). Same tolerance as the trajectories; the shapes are the fixture's (no new compile)."""
+    del torchao_runs  # compiled torchao's graphs for these shapes already
+    cls, steps = "Adam8bit", 6
+    skip = {1: {"b"}, 2: {"v"}, 3: {"b", "w"}}
+    ps = [torch.nn.Parameter(torch.tensor(v)) for v in init_params().values()]
+    opt = getattr(ao, cls)(ps, **KWARGS)
+    theirs = []
+    for k in range(steps):
+        for p, n in zip(ps, NAMES):
+            p.grad = None if n in skip.get(k, ()) else torch.tensor(grads_at(k)[n])
+        opt.step()
+        theirs.append({n: p.detach().numpy().copy() for n, p in zip(NAMES, ps)})
+    ours_opt = getattr(optx.optim, cls)({n: jnp.asarray(v) for n, v in init_params().items()},
+                                        **KWARGS)
+    ours = []
+    for k in range(steps):
+        ours_opt.step({n: None if n in skip.get(k, ()) else jnp.asarray(g)
+                       for n, g in grads_at(k).items()})
+        ours.append({n: np.asarray(v) for n, v in ours_opt.params.items()})
+    check_trajectory(cls, ours, theirs)
+    saved = ours_opt.state_dict()["state"]
+    assert [float(saved[i]["step"]) for i in range(3)] == [
+        float(opt.state[p]["step"]) for p in ps]
