@@ -270,7 +270,8 @@ def low_bit_adam(
                 for k in state.slots:
                     new_slots[k].append(slots[k])
                 continue
-            c = c_all if steps is None else jax.tree_util.tree_map(lambda x, i=i: x[i], c_all)
+            # Per-parameter steps: the bias corrections are vectors, one entry per parameter.
+            c = jax.tree_util.tree_map(lambda x, i=i: x[i] if jnp.ndim(x) else x, c_all)
             leaf_key = None
             if key is not None and jnp.result_type(p) == jnp.bfloat16:
                 base = key if key.ndim == 0 else key[i]
