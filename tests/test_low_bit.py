@@ -55,6 +55,17 @@ STEPS, HALF = 12, 6
 ADAM_STEP_BOUND = (1 - 0.9) / np.sqrt(1 - 0.999)  # |m_hat| / sqrt(v_hat) <= this
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _torch_float32():
+    """torchao computes in float32 and builds tensors from Python floats with torch's default
+    dtype, which other test modules set to float64 when imported (pytest imports every module
+    before running any): this module runs with float32, as torchao's users do."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    yield
+    torch.set_default_dtype(old)
+
+
 def init_params() -> dict[str, np.ndarray]:
     rng = np.random.RandomState(0)
     return {k: (rng.randn(*SHAPES[k]) * 0.5).astype(np.float32) for k in NAMES}

@@ -24,6 +24,17 @@ SHAPES = {"w": (18, 256), "v": (4096,), "b": (16,)}
 KWARGS = dict(lr=1e-2, weight_decay=0.05, amsgrad=True)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _torch_float32():
+    """torchao computes in float32 and builds tensors from Python floats with torch's default
+    dtype, which other test modules set to float64 when imported (pytest imports every module
+    before running any): this module runs with float32, as torchao's users do."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    yield
+    torch.set_default_dtype(old)
+
+
 def init_params():
     rng = np.random.RandomState(0)
     return {k: jnp.asarray((rng.randn(*s) * 0.5).astype(np.float32)) for k, s in SHAPES.items()}
