@@ -136,7 +136,9 @@ def schedule_free(
         dtype = hp_lib.float_dtype()
         scalars = {"weight_sum": jnp.zeros((), dtype), "lr_max": jnp.asarray(lr_max0, dtype),
                    CREATED: jnp.zeros((), bool)}
-        return OptimizerState(jnp.zeros((), jnp.int32), Hyperparams(hp), slots, scalars)
+        # ``name`` lets optx.set_hyperparams run the constructor's checks.
+        return OptimizerState(jnp.zeros((), jnp.int32), Hyperparams(hp, {}, name), slots,
+                              scalars)
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
@@ -200,7 +202,7 @@ def schedule_free(
                 new_slots[k].append(new.get(k, slots[k]).astype(slots[k].dtype))
         new_state = OptimizerState(
             count=increment(state.count),
-            hyperparams=Hyperparams(hp_lib.advance(spec, hp, increment(state.count))),
+            hyperparams=Hyperparams(hp_lib.advance(spec, hp, increment(state.count)), {}, name),
             slots={k: treedef.unflatten(v) for k, v in new_slots.items()},
             scalars={**{k: v.astype(state.scalars[k].dtype) for k, v in scalars.items()},
                      CREATED: jnp.ones((), bool)},

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,3 +71,32 @@ def test_set_hyperparams_names_a_non_number(info):
     assert float(optx.get_hyperparams(new)["lr"]) == 0.5
     traced = jax.jit(lambda s, v: optx.set_hyperparams(s, lr=v))(state, -1.0)
     assert float(optx.get_hyperparams(traced)["lr"]) == -1.0
+
+
+# Beyond torch.optim: torchao's and schedulefree's classes are checked as their constructors
+# check (their references' messages where they refuse; where a reference takes a value, so do
+# they).
+BEYOND = [optx.adam_8bit, optx.adamw_4bit, optx.adamw_fp8, optx.sgd_schedule_free,
+          optx.adamw_schedule_free, optx.radam_schedule_free]
+
+
+@pytest.mark.parametrize("make, bad", [
+    pytest.param(make, {name: value}, id=f"{make.__name__}-{name}")
+    for make in BEYOND for name, value in (("lr", -0.1), ("eps", -1.0), ("weight_decay", -0.5))
+    if name in inspect.signature(make).parameters])
+def test_set_hyperparams_checks_as_the_constructor_beyond_torch(make, bad):
+    try:
+        make(**bad)
+        refused = None
+    except ValueError as e:
+        refused = str(e)
+    state = make().init([jnp.linspace(-1.0, 1.0, 4096)])
+    before = _leaves(state)
+    if refused is None:
+        optx.set_hyperparams(state, **bad)
+    else:
+        with pytest.raises(ValueError) as e:
+            optx.set_hyperparams(state, **bad)
+        assert str(e.value) == refused
+    for a, b in zip(before, _leaves(state)):
+        np.testing.assert_array_equal(a, b)

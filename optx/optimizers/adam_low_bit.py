@@ -232,8 +232,9 @@ def low_bit_adam(
         validation.check_params(params, who=name)
         _check_dtypes(params, name)
         scalars = {"key": jax.random.key(0)} if bf16_stochastic_round else {}
-        return OptimizerState(jnp.zeros((), jnp.int32),
-                              Hyperparams(hp_lib.evaluate(spec, 0)), init_slots(params), scalars)
+        # ``name`` lets optx.set_hyperparams run this constructor's checks.
+        hp = Hyperparams(hp_lib.evaluate(spec, 0), {}, name)
+        return OptimizerState(jnp.zeros((), jnp.int32), hp, init_slots(params), scalars)
 
     def update(updates: Any, state: Any, params: Any = None, **extra_args: Any) -> Any:
         del extra_args
@@ -293,7 +294,7 @@ def low_bit_adam(
             after = jnp.where(jnp.isfinite(done), done, jnp.float32(0)) * jnp.float32(0)
         new_state = OptimizerState(
             count=count,
-            hyperparams=Hyperparams(hp_lib.advance(spec, state.hyperparams, count)),
+            hyperparams=Hyperparams(hp_lib.advance(spec, state.hyperparams, count), {}, name),
             slots={k: treedef.unflatten(v) for k, v in new_slots.items()},
             scalars=state.scalars,
             steps=steps,
