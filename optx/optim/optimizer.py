@@ -416,7 +416,7 @@ class Optimizer(HooksMixin):
             self._cold.discard(key)
         try:
             self._commit(slots, run=fn, args=(params, states, grads, value, captured))
-        except jax.errors.JaxRuntimeError as e:
+        except (ValueError, jax.errors.JaxRuntimeError) as e:
             if "donated" not in str(e):  # a gradient that is a state array: nothing donated
                 raise
             grads = _unaliased(grads, jax.tree_util.tree_leaves(states))
