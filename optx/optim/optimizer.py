@@ -380,9 +380,9 @@ class Optimizer(HooksMixin):
         if grads is None and closure is None:
             raise ValueError("step needs grads or a closure: opt.step(grads) or opt.step(closure)")
         slots = self._slots
-        for i, g in enumerate(self.param_groups[:len(slots)]):
+        for i, (slot, g) in enumerate(zip(slots, self.param_groups)):
             get = g.get
-            for k, v in slots[i].seen.items():
+            for k, v in slot.seen.items():
                 if get(k, _MISSING) is not v:  # torch reads the group at each step
                     slots = self._synced(slots, i)
                     break
