@@ -27,7 +27,8 @@ class Hyperparams(dict):  # type: ignore[type-arg]
     momentum), and a schedule keeps both. ``fixed`` maps each hyperparameter so decided to
     whether it is nonzero; :func:`optx.set_hyperparams` refuses a value on the other side.
     It is pytree metadata, not data, so it survives ``jit``, ``scan``, ``tree_map`` and
-    checkpoints restored into a freshly initialized state's structure.
+    checkpoints restored into a freshly initialized state's structure (assign a new dict to
+    change it: the metadata is cached, and an in-place edit of ``fixed`` would not be seen).
     """
 
     def __init__(self, values: Any = (), fixed: Mapping[str, bool] | None = None,
@@ -40,22 +41,43 @@ class Hyperparams(dict):  # type: ignore[type-arg]
     def __repr__(self) -> str:
         return f"Hyperparams({dict.__repr__(self)}, fixed={self.fixed!r}, who={self.who!r})"
 
+    # Flattening runs at every jitted call that takes or returns a state, in Python (a custom
+    # node): its metadata ``(sorted keys, sorted fixed items, who)`` is kept on the instance,
+    # and dropped by any change of the keys, of ``fixed`` or of ``who``.
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.__dict__.pop("_aux", None)
+        super().__setattr__(name, value)
 
-# Flattening runs at every jitted call that takes or returns a state, in Python (a custom
-# node): the pytree metadata ``(sorted keys, sorted fixed items, who)`` is kept on the instance
-# with the key set and ``fixed`` it was made from, and reused while they are unchanged.
-def _aux(hp: Hyperparams) -> tuple[Any, ...]:
-    cached = hp.__dict__.get("_aux")
-    if (cached is not None and cached[2] is hp.fixed and cached[0][2] is hp.who
-            and hp.keys() == cached[1]):
-        return cached[0]  # type: ignore[no-any-return]
-    aux = (tuple(sorted(hp)), tuple(sorted(hp.fixed.items())), hp.who)  # as jax flattens a dict
-    hp.__dict__["_aux"] = (aux, frozenset(aux[0]), hp.fixed)
-    return aux
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in self:
+            self.__dict__.pop("_aux", None)
+        super().__setitem__(key, value)
+
+    def _dropping_aux(name: str) -> Any:  # type: ignore[misc]  # a helper run in the class body
+        method = getattr(dict, name)
+
+        def changed(self: Hyperparams, *args: Any, **kwargs: Any) -> Any:
+            self.__dict__.pop("_aux", None)
+            return method(self, *args, **kwargs)
+
+        changed.__name__ = name
+        return changed
+
+    __delitem__ = _dropping_aux("__delitem__")
+    __ior__ = _dropping_aux("__ior__")
+    pop = _dropping_aux("pop")
+    popitem = _dropping_aux("popitem")
+    clear = _dropping_aux("clear")
+    update = _dropping_aux("update")
+    setdefault = _dropping_aux("setdefault")
+    del _dropping_aux
 
 
 def _flatten(hp: Hyperparams) -> tuple[list[Any], Any]:
-    aux = _aux(hp)
+    aux = hp.__dict__.get("_aux")
+    if aux is None:  # as jax flattens a dict: sorted keys
+        aux = hp.__dict__["_aux"] = (tuple(sorted(hp)), tuple(sorted(hp.fixed.items())),
+                                     hp.who)
     return list(map(hp.__getitem__, aux[0])), aux
 
 
@@ -65,12 +87,9 @@ def _flatten_with_keys(hp: Hyperparams) -> tuple[list[Any], Any]:
 
 
 def _unflatten(aux: Any, children: Any) -> Hyperparams:
-    keys, fixed, who = aux
     hp = dict.__new__(Hyperparams)
-    dict.update(hp, zip(keys, children))
-    hp.fixed = dict(fixed)
-    hp.who = who
-    hp.__dict__["_aux"] = (aux, frozenset(keys), hp.fixed)
+    dict.update(hp, zip(aux[0], children))
+    hp.__dict__.update(fixed=dict(aux[1]), who=aux[2], _aux=aux)
     return hp
 
 

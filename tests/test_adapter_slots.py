@@ -149,3 +149,16 @@ def test_load_state_dict_of_several_groups_is_all_or_nothing():
     jax.tree_util.tree_map(np.testing.assert_array_equal, opt.opt_state, before)
     opt.load_state_dict(good)
     opt.step([[jnp.ones(2)], [jnp.ones(3)]])
+
+
+def test_a_state_array_as_the_gradient_is_copied_not_donated():
+    """The step donates params and state; XLA refuses a call that also reads a donated buffer
+    (and deletes nothing), so the step copies that gradient and runs again."""
+    opt, ref = (O.Adam({"w": jnp.ones(3)}, lr=0.1) for _ in range(2))
+    for o in (opt, ref):
+        o.step({"w": jnp.asarray([1.0, -2.0, 0.5])})
+    g = np.asarray(opt.opt_state.slots["exp_avg"]["w"])
+    opt.step(opt.opt_state.slots["exp_avg"])
+    ref.step({"w": jnp.asarray(g)})
+    np.testing.assert_array_equal(opt.params["w"], ref.params["w"])
+    jax.tree_util.tree_map(np.testing.assert_array_equal, opt.opt_state, ref.opt_state)

@@ -150,13 +150,14 @@ def with_hyperparams(state: Any, args: dict[str, Any]) -> Any:
     if stored is None:
         return state
     hp = copy.copy(stored)  # its type and metadata (optx.state.Hyperparams.fixed) kept
+    put = dict.__setitem__  # the keys stay: no Hyperparams.__setitem__ (its cache holds)
     for k, old in stored.items():
         new = args.get(k, _MISSING)
         if new is _MISSING or any(
                 callable(x) for x in jax.tree_util.tree_leaves(new, is_leaf=callable)):
             continue
         if type(new) is float and type(old) is not tuple:
-            hp[k] = np.asarray(new, dtype=old.dtype)
+            put(hp, k, np.asarray(new, dtype=old.dtype))
             continue
         leaves, treedef = jax.tree_util.tree_flatten(old)
         try:
@@ -165,8 +166,8 @@ def with_hyperparams(state: Any, args: dict[str, Any]) -> Any:
             raise ValueError(
                 f"param group hyperparameter {k!r} must be shaped like {old!r}, got {new!r}"
             ) from e
-        hp[k] = jax.tree_util.tree_unflatten(
-            treedef, [np.asarray(n, dtype=o.dtype) for o, n in zip(leaves, new_leaves)])
+        put(hp, k, jax.tree_util.tree_unflatten(
+            treedef, [np.asarray(n, dtype=o.dtype) for o, n in zip(leaves, new_leaves)]))
     return state._replace(hyperparams=hp)
 
 

@@ -78,29 +78,31 @@ def with_step_hooks(step: Callable[..., Any]) -> Callable[..., Any]:
         self = args[0]
         if self._in_step:
             return step(*args, **kwargs)
-        for pre_hook in itertools.chain(
-            list(_global_optimizer_pre_hooks.values()),
-            list(self._optimizer_step_pre_hooks.values()),
-        ):
-            result = pre_hook(self, args, kwargs)
-            if result is not None:
-                if isinstance(result, tuple) and len(result) == 2:
-                    args, kwargs = result
-                else:
-                    raise RuntimeError(
-                        f"{step} must return None or a tuple of (new_args, new_kwargs), but got "
-                        f"{result}."
-                    )
+        if _global_optimizer_pre_hooks or self._optimizer_step_pre_hooks:
+            for pre_hook in itertools.chain(
+                list(_global_optimizer_pre_hooks.values()),
+                list(self._optimizer_step_pre_hooks.values()),
+            ):
+                result = pre_hook(self, args, kwargs)
+                if result is not None:
+                    if isinstance(result, tuple) and len(result) == 2:
+                        args, kwargs = result
+                    else:
+                        raise RuntimeError(
+                            f"{step} must return None or a tuple of (new_args, new_kwargs), but "
+                            f"got {result}."
+                        )
         self._in_step = True
         try:
             out = step(*args, **kwargs)
         finally:
             self._in_step = False
-        for post_hook in itertools.chain(
-            list(self._optimizer_step_post_hooks.values()),
-            list(_global_optimizer_post_hooks.values()),
-        ):
-            post_hook(self, args, kwargs)
+        if self._optimizer_step_post_hooks or _global_optimizer_post_hooks:
+            for post_hook in itertools.chain(
+                list(self._optimizer_step_post_hooks.values()),
+                list(_global_optimizer_post_hooks.values()),
+            ):
+                post_hook(self, args, kwargs)
         return out
 
     wrapper.hooked = True  # type: ignore[attr-defined]

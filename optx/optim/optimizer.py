@@ -380,9 +380,9 @@ class Optimizer(HooksMixin):
         if grads is None and closure is None:
             raise ValueError("step needs grads or a closure: opt.step(grads) or opt.step(closure)")
         slots = self._slots
-        for i, g in enumerate(self.param_groups[:len(slots)]):
+        for i, (slot, g) in enumerate(zip(slots, self.param_groups)):
             get = g.get
-            for k, v in slots[i].seen.items():
+            for k, v in slot.seen.items():
                 if get(k, _MISSING) is not v:  # torch reads the group at each step
                     slots = self._synced(slots, i)
                     break
@@ -416,7 +416,7 @@ class Optimizer(HooksMixin):
             self._cold.discard(key)
         try:
             self._commit(slots, run=fn, args=(params, states, grads, value, captured))
-        except jax.errors.JaxRuntimeError as e:
+        except (ValueError, jax.errors.JaxRuntimeError) as e:
             if "donated" not in str(e):  # a gradient that is a state array: nothing donated
                 raise
             grads = _unaliased(grads, jax.tree_util.tree_leaves(states))
