@@ -14,16 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optx import validation
 from optx.state import Hyperparams, is_optimizer_state
+from optx.validation import is_schedule  # re-exported: schedules are told apart here
 
 Schedule = Callable[[Any], Any]
 """A callable ``count -> value``; ``count`` is a Python int or a traced integer array."""
 
 Hyperparam = Union[float, int, Schedule, jax.Array]
-
-
-def is_schedule(value: Any) -> bool:
-    return callable(value)
 
 
 def is_constant(value: Any) -> bool:
@@ -234,7 +232,6 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
 
     # The constructor's checks and messages (torch's: "Invalid learning rate: -0.1"), then the
     # branches the compiled update holds.
-    from optx import validation  # here: it imports this module
 
     validation.check_hyperparams(getattr(stored, "who", None), {**stored, **values})
     for name, new in values.items():

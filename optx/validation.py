@@ -10,12 +10,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optx.hyperparams import is_schedule
-
 
 def _is_array(value: Any) -> bool:
     return (hasattr(value, "shape") and not is_schedule(value)
             and not isinstance(value, (bool, int, float, complex)))
+
+
+def is_schedule(value: Any) -> bool:
+    """Whether a hyperparameter is a schedule ``count -> value`` (any callable)."""
+    return callable(value)
 
 
 def scalar_hyperparams(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -275,10 +278,11 @@ def check_hyperparams(who: str | None, values: Mapping[str, Any]) -> None:
             dict(values))):
         return
     import inspect
+    import sys
 
-    import optx  # here: optx's constructors import this module
-
-    constructor = getattr(optx, who.rpartition(".")[2], None)
+    # The package is loaded (the state came from one of its constructors): found by name in
+    # sys.modules, so this leaf module imports no higher layer.
+    constructor = getattr(sys.modules.get("optx"), who.rpartition(".")[2], None)
     if constructor is None:
         return
     accepted = inspect.signature(constructor).parameters

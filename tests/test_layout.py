@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 import pytest
+import schedulefree
 import torch
 
 import optx
@@ -30,7 +31,9 @@ def test_every_optimizer_carries_its_layout(name):
     layout = layout_of(tx)
     assert isinstance(tx, TorchTransformation) and isinstance(layout, TorchLayout)
     assert getattr(optx.optim, layout.torch_name)._constructor is getattr(optx, name)
-    assert isinstance(getattr(torch.optim, layout.torch_name), type)
+    # the reference class: torch's, or schedulefree's for the schedule-free optimizers
+    assert any(isinstance(getattr(m, layout.torch_name, None), type)
+               for m in (torch.optim, schedulefree))
 
 
 def test_transformation_is_still_optaxs_pair():

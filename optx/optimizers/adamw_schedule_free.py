@@ -20,12 +20,12 @@ CLOSURE_LAYOUT = TorchLayout("AdamWScheduleFreeClosure", has_step=False,
 
 def adam_direction(g, y, slots, c):
     """``exp_avg_sq.mul_(beta2).addcmul_(g, g, 1 - beta2)``, ``g / (sqrt(exp_avg_sq / bc2) +
-    eps)`` plus ``weight_decay * y``; RAdam's SGD phase (``c['adam'] == 0``) keeps ``g``."""
+    eps)`` plus ``weight_decay * y``; RAdam's SGD phase (``c['rectified'] == 0``) keeps ``g``."""
     v = slots["exp_avg_sq"] * c["beta2"] + c["one_minus_beta2"] * g * g
     denom = jnp.sqrt(v / c["bias_correction2"]) + c["eps"]
     d = g / denom
-    if "adam" in c:
-        d = jnp.where(c["adam"] != 0, d, g)
+    if "rectified" in c:
+        d = jnp.where(c["rectified"] != 0, d, g)
     return d + c["weight_decay"] * y, {"exp_avg_sq": v}
 
 

@@ -30,7 +30,7 @@ def _rectification(silent_sgd_phase: bool):
         inner = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
         rect = jnp.where(adam, jnp.sqrt(jnp.where(adam, inner, 1.0)),
                          0.0 if silent_sgd_phase else 1.0)
-        return rect, {**adam_coefficients(hp, t), "adam": adam}
+        return rect, {**adam_coefficients(hp, t), "rectified": adam}
 
     return factor
 
