@@ -306,7 +306,7 @@ class QuantizedArray:
         """The float32 values: ``table[code] * scale`` (``float(code) * scale`` for fp8).
 
         Returns:
-          A float32 array of shape :attr:`shape`."""
+          A float32 array of the logical shape (``self.shape``)."""
         if self.kind == "fp8":
             values = self.codes.astype(jnp.float32)
         else:

@@ -145,8 +145,9 @@ def accumulate(grads: Any, new: Any) -> Any:
 
 def all_finite(grads: Any) -> bool:
     """Whether every entry of every gradient is finite: the test torch's ``GradScaler`` makes
-    before it skips ``optimizer.step()`` (``found_inf``), for a loop that skips a step whose
-    gradients hold an Inf or a NaN::
+    before it skips ``optimizer.step()`` (``found_inf``).
+
+    For a loop that skips a step whose gradients hold an Inf or a NaN::
 
         if optx.optim.all_finite(grads):
             optimizer.step(grads)

@@ -35,7 +35,9 @@ def _convert(torch: Any, value: Any) -> Any:
 
 def to_torch_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
     """An ``optx.optim`` optimizer's ``state_dict()`` with every array a ``torch.Tensor``: what
-    ``torch.optim.<Same>.load_state_dict`` takes, so that torch continues the trajectory::
+    ``torch.optim.<Same>.load_state_dict`` takes, so that torch continues the trajectory.
+
+    The way back to torch is one call::
 
         torch_opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         torch_opt.load_state_dict(optx.optim.to_torch_state_dict(opt.state_dict()))
