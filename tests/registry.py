@@ -261,10 +261,17 @@ OPTIMIZERS: list[OptimizerInfo] = [
         complex_kwargs=dict(lr=0.01, momentum=0.5, centered=True),
         float32_kwargs=dict(lr=0.01, momentum=0.5, centered=True),
         state_dict=[{"lr": 0.01, "momentum": 0.5, "centered": True}],
+        # Centered with alpha near 0: the variance square_avg - grad_avg**2 is alpha*(1-alpha)
+        # g**2 after a cancellation of -log2(alpha) bits (all of them at alpha = 0), and torch's
+        # own value there depends on its CPU kernel: ATen's AVX2/AVX-512 addcmul contracts
+        # into an FMA (the product's rounding error survives: -7.0e-19 for g**2 ~ 0.016),
+        # its DEFAULT kernel does not (0.0), measured with ATEN_CPU_CAPABILITY. Drawn only
+        # where at most 7 bits cancel (alpha >= 0.01), which the 1e-9 tolerance absorbs.
         property_kwargs=st.fixed_dictionaries(dict(
             lr=_lr, alpha=_unit, eps=_eps, weight_decay=_wd,
             momentum=st.one_of(st.just(0.0), _unit), centered=st.booleans(),
-            maximize=st.booleans())),
+            maximize=st.booleans())).filter(
+                lambda kw: not (kw["centered"] and kw["alpha"] < 0.01)),
     ),
     OptimizerInfo(
         "adagrad", "Adagrad",
