@@ -142,8 +142,8 @@ def muon(
        &\quad \theta_t \leftarrow \theta_{t-1}(1 - \gamma\lambda) - \gamma \, r \, X,
           \text{ for an } A \times B \text{ parameter:} \\
        &\quad\quad r = \sqrt{\max(1, A/B)} \text{ (original), } 0.2\sqrt{\max(A, B)}
-          \text{ (}\mathit{match\_rms\_adamw}\text{) or } \sqrt{A/B}
-          \text{ (}\mathit{spectral\_unclamped}\text{)}
+          \text{ (}\mathit{match\_rms\_adamw}\text{)} \\
+       &\quad\quad \text{or } r = \sqrt{A/B} \text{ (}\mathit{spectral\_unclamped}\text{)}
        \end{aligned}
 
     Newton–Schulz runs in bfloat16 with torch's CPU rounding: each of the three matrix
