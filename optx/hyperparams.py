@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optx import validation
-from optx.state import Hyperparams, is_optimizer_state
+from optx.state import Hyperparams, float_dtype, is_optimizer_state  # noqa: F401  (float_dtype: re-exported)
 from optx.validation import is_schedule  # re-exported: schedules are told apart here
 
 Schedule = Callable[[Any], Any]
@@ -36,15 +36,6 @@ def is_zero(value: Any) -> bool:
     return is_constant(value) and bool(
         np.size(value) == 1 and float(np.reshape(np.asarray(value), ())) == 0.0
     )
-
-
-def float_dtype() -> Any:
-    """The dtype hyperparameters and scalar coefficients are computed in.
-
-    float64 when ``jax_enable_x64`` is on, so scalar math (bias corrections, step sizes) is done
-    in doubles exactly as torch does it with Python floats; float32 otherwise.
-    """
-    return jnp.zeros((), dtype=float).dtype
 
 
 def _is_spec_leaf(x: Any) -> bool:
@@ -82,17 +73,28 @@ def _schedule_count(count: Any) -> Any:
     return jnp.asarray(count).astype(jnp.zeros((), dtype=int).dtype)
 
 
-def advance(spec: Mapping[str, Any], current: dict[str, Any], count: Any) -> dict[str, Any]:
+def advance(spec: Mapping[str, Any], current: Mapping[str, Any], count: Any) -> Any:
     """The stored hyperparameters for the next update: scheduled ones re-evaluated at ``count``,
-    constants carried over (so values set with :func:`set_hyperparams` persist)."""
+    constants carried over (so values set with :func:`set_hyperparams` persist).
+
+    ``current`` a :class:`~optx.state.Hyperparams` gives one back, its packed vector passed
+    through untouched when nothing is scheduled (the common case: no work in the update)."""
     dtype = float_dtype()
     count = _schedule_count(count)
+    scheduled = [k for k, x in spec.items() if any(
+        is_schedule(leaf) for leaf in jax.tree_util.tree_leaves(x, is_leaf=_is_spec_leaf))]
 
     def value(x, cur):
         if is_schedule(x):
             return jnp.asarray(x(count), dtype=dtype)
         return cur
 
+    if isinstance(current, Hyperparams):
+        if not scheduled:
+            return current
+        return current.replaced({
+            k: jax.tree_util.tree_map(value, spec[k], current[k], is_leaf=_is_spec_leaf)
+            for k in scheduled})
     return jax.tree_util.tree_map(value, dict(spec), dict(current), is_leaf=_is_spec_leaf)
 
 
@@ -207,7 +209,7 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
         )
     stored = found[0].hyperparams
     fixed = getattr(stored, "fixed", {})
-    hp = dict(stored)
+    hp: dict[str, Any] = dict(stored)
     for name, new in values.items():
         if name not in hp:
             raise ValueError(
@@ -237,10 +239,10 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
     for name, new in values.items():
         if name in fixed:
             _check_side(name, new, hp[name], fixed[name])
-    if isinstance(stored, Hyperparams):
-        hp = Hyperparams(hp, stored.fixed, stored.who)
+    new_hp = stored.replaced({name: hp[name] for name in values}) \
+        if isinstance(stored, Hyperparams) else hp
 
     def replace(x):
-        return x._replace(hyperparams=hp) if is_optimizer_state(x) else x
+        return x._replace(hyperparams=new_hp) if is_optimizer_state(x) else x
 
     return jax.tree_util.tree_map(replace, state, is_leaf=is_optimizer_state)

@@ -280,8 +280,8 @@ def test_every_float_hyperparameter_accepts_one_element_arrays(cls):
     grads = [jnp.asarray([[0.5, 0.25], [-1.0, 2.0]])]
     a, b = ctor(**floats), ctor(**arrays)
     sa, sb = a.init(params), b.init(params)
-    for x, y in zip(jax.tree_util.tree_leaves(sa.hyperparams),
-                    jax.tree_util.tree_leaves(sb.hyperparams)):
+    for x, y in zip(jax.tree_util.tree_leaves(dict(sa.hyperparams)),
+                    jax.tree_util.tree_leaves(dict(sb.hyperparams))):
         assert x.shape == y.shape == () and float(x) == float(y)
     if cls != "LBFGS":
         ua, _ = a.update(grads, sa, params)

@@ -149,25 +149,7 @@ def with_hyperparams(state: Any, args: dict[str, Any]) -> Any:
     stored = getattr(state, "hyperparams", None)
     if stored is None:
         return state
-    hp = copy.copy(stored)  # its type and metadata (optx.state.Hyperparams.fixed) kept
-    put = dict.__setitem__  # the keys stay: no Hyperparams.__setitem__ (its cache holds)
-    for k, old in stored.items():
-        new = args.get(k, _MISSING)
-        if new is _MISSING or any(
-                callable(x) for x in jax.tree_util.tree_leaves(new, is_leaf=callable)):
-            continue
-        if type(new) is float and type(old) is not tuple:
-            put(hp, k, np.asarray(new, dtype=old.dtype))
-            continue
-        leaves, treedef = jax.tree_util.tree_flatten(old)
-        try:
-            new_leaves = treedef.flatten_up_to(new)  # type: ignore[attr-defined]  # PyTreeDef has no stubs
-        except (ValueError, TypeError) as e:
-            raise ValueError(
-                f"param group hyperparameter {k!r} must be shaped like {old!r}, got {new!r}"
-            ) from e
-        put(hp, k, jax.tree_util.tree_unflatten(
-            treedef, [np.asarray(n, dtype=o.dtype) for o, n in zip(leaves, new_leaves)]))
+    hp = stored.written(args)
     return state._replace(hyperparams=hp)
 
 

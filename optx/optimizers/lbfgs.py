@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,7 +51,7 @@ class LbfgsState(NamedTuple):
     """
 
     count: Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
-    hyperparams: dict[str, Array]
+    hyperparams: Mapping[str, Array]
     func_evals: Array
     n_iter: Array
     d: Array
