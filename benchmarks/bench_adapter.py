@@ -16,7 +16,7 @@ Each model runs in its own fresh process. Within it every implementation is buil
 up, then timed *interleaved*, so that load on a shared machine lands on all of them alike:
 
 * small models, **one by one**: each round runs ``--steps`` steps of every implementation in
-  alternation (one step of each in turn, the order rotating from round to round), each step
+  alternation (one step of each in turn, in a fresh random order for every step), each step
   blocked until its result is ready and timed alone. Alternating step by step is the harsh
   case for Python-side cost (each implementation's code and data are evicted from the caches
   by the others'), and the one the targets are set for;
@@ -45,6 +45,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -148,12 +149,17 @@ def _worker(model: str, impls: tuple[str, ...], rounds: int, steps: int) -> dict
     wall: dict[str, list[float]] = {k: [] for k in names}
     cpu: dict[str, list[float]] = {k: [] for k in names}
     one_by_one = model.startswith("mlp")
+    rng = random.Random(0)
     for r in range(rounds):
         order = names[r % len(names):] + names[: r % len(names)]
         w = dict.fromkeys(names, 0.0)
         c = dict.fromkeys(names, 0.0)
         if one_by_one:  # one step of each in turn, each timed alone
             for _ in range(steps):
+                # A fresh order for every step: each implementation follows each other one
+                # alike (torch's idle worker threads spin for a while after its step and slow
+                # whatever runs next).
+                rng.shuffle(order)
                 for k in order:
                     step = steppers[k]
                     t0, c0 = time.perf_counter(), time.thread_time()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+
 from optx.optim.groups import ParamTree, Slot, given_arrays
 from optx.optim.state_dict import copy_tree
 
@@ -50,3 +52,10 @@ def describe(opt: Any) -> str:
                 lines.append(f"    {key}: {group[key]}")
     lines.append(")")
     return "\n".join(lines)
+
+
+def unaliased(grads: Any, donated: list[Any]) -> Any:
+    """``grads`` with each leaf that is one of the ``donated`` arrays copied (XLA cannot donate
+    a buffer the same call also reads: ``opt.step(opt.params)``)."""
+    ids = set(map(id, donated))
+    return jax.tree_util.tree_map(lambda g: copy_tree(g) if id(g) in ids else g, grads)

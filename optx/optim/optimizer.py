@@ -69,12 +69,6 @@ def _as_tuples(value: Any) -> Any:
     return value
 
 
-def _unaliased(grads: Any, donated: list[Any]) -> Any:
-    """``grads`` with each leaf that is one of the ``donated`` arrays copied."""
-    ids = set(map(id, donated))
-    return jax.tree_util.tree_map(lambda g: copy_tree(g) if id(g) in ids else g, grads)
-
-
 class Optimizer(HooksMixin):
     """torch.optim.Optimizer's surface over an optx functional constructor.
 
@@ -137,6 +131,7 @@ class Optimizer(HooksMixin):
         self._trace_counter = [0]
         self._closure_grads = S.ClosureGrads()
         self._named_view: dict[str, Any] | None = None
+        self._param_ids, self._n_params = frozenset[int](), 0  # the params' ids and count
 
     def _construct(self, params: Any, arguments: dict[str, Any]) -> None:
         self._init_empty()
@@ -206,12 +201,15 @@ class Optimizer(HooksMixin):
                 else:
                     dict.clear(groups[i])
                     dict.update(groups[i], g)
+            ids: list[int] = []
             for g, s in zip(groups, slots):
                 leaves = jax.tree_util.tree_leaves(s.params)
+                ids.extend(map(id, leaves))
                 dict.__setitem__(g, "params", list(map(leaves.__getitem__, s.order)))
             if recompile:
                 self._jitted.clear()
             self._slots = slots
+            self._param_ids, self._n_params = frozenset(ids), len(ids)  # step checks grads
             self._named_view = None
             if tree is not None:
                 self._tree = tree
@@ -397,12 +395,11 @@ class Optimizer(HooksMixin):
         grads = self._place_params(grads)
         grads = [grads] if self._tree.mode == "tree" else self._tree.split(grads)
         params, states = [s.params for s in slots], [s.state for s in slots]
-        ours = jax.tree_util.tree_leaves(params)
         leaves = jax.tree_util.tree_leaves(grads)
-        if not set(map(id, ours)).isdisjoint(map(id, leaves)):
+        if not self._param_ids.isdisjoint(map(id, leaves)):
             # opt.step(opt.params): XLA cannot donate a buffer the call also reads.
-            grads = _unaliased(grads, ours)
-        if len(leaves) < len(ours):  # a None gradient skips its parameter: per-parameter
+            grads = copies.unaliased(grads, jax.tree_util.tree_leaves(params))
+        if len(leaves) < self._n_params:  # a None gradient skips its parameter: per-parameter
             slots = G.with_steps(slots, grads)  # steps, so the compiled step sees them
             states = [s.state for s in slots]
         fn = self._compiled(template)
@@ -419,7 +416,7 @@ class Optimizer(HooksMixin):
         except (ValueError, jax.errors.JaxRuntimeError) as e:
             if "donated" not in str(e):  # a gradient that is a state array: nothing donated
                 raise
-            grads = _unaliased(grads, jax.tree_util.tree_leaves(states))
+            grads = copies.unaliased(grads, jax.tree_util.tree_leaves(states))
             self._commit(slots, run=fn, args=(params, states, grads, value, captured))
         if cold and template is not None and closure is not None:  # LBFGS traced it again
             self._jitted[self._closure_grads.rekey(closure, key)] = fn
