@@ -22,21 +22,22 @@ up, then timed *interleaved*, so that load on a shared machine lands on all of t
   by the others'), and the one the targets are set for;
 * 20 M models: each round times ``--steps`` consecutive steps of each implementation in turn.
 
-A step's time is the median over rounds of the round's mean; it is measured twice, as wall time
-and as the calling thread's CPU time (``time.thread_time``: immune to other processes' load,
-which moves wall times on a shared machine by tens of percent).
+A step's time is the median over rounds of the round's mean: wall time, and for the small models
+also the calling thread's CPU time (``time.thread_time``, in parentheses: immune to other
+processes' load, which moves wall times on a shared machine by tens of percent).
 
 * ``optx``: ``jax.jit`` of ``optx.adam``'s (``optx.sgd``'s) ``update`` + ``apply_updates``,
   params and state donated: what the adapter wraps.
 * ``adapter``: ``optx.optim.Adam(params, lr=1e-3).step(grads)`` (``optx.optim.SGD``).
-* ``optax``: ``optax.adam`` (``optax.sgd``) in the same jitted, donated step (small models).
+* ``optax``: ``optax.adam`` (``optax.sgd``) in the same jitted, donated step.
 * ``torch foreach`` / ``torch single``: ``torch.optim.Adam(foreach=True / False).step()`` with
   ``.grad`` set (small Adam model only).
 
 The adapter's *fixed cost* is ``adapter - optx`` per step (the Python it runs around the same
 compiled update); the targets are at most 30 us on the small models and ``adapter / optx`` at
-most 1.05 on the 20 M models. The functional step's target is ``optx / optax`` at most 1.05 on
-the small models. Results go to ``benchmarks/results/adapter.json``.
+most 1.05 on the 20 M models. The functional step's targets are ``optx / optax`` at most 1.05 on
+the small models and at most 1.0 at 20 M parameters in 1000 leaves. Results go to
+``benchmarks/results/adapter.json``.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ MODELS = {"mlp": None, "mlp/sgd": None, "20M/10": (10, 20_000_000),
           "20M/1000": (1000, 20_000_000)}
 SMALL_IMPLS = ("optx", "adapter", "optax", "torch foreach", "torch single")
 SGD_IMPLS = ("optx", "adapter", "optax")
-LARGE_IMPLS = ("optx", "adapter")
+LARGE_IMPLS = ("optx", "adapter", "optax")
 TARGET_FIXED_US = 30.0
 TARGET_RATIO = 1.05
 
@@ -178,7 +179,8 @@ def _worker(model: str, impls: tuple[str, ...], rounds: int, steps: int) -> dict
             wall[k].append(w[k] / steps)
             cpu[k].append(c[k] / steps)
     result: dict = {k: statistics.median(v) for k, v in wall.items()}
-    result["cpu"] = {k: statistics.median(v) for k, v in cpu.items()}
+    if one_by_one:  # a large model's step runs in XLA's threads: the caller's CPU time is idle
+        result["cpu"] = {k: statistics.median(v) for k, v in cpu.items()}
     return result
 
 
@@ -217,7 +219,9 @@ def table(results: dict) -> str:
                        f"{'met' if vs_optax <= TARGET_RATIO else 'not met'}")
         else:
             met = ratio <= TARGET_RATIO
-            target = f"ratio <= {TARGET_RATIO}: {'met' if met else 'not met'}"
+            target = f"adapter/optx <= {TARGET_RATIO}: {'met' if met else 'not met'}"
+            if model == "20M/1000" and vs_optax is not None:
+                target += f"; optx/optax <= 1.0: {'met' if vs_optax <= 1.0 else 'not met'}"
         optax_cell = "" if vs_optax is None else f"{vs_optax:.3f} ({vs_optax_cpu:.3f})"
         lines.append(f"| {model} | " + " | ".join(cells)
                      + f" | {fixed:+,.0f} ({fixed_cpu:+,.0f}) | {ratio:.3f} ({ratio_cpu:.3f})"
