@@ -232,8 +232,8 @@ def table(results: dict) -> str:
 def run_model(model: str, rounds: int | None = None) -> dict:
     """One model's per-step times ``{impl: seconds}``, measured in a fresh process."""
     small = model.startswith("mlp")
-    rounds = rounds or (41 if small else 9)
-    steps = 100 if small else 3
+    rounds = rounds or (41 if small else 15)
+    steps = 100 if small else 4
     impls = (SGD_IMPLS if model.endswith("/sgd") else SMALL_IMPLS) if small else LARGE_IMPLS
     cmd = [sys.executable, __file__, "--worker", model, ",".join(impls), str(rounds), str(steps)]
     return run_worker(cmd, timeout=1200)
