@@ -15,11 +15,13 @@ Models (float32, at torch's defaults with ``lr=1e-3``):
 Each model runs in its own fresh process. Within it every implementation is built and warmed
 up, then timed *interleaved*, so that load on a shared machine lands on all of them alike:
 
-* small models, **one by one**: each round runs ``--steps`` steps of every implementation in
-  alternation (one step of each in turn, in a fresh random order for every step), each step
-  blocked until its result is ready and timed alone. Alternating step by step is the harsh
-  case for Python-side cost (each implementation's code and data are evicted from the caches
-  by the others'), and the one the targets are set for;
+* small models, **one by one**: each round runs ``--steps`` steps of the JAX implementations
+  in alternation (one step of each in turn, in a fresh random order for every step), each step
+  blocked until its result is ready and timed alone; then torch's, as a reference, in runs of
+  consecutive steps (its idle worker threads spin after a step and would slow whichever step
+  came next). Alternating step by step is the harsh case for Python-side cost (each
+  implementation's code and data are evicted from the caches by the others'), and the one the
+  targets are set for;
 * 20 M models: each round times ``--steps`` consecutive steps of each implementation in turn.
 
 A step's time is the median over rounds of the round's mean: wall time, and for the small models
@@ -151,30 +153,35 @@ def _worker(model: str, impls: tuple[str, ...], rounds: int, steps: int) -> dict
     cpu: dict[str, list[float]] = {k: [] for k in names}
     one_by_one = model.startswith("mlp")
     rng = random.Random(0)
+    jax_impls = [k for k in names if not k.startswith("torch")]
     for r in range(rounds):
         order = names[r % len(names):] + names[: r % len(names)]
         w = dict.fromkeys(names, 0.0)
         c = dict.fromkeys(names, 0.0)
-        if one_by_one:  # one step of each in turn, each timed alone
+
+        def timed(k: str, n: int, w=w, c=c) -> None:
+            step = steppers[k]
+            t0, c0 = time.perf_counter(), time.thread_time()
+            for _ in range(n):
+                step()
+            w[k] += time.perf_counter() - t0
+            c[k] += time.thread_time() - c0
+
+        if one_by_one:
+            # The JAX steps one by one: one step of each in turn, in a fresh order every step
+            # (each follows each other one alike), each timed alone.
             for _ in range(steps):
-                # A fresh order for every step: each implementation follows each other one
-                # alike (torch's idle worker threads spin for a while after its step and slow
-                # whatever runs next).
-                rng.shuffle(order)
-                for k in order:
-                    step = steppers[k]
-                    t0, c0 = time.perf_counter(), time.thread_time()
-                    step()
-                    w[k] += time.perf_counter() - t0
-                    c[k] += time.thread_time() - c0
+                rng.shuffle(jax_impls)
+                for k in jax_impls:
+                    timed(k, 1)
+            # torch's for reference, in runs of consecutive steps: its idle worker threads
+            # spin for a while after a step and would slow whichever JAX step came next.
+            for k in order:
+                if k not in jax_impls:
+                    timed(k, steps)
         else:
             for k in order:
-                step = steppers[k]
-                t0, c0 = time.perf_counter(), time.thread_time()
-                for _ in range(steps):
-                    step()
-                w[k] += time.perf_counter() - t0
-                c[k] += time.thread_time() - c0
+                timed(k, steps)
         for k in names:
             wall[k].append(w[k] / steps)
             cpu[k].append(c[k] / steps)

@@ -32,6 +32,7 @@ import functools
 import signal
 import sys
 import threading
+from _thread import get_ident as _get_ident
 from itertools import compress
 from types import FrameType
 from typing import Any, Callable, TypeVar
@@ -44,7 +45,8 @@ _SIGNALS = tuple(int(s) for s in signal.valid_signals() if s not in _UNCATCHABLE
 # microseconds a call, which every step would pay once per signal.
 _getsignal: Callable[[int], Any] = _signal.getsignal
 _setsignal: Callable[[int, Any], Any] = _signal.signal
-_main = threading.main_thread()
+# Compared with _thread.get_ident() (C), where threading.current_thread() is Python code.
+_MAIN_ID = threading.main_thread().ident
 
 
 def _on_stack(target: FrameType, frame: FrameType | None) -> bool:
@@ -116,7 +118,7 @@ class signals_deferred:
 
     def __enter__(self) -> None:
         self._commit: _Commit | None = None
-        if threading.current_thread() is not _main:
+        if _get_ident() != _MAIN_ID:
             return
         frame = sys._getframe(1)
         commit = _Commit(frame)
@@ -160,7 +162,7 @@ class signals_deferred:
 
 def blocked() -> bool:
     """Whether the calling thread is inside :class:`signals_deferred` (handlers held back)."""
-    if threading.current_thread() is not _main:
+    if _get_ident() != _MAIN_ID:
         return False
     frame = sys._getframe(1)
     return any(isinstance(h, _Deferred) and h.commit.running(frame)

@@ -21,6 +21,8 @@ How the params are given decides what :attr:`Optimizer.params` and ``step``'s gr
 from __future__ import annotations
 
 import inspect
+from itertools import repeat
+from operator import is_not
 from typing import Any, Callable
 
 import jax
@@ -379,11 +381,9 @@ class Optimizer(HooksMixin):
             raise ValueError("step needs grads or a closure: opt.step(grads) or opt.step(closure)")
         slots = self._slots
         for i, (slot, g) in enumerate(zip(slots, self.param_groups)):
-            get = g.get
-            for k, v in slot.seen.items():
-                if get(k, _MISSING) is not v:  # torch reads the group at each step
-                    slots = self._synced(slots, i)
-                    break
+            seen = slot.seen  # torch reads the group at each step: any value replaced?
+            if any(map(is_not, map(g.get, seen, repeat(_MISSING)), seen.values())):
+                slots = self._synced(slots, i)
         loss = value = template = None
         captured: tuple[Any, ...] = ()
         if closure is not None:
