@@ -47,6 +47,8 @@ _getsignal: Callable[[int], Any] = _signal.getsignal
 _setsignal: Callable[[int, Any], Any] = _signal.signal
 # Compared with _thread.get_ident() (C), where threading.current_thread() is Python code.
 _MAIN_ID = threading.main_thread().ident
+# The handlers the last commit found, and those of them that are Python callables.
+_last_scan: list[Any] = [None, []]
 
 
 def _on_stack(target: FrameType, frame: FrameType | None) -> bool:
@@ -128,7 +130,10 @@ class signals_deferred:
             # The handlers, and which are Python callables (SIG_DFL and SIG_IGN are ints), read
             # in C loops: a Python loop over the 60-odd signals cost every step microseconds.
             handlers = list(map(_getsignal, _SIGNALS))
-            for sig, handler in compress(zip(_SIGNALS, handlers), map(callable, handlers)):
+            if handlers != _last_scan[0]:  # C comparison, by identity first: usually equal
+                _last_scan[:] = handlers, list(compress(zip(_SIGNALS, handlers),
+                                                        map(callable, handlers)))
+            for sig, handler in _last_scan[1]:
                 if type(handler) is _Deferred:
                     if handler.commit.running(frame):
                         continue  # an outer commit defers it
