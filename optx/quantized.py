@@ -137,7 +137,7 @@ def _lookup(kind: str, signed: bool) -> tuple[np.ndarray, np.ndarray]:
     buckets (checked here), so ``code(x) = base[key] + (x >= threshold[key])`` with ``base``
     the code of the bucket's smallest value and ``threshold`` the smallest value of the next
     code (NaN where none). Built by bisection with :func:`_search_reference`; bit for bit the
-    binary search, with two gathers instead of nine."""
+    binary search (packed for one gather per value by :func:`_packed_lookup`)."""
     table, bits = qmap(kind, signed), (8 if kind == "8bit" else 4)
     keys = np.arange(65536, dtype=np.uint32)
     negative = keys >= 0x8000
@@ -162,15 +162,57 @@ def _lookup(kind: str, signed: bool) -> tuple[np.ndarray, np.ndarray]:
     return base.astype(np.uint8), threshold
 
 
-def _search(x: Array, kind: str, signed: bool) -> Array:
-    """torchao's rounding of the scaled values ``x`` to codes (see :func:`_lookup`)."""
-    base, threshold = _lookup(kind, signed)
-    key = lax.bitcast_convert_type(x, jnp.uint32) >> 16
-    def take(table: np.ndarray) -> Array:  # every key indexes the 65536 entries
-        return jnp.asarray(table).at[key].get(mode="promise_in_bounds")
+_KEY_LO, _KEY_HI = 0x3000, 0x3F80  # the buckets of 2**-31 and of 1.0: outside, no code changes
 
-    codes = take(base) + (x >= take(threshold)).astype(jnp.uint8)
-    return jnp.where(jnp.isnan(x), jnp.uint8(0), codes)  # torchao's search gives NaN code 0
+
+@functools.cache
+def _packed_lookup(kind: str, signed: bool) -> np.ndarray:
+    """:func:`_lookup` packed into one uint32 per bucket and cut to the buckets that matter.
+
+    An entry holds the bucket's base code above bit 17 and, below, the position (``0 ..
+    0xFFFF``, counted from the bucket's smallest value) of its first value with the next code
+    (``0x10000``: none), so the code is ``base + (position >= jump)``: one gather. The buckets
+    of magnitudes under 2**-31 and over 1.0 are each one code with no jump (checked here, for
+    both signs, infinities included), so a magnitude's bucket is clamped to ``[2**-31, 1.0]``:
+    2 x 2945 entries (23 KB, cache-resident) instead of 65536."""
+    base, threshold = _lookup(kind, signed)
+    keys = np.arange(65536, dtype=np.uint32)
+    low = threshold.view(np.uint32) & 0xFFFF
+    jump = np.where(np.isnan(threshold), 0x10000, np.where(keys >= 0x8000, 0xFFFF - low, low))
+    entry = (base.astype(np.uint32) << 17) | jump.astype(np.uint32)
+    halves = []
+    for sign in (0, 0x8000):
+        below = entry[sign:sign + _KEY_LO + 1]
+        above = entry[sign + _KEY_HI:sign + 0x7F81]  # up to the infinity's bucket
+        assert np.all(below == below[-1]) and below[-1] & 0x1FFFF == 0x10000, "code below"
+        assert np.all(above == above[0]) and above[0] & 0x1FFFF == 0x10000, "code above"
+        halves.append(entry[sign + _KEY_LO:sign + _KEY_HI + 1])
+    table = np.concatenate(halves)
+    table.setflags(write=False)
+    return table
+
+
+def _take(table: Any, index: Array) -> Array:
+    """``table[index]`` (a 1-D constant table, indices known in bounds): one gather, with no
+    normalization of negative indices."""
+    dims = lax.GatherDimensionNumbers(offset_dims=(), collapsed_slice_dims=(0,),
+                                      start_index_map=(0,))
+    return lax.gather(jnp.asarray(table), index[..., None], dims, slice_sizes=(1,),
+                      mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+
+
+def _search(x: Array, kind: str, signed: bool) -> Array:
+    """torchao's rounding of the scaled values ``x`` to codes (see :func:`_lookup` and
+    :func:`_packed_lookup`); NaN gives code 0, as torchao's search does."""
+    table = _packed_lookup(kind, signed)
+    bits = lax.bitcast_convert_type(jnp.asarray(x, jnp.float32), jnp.int32)
+    negative = bits >> 31  # 0, or -1 (all ones) for a negative sign
+    width = _KEY_HI - _KEY_LO + 1
+    key = jnp.clip((bits >> 16) & 0x7FFF, _KEY_LO, _KEY_HI) - _KEY_LO + (negative & width)
+    entry = _take(table, key)
+    position = ((bits ^ negative) & 0xFFFF).astype(jnp.uint32)  # from the smallest value up
+    codes = (entry >> 17) + (position >= (entry & 0x1FFFF)).astype(jnp.uint32)
+    return jnp.where(jnp.isnan(x), jnp.uint8(0), codes.astype(jnp.uint8))
 
 
 def _div_exact(x: Array, c: float) -> Array:
@@ -314,8 +356,7 @@ class QuantizedArray:
             if self.kind == "4bit":
                 codes = jnp.stack([codes >> 4, codes & 0b1111], axis=-1).reshape(
                     codes.shape[0], -1)
-            values = jnp.asarray(qmap(self.kind, self.signed)).at[
-                codes.astype(jnp.int32)].get(mode="promise_in_bounds")
+            values = _take(qmap(self.kind, self.signed), codes)
         return jnp.reshape(values * self.scale[:, None], self.shape)
 
     @property

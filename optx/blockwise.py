@@ -1,0 +1,158 @@
+"""Updates of block-quantized state chunk by chunk: float32 temporaries the size of a chunk.
+
+An optimizer whose moments are :class:`optx.quantized.QuantizedArray` s reads them
+dequantized (float32), updates them and writes them back requantized. Done on a whole tensor
+at once, the float32 temporaries (the dequantized moments, their new values, the update) are
+the tensor's size: at the step's peak they cost more memory than the quantized storage saves,
+and on CPU each large fresh buffer also costs its page faults. :func:`map_blocks` runs the
+same elementwise-and-per-block function over chunks of whole blocks in a loop
+(``lax.fori_loop``), writing each chunk's results into the loop's buffers in place
+(``dynamic_update_slice``: the donated state, and the gradient's buffer for the update), so the
+float32 temporaries are the size of a chunk (about :data:`CHUNK_ELEMENTS` elements) and stay
+in cache between the passes over them (a block's ``max |x|`` needs the whole block before any
+of it is requantized).
+
+The result is the one of the whole tensor at once, bit for bit: every value depends only on
+its own element and its own block. Nothing here is specific to Adam.
+
+Layout. The ``n_blocks`` blocks are viewed as ``(A, K, r)`` (C order) with ``A =
+gcd(n_blocks, 256)``, and chunk ``k`` is the blocks ``[:, k, :]``: ``A`` contiguous runs of
+``r`` blocks. A split of the block axis across ``D`` devices (what
+:func:`optx.sharding.zero_shardings` makes when ``D`` divides ``n_blocks``) is a split of the
+leading axis whenever ``D`` divides ``A``, so the loop runs over an axis that is never
+sharded and each device updates its own blocks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from optx.quantized import QuantizedArray
+
+Array = jax.Array
+
+CHUNK_ELEMENTS = 1 << 18
+"""The elements a chunk holds at most (1 MiB of float32 per temporary), unless no whole-block
+layout comes close (see :func:`chunk_layout`)."""
+
+_LEADING = 256  # A divides this: device counts dividing it keep the sharding on A
+
+
+def chunk_layout(n_blocks: int, block_size: int,
+                 chunk_elements: int = CHUNK_ELEMENTS) -> tuple[int, int, int]:
+    """``(A, K, r)``: the blocks viewed as ``A x K x r``, chunk ``k`` the blocks ``[:, k, :]``.
+
+    ``K`` is the fewest chunks of at most ``chunk_elements`` elements; a tensor that can only
+    be cut into chunks under 1/16 of that (a prime number of blocks, say) is done in one
+    piece (``K = 1``), as are tensors of at most ``chunk_elements`` elements."""
+    a = math.gcd(n_blocks, _LEADING)
+    q = n_blocks // a
+    for k in range(1, q + 1):
+        if q % k == 0 and a * (q // k) * block_size <= chunk_elements:
+            break
+    else:  # pragma: no cover - k == q always fits: a * block_size <= 256 * block_size
+        k = q
+    if k > 1 and 16 * a * (q // k) * block_size < chunk_elements:
+        k = 1
+    return a, k, q // k
+
+
+Fn = Callable[[list[Array], list[Array], list[QuantizedArray], Callable[[], Array]],
+              tuple[list[Array], list[QuantizedArray]]]
+
+
+def map_blocks(fn: Fn, read: Sequence[Array], write: Sequence[Array],
+               slots: Sequence[QuantizedArray], *, chunk_elements: int | None = None,
+               ) -> tuple[list[Array], list[QuantizedArray]]:
+    """``fn`` applied chunk by chunk: ``(new write arrays, new slots)``.
+
+    Args:
+      fn: ``fn(read_chunks, write_chunks, slot_chunks, positions) -> (write_chunks,
+        slot_chunks)``. Each dense chunk has shape ``(blocks, block_size)`` (a row per block
+        of the chunk: XLA:CPU then indexes the per-block scales without divisions, and
+        vectorizes), each slot chunk is a :class:`~optx.quantized.QuantizedArray` of that
+        shape; ``positions()`` gives the chunk elements' flat indices in the tensor (uint32,
+        that shape). It must compute each element from its own element and its own block
+        only.
+      read: arrays of the slots' logical shape, read only.
+      write: arrays of that shape whose chunks ``fn`` replaces (in place: their buffers, if
+        donated or temporary, hold the results).
+      slots: the quantized arrays, all of one shape and block size.
+      chunk_elements: the most elements per chunk (see :func:`chunk_layout`); ``None``:
+        :data:`CHUNK_ELEMENTS`, read at each call.
+
+    Returns:
+      The new ``write`` arrays and the new slots.
+    """
+    shape, bs = slots[0].shape, slots[0].block_size
+    if any(q.shape != shape or q.block_size != bs for q in slots):
+        raise ValueError("map_blocks: the slots differ in shape or block size")
+    n = math.prod(shape)
+    if n >= 2**32:
+        raise ValueError(f"map_blocks: {n} elements do not fit uint32 positions")
+    a, k, r = chunk_layout(n // bs, bs, CHUNK_ELEMENTS if chunk_elements is None
+                           else chunk_elements)
+    rows = a * r  # blocks per chunk
+
+    def chunk_slot(q: QuantizedArray, codes: Array, scale: Array) -> QuantizedArray:
+        codes = lax.bitcast_convert_type(codes, q.codes.dtype)  # fp8 travels as its bytes
+        return QuantizedArray(codes.reshape(rows, -1), scale.reshape(rows), q.kind, q.signed,
+                              (rows, bs), bs)
+
+    def raw(codes: Array) -> Array:  # XLA:CPU slices float8 arrays through float16: slowly
+        return lax.bitcast_convert_type(codes, jnp.uint8)
+
+    if k == 1:
+        new_w, new_s = fn([x.reshape(rows, bs) for x in read],
+                          [x.reshape(rows, bs) for x in write],
+                          [chunk_slot(q, q.codes, q.scale) for q in slots],
+                          lambda: lax.iota(jnp.uint32, n).reshape(rows, bs))
+        return ([y.reshape(shape) for y in new_w],
+                [QuantizedArray(q.codes.reshape(-1, q.codes.shape[-1]), q.scale, q.kind,
+                                q.signed, shape, bs) for q in new_s])
+
+    def dense(x: Array) -> Array:
+        return x.reshape(a, k, r * bs)
+
+    read3 = [dense(x) for x in read]
+
+    def body(i: Array, carry: tuple[list[Array], list[Array], list[Array]],
+             ) -> tuple[list[Array], list[Array], list[Array]]:
+        w3, codes, scales = carry
+
+        def take(x: Array) -> Array:
+            return lax.dynamic_index_in_dim(x, i, axis=1, keepdims=False)
+
+        def put(x: Array, y: Array) -> Array:
+            return lax.dynamic_update_index_in_dim(x, y.reshape(x.shape[:1] + x.shape[2:]), i,
+                                                   axis=1)
+
+        def positions() -> Array:
+            run = lax.broadcasted_iota(jnp.uint32, (a, r * bs), 0) * jnp.uint32(k * r * bs)
+            within = lax.broadcasted_iota(jnp.uint32, (a, r * bs), 1)
+            return (run + i.astype(jnp.uint32) * jnp.uint32(r * bs) + within).reshape(rows, bs)
+
+        new_w, new_s = fn([take(x).reshape(rows, bs) for x in read3],
+                          [take(x).reshape(rows, bs) for x in w3],
+                          [chunk_slot(q, take(c), take(s))
+                           for q, c, s in zip(slots, codes, scales)], positions)
+        return ([put(x, y) for x, y in zip(w3, new_w)],
+                [put(c, raw(q.codes)) for c, q in zip(codes, new_s)],
+                [put(s, q.scale) for s, q in zip(scales, new_s)])
+
+    init = ([dense(x) for x in write],
+            [raw(q.codes).reshape(a, k, r, -1) for q in slots],
+            [q.scale.reshape(a, k, r) for q in slots])
+    w3, codes, scales = lax.fori_loop(0, k, body, init)
+    return ([x.reshape(shape) for x in w3],
+            [QuantizedArray(lax.bitcast_convert_type(c.reshape(n // bs, -1), q.codes.dtype),
+                            s.reshape(n // bs), q.kind, q.signed, shape, bs)
+             for q, c, s in zip(slots, codes, scales)])
+
+
+__all__ = ["CHUNK_ELEMENTS", "chunk_layout", "map_blocks"]

@@ -1,0 +1,115 @@
+"""The low-bit optimizers update large tensors chunk by chunk (``optx.blockwise.map_blocks``: a
+loop over chunks of whole blocks, so the step's float32 temporaries are chunk-sized). Every
+value depends only on its own element and its own block, so the chunked update must equal the
+update in one piece bit for bit: unsharded, under ``zero_shardings`` on 2 and 4 devices, and
+with bfloat16 stochastic rounding (whose random bits must not depend on the chunks). Small
+chunks here (1024 elements) make the loop run on small tensors; tests/test_low_bit.py checks
+the one-piece update against torchao."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import optx
+from optx import blockwise
+
+CLASSES = {"AdamW8bit": optx.adamw_8bit, "AdamW4bit": optx.adamw_4bit,
+           "AdamWFp8": optx.adamw_fp8}
+# w: 18 blocks of 256 (36 of 128 for 4 bits), as (A, K, r) = (2, 9, 1): split on 2 devices,
+# replicated on 4; u: 96 blocks (192), (32, 3, 1) ((64, 3, 1)): split on 2 and 4 devices;
+# b: a plain bias.
+SHAPES = {"w": (18, 256), "u": (96, 256), "b": (16,)}
+KWARGS = dict(lr=1e-2, weight_decay=0.05, amsgrad=True)
+SMALL, ONE_PIECE = 1024, 2**30
+
+
+def init_params(dtype=jnp.float32):
+    rng = np.random.RandomState(0)
+    return {k: jnp.asarray((rng.randn(*s) * 0.5).astype(np.float32), dtype)
+            for k, s in SHAPES.items()}
+
+
+def grads_at(k, dtype=jnp.float32):
+    rng = np.random.RandomState(100 + k)
+    return {n: jnp.asarray(rng.randn(*s).astype(np.float32), dtype) for n, s in SHAPES.items()}
+
+
+def assert_bitwise(a, b):
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb):
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert np.array_equal(x.view(np.uint8), y.view(np.uint8))
+
+
+def run(tx, monkeypatch, chunk, mesh=None, dtype=jnp.float32, steps=3):
+    monkeypatch.setattr(blockwise, "CHUNK_ELEMENTS", chunk)
+    params = init_params(dtype)
+    state = tx.init(params)
+    out = None
+    if mesh is not None:
+        params = jax.device_put(params, NamedSharding(mesh, P()))
+        state = optx.sharding.zero_place(state, mesh)
+        out = (NamedSharding(mesh, P()), optx.sharding.zero_shardings(state, mesh))
+
+    def step_fn(p, s, g):
+        u, s = tx.update(g, s, p)
+        return optx.apply_updates(p, u), s
+
+    step = jax.jit(step_fn, out_shardings=out, donate_argnums=(0, 1))
+    jaxpr = str(jax.make_jaxpr(step_fn)(params, state, grads_at(0, dtype)))
+    loops = jaxpr.count("while[") + jaxpr.count("scan[")
+    for k in range(steps):
+        params, state = step(params, state, grads_at(k, dtype))
+    return params, state, loops
+
+
+@pytest.mark.parametrize("cls", list(CLASSES))
+def test_chunked_equals_one_piece_on_1_2_4_devices(cls, monkeypatch):
+    tx = CLASSES[cls](**KWARGS)
+    ref_params, ref_state, loops = run(tx, monkeypatch, ONE_PIECE)
+    assert loops == 0
+    for n in (None, 1, 2, 4):
+        mesh = None if n is None else Mesh(np.array(jax.devices()[:n]), ("data",))
+        params, state, loops = run(tx, monkeypatch, SMALL, mesh)
+        assert loops == 2  # w and u, each a loop over its chunks
+        assert_bitwise(params, ref_params)
+        assert_bitwise(state.slots, ref_state.slots)
+        if n in (2, 4):  # u's quantized moments stay split: whole blocks per device
+            u = state.slots["exp_avg"]["u"]
+            assert {s.data.shape[0] for s in u.codes.addressable_shards} == {
+                u.codes.shape[0] // n}
+
+
+def test_chunked_stochastic_rounding_draws_the_one_piece_bits(monkeypatch):
+    """bfloat16 parameters with stochastic rounding: element i's random bits are
+    ``jax.random.bits(key, shape)[i]`` whatever chunk it is in."""
+    tx = optx.adam_8bit(lr=1e-3, bf16_stochastic_round=True)
+    ref_params, ref_state, _ = run(tx, monkeypatch, ONE_PIECE, dtype=jnp.bfloat16)
+    params, state, loops = run(tx, monkeypatch, SMALL, dtype=jnp.bfloat16)
+    assert loops == 2
+    assert_bitwise(params, ref_params)
+    assert_bitwise(state.slots, ref_state.slots)
+
+    from optx.optimizers.adam_low_bit import random_bits16
+
+    key = jax.random.key(3)
+    shape = (96, 256)
+    whole = jax.random.bits(key, shape, jnp.uint32) >> 16
+    positions = jnp.arange(96 * 256, dtype=jnp.uint32).reshape(shape)[40:50]
+    assert np.array_equal(random_bits16(key, positions), whole[40:50])
+
+
+def test_chunk_layout():
+    """(A, K, r): A = gcd(blocks, 256) leading runs, K chunks of at most the chunk size, one
+    piece when the chunks would be tiny (a prime number of blocks) or the tensor small."""
+    assert blockwise.chunk_layout(4096, 256, 2**18) == (256, 4, 4)
+    assert blockwise.chunk_layout(18, 256, 1024) == (2, 9, 1)
+    assert blockwise.chunk_layout(4099, 256, 2**18) == (1, 1, 4099)  # prime: one piece
+    assert blockwise.chunk_layout(16, 256, 2**18) == (16, 1, 1)
