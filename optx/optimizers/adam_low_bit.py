@@ -195,6 +195,17 @@ def _delta(new_p: Any, p: Array) -> Array:
     return (new_p - p).astype(p.dtype)
 
 
+def _after(g: Array, zero: Array) -> Array:
+    """``g`` bit for bit, computed only once ``zero`` (+0.0 from the previous quantized
+    parameter's results) is: XLA then computes each gradient (where it is an elementwise
+    expression it can fuse, as ``2 * p``) just before its parameter's loop, and frees it (it
+    becomes that parameter's update) before the next gradient is made, instead of holding every
+    gradient at once."""
+    uint = {2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint64}[jnp.dtype(g.dtype).itemsize]
+    bits = lax.bitcast_convert_type(zero, jnp.uint32).astype(uint)
+    return lax.bitcast_convert_type(lax.bitcast_convert_type(g, uint) | bits, g.dtype)
+
+
 def leaf_update(p: Array, g: Array, slots: dict[str, Any], c: dict[str, Any], *,
                 is_adamw: bool, key: Array | None) -> tuple[Array, dict[str, Any]]:
     """One parameter's ``(delta, new_slots)``. Quantized moments are updated chunk by chunk
@@ -316,6 +327,7 @@ def low_bit_adam(
             t = count.astype(jnp.float32)
             c_all = _once_per_step(coefficients(state.hyperparams, t), t)
         key = state.scalars.get("key")
+        after: Array | None = None  # +0.0, computed from the previous quantized parameter
         deltas: list[Any] = []
         new_slots: dict[str, list[Any]] = {k: [] for k in state.slots}
         for i, (g, p) in enumerate(zip(g_leaves, p_leaves)):
@@ -332,10 +344,17 @@ def low_bit_adam(
                 base = key if key.ndim == 0 else key[i]
                 step = count if steps is None else steps[i]
                 leaf_key = jax.random.fold_in(jax.random.fold_in(base, step), i)
+            quantized = [v for v in slots.values() if isinstance(v, QuantizedArray)]
+            if quantized and after is not None:
+                g = _after(g, after)
             delta, new = leaf_update(p, g, slots, c, is_adamw=is_adamw, key=leaf_key)
             deltas.append(delta)
             for k in state.slots:
                 new_slots[k].append(new[k])
+            if quantized:
+                name0 = next(k for k in slots if slots[k] is quantized[0])
+                done = jnp.abs(jnp.max(new[name0].scale))
+                after = jnp.where(jnp.isfinite(done), done, jnp.float32(0)) * jnp.float32(0)
         new_state = OptimizerState(
             count=count,
             hyperparams=Hyperparams(hp_lib.advance(spec, state.hyperparams, count), {}, name),
