@@ -55,7 +55,7 @@ def chunk_layout(n_blocks: int, block_size: int,
     for k in range(1, q + 1):
         if q % k == 0 and a * (q // k) * block_size <= chunk_elements:
             break
-    else:  # pragma: no cover - k == q always fits: a * block_size <= 256 * block_size
+    else:  # even A blocks exceed chunk_elements: chunks of A blocks, the smallest there are
         k = q
     if k > 1 and 16 * a * (q // k) * block_size < chunk_elements:
         k = 1

@@ -27,7 +27,15 @@ float32 tensor); ``lr`` is float32, ``1 - beta`` is rounded from double. With
 ``bf16_stochastic_round`` a bfloat16 parameter is rounded stochastically from the float32 result
 (torchao's ``_fp32_to_bf16_sr``); the random bits come from the PRNG key in the state's
 ``scalars["key"]``, folded with the parameter's step and index (the key itself never changes,
-so the update stays a pure function of its inputs).
+so the update stays a pure function of its inputs); element ``i`` gets
+``jax.random.bits(key, shape)[i]`` whichever chunk (below) it is updated in.
+
+A parameter with quantized moments is updated chunk by chunk (:func:`optx.blockwise.map_blocks`:
+a loop over chunks of whole blocks, its update written into the gradient's buffer), so the
+float32 temporaries are chunk-sized; bit for bit the update in one piece. The parameters are
+updated one after the other: each quantized parameter's gradient is read only once the previous
+one is done (an exact bitwise OR with a +0.0 computed from its results), so XLA holds one
+gradient at a time where it computes them just in time (an elementwise loss gradient).
 """
 
 from __future__ import annotations
