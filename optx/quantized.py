@@ -215,6 +215,35 @@ def _search(x: Array, kind: str, signed: bool) -> Array:
     return jnp.where(jnp.isnan(x), jnp.uint8(0), codes.astype(jnp.uint8))
 
 
+def _to_e4m3fn(x: Array) -> Array:
+    """The float32 ``x`` cast to float8 e4m3fn (round to nearest even; NaN for a NaN, an
+    infinity or a magnitude that rounds beyond 448), as the bits of the float8 (uint8): XLA's
+    ``convert`` bit for bit (checked on all 2**32 float32s), in integer ops that XLA:CPU
+    vectorizes (its own conversion goes one element at a time through float16)."""
+    bits = lax.bitcast_convert_type(x, jnp.int32)
+    magnitude = bits & 0x7FFFFFFF
+    # Normal: the mantissa rounded to 3 bits (round half to even), the exponent rebiased 127 -> 7.
+    normal = ((magnitude + 0x7FFFF + ((magnitude >> 20) & 1)) >> 20) - (120 << 3)
+    # Under 2**-6, subnormal: |x| / 2**-9 rounded half to even (8 is the smallest normal).
+    subnormal = jnp.round(jnp.abs(x) * jnp.float32(512)).astype(jnp.int32)
+    code = jnp.where(magnitude < 0x3C800000, subnormal, normal)
+    code = jnp.where((code > 0x7E) | (magnitude > 0x7F800000), 0x7F, code)
+    return (((bits >> 24) & 0x80) | code).astype(jnp.uint8)
+
+
+def _from_e4m3fn(codes: Array) -> Array:
+    """The float32 values of float8 e4m3fn bits (uint8): XLA's ``convert`` bit for bit (all 256
+    codes, NaN's bits included), in vectorizable integer ops."""
+    b = codes.astype(jnp.int32)
+    exponent, mantissa = (b >> 3) & 0xF, b & 7
+    normal = ((exponent + 120) << 23) | (mantissa << 20)
+    subnormal = lax.bitcast_convert_type(mantissa.astype(jnp.float32) * jnp.float32(2.0**-9),
+                                         jnp.int32)
+    magnitude = jnp.where(exponent == 0, subnormal, normal)
+    magnitude = jnp.where((b & 0x7F) == 0x7F, 0x7FC00000, magnitude)
+    return lax.bitcast_convert_type(magnitude | ((b & 0x80) << 24), jnp.float32)
+
+
 def _div_exact(x: Array, c: float) -> Array:
     """``x / c`` for a float32 ``x`` and a constant ``c``, IEEE-rounded as torch divides. XLA
     rewrites a division by a constant into a product with its (rounded) reciprocal, one ulp off
@@ -325,8 +354,8 @@ class QuantizedArray:
         amax = jnp.maximum(jnp.max(jnp.abs(blocks), axis=1), jnp.float32(1e-12))
         if kind == "fp8":
             scale = _div_exact(amax, _FP8_MAX)
-            return cls((blocks / scale[:, None]).astype(_FP8), scale, kind, signed, shape,
-                       block_size)
+            codes = lax.bitcast_convert_type(_to_e4m3fn(blocks / scale[:, None]), _FP8)
+            return cls(codes, scale, kind, signed, shape, block_size)
         codes = _search(blocks / amax[:, None], kind, signed)
         if kind == "4bit":
             codes = (codes[:, 0::2] << 4) | codes[:, 1::2]
@@ -350,7 +379,7 @@ class QuantizedArray:
         Returns:
           A float32 array of the logical shape (``self.shape``)."""
         if self.kind == "fp8":
-            values = self.codes.astype(jnp.float32)
+            values = _from_e4m3fn(lax.bitcast_convert_type(self.codes, jnp.uint8))
         else:
             codes = self.codes
             if self.kind == "4bit":
