@@ -133,3 +133,29 @@ def test_fp8_conversions_are_xlas():
                     .view(np.float32))  # 464 (a tie: rounds to 448), just above it, -464
     ref = lax.bitcast_convert_type(jax.jit(lambda x: x.astype(jnp.float8_e4m3fn))(x), jnp.uint8)
     assert np.array_equal(np.asarray(jax.jit(_to_e4m3fn)(x)), np.asarray(ref))
+
+
+def test_step_temporaries_do_not_grow_with_the_model():
+    """XLA's own count of a jitted, donating training step's temporary bytes
+    (``memory_analysis()``, deterministic): with AdamW8bit it is one parameter's gradient (the
+    loss ``sum(w**2)`` has an elementwise gradient that XLA makes just before its parameter's
+    loop) plus chunk-sized float32 temporaries, the same for 4 and for 8 matrices of 1024 x
+    1024 (up to a few scalars); the one-piece update held float32 temporaries of whole
+    parameters."""
+    def temp_bytes(n_layers):
+        tx = optx.adamw_8bit()
+        params = {f"w{i}": jnp.zeros((1024, 1024), jnp.float32) for i in range(n_layers)}
+        state = tx.init(params)
+
+        def step(p, s):
+            g = jax.grad(lambda p: sum(jnp.sum(w * w) for w in p.values()))(p)
+            u, s = tx.update(g, s, p)
+            return optx.apply_updates(p, u), s
+
+        compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    leaf = 1024 * 1024 * 4
+    four, eight = temp_bytes(4), temp_bytes(8)
+    assert abs(eight - four) < 2**16  # a few scalars per parameter at most
+    assert four <= leaf + 5 * blockwise.CHUNK_ELEMENTS * 4, four / leaf
