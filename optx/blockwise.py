@@ -36,8 +36,8 @@ from optx.quantized import QuantizedArray
 
 Array = jax.Array
 
-CHUNK_ELEMENTS = 1 << 18
-"""The elements a chunk holds at most (1 MiB of float32 per temporary), unless no whole-block
+CHUNK_ELEMENTS = 1 << 20
+"""The elements a chunk holds at most (4 MiB of float32 per temporary), unless no whole-block
 layout comes close (see :func:`chunk_layout`)."""
 
 _LEADING = 256  # A divides this: device counts dividing it keep the sharding on A
