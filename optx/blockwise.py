@@ -8,9 +8,9 @@ and on CPU each large fresh buffer also costs its page faults. :func:`map_blocks
 same elementwise-and-per-block function over chunks of whole blocks in a loop
 (``lax.fori_loop``), writing each chunk's results into the loop's buffers in place
 (``dynamic_update_slice``: the donated state, and the gradient's buffer for the update), so the
-float32 temporaries are the size of a chunk (about :data:`CHUNK_ELEMENTS` elements) and stay
-in cache between the passes over them (a block's ``max |x|`` needs the whole block before any
-of it is requantized).
+float32 temporaries are the size of a chunk (at most about :data:`CHUNK_ELEMENTS` elements),
+allocated once and reused by every chunk (a block's ``max |x|`` needs the whole block before
+any of it is requantized, so a chunk is read more than once).
 
 The result is the one of the whole tensor at once, bit for bit: every value depends only on
 its own element and its own block. Nothing here is specific to Adam.
