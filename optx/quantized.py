@@ -169,9 +169,11 @@ _KEY_LO, _KEY_HI = 0x3000, 0x3F80  # the buckets of 2**-31 and of 1.0: outside, 
 def _packed_lookup(kind: str, signed: bool) -> np.ndarray:
     """:func:`_lookup` packed into one uint32 per bucket and cut to the buckets that matter.
 
-    An entry holds the bucket's base code above bit 17 and, below, the position (``0 ..
-    0xFFFF``, counted from the bucket's smallest value) of its first value with the next code
-    (``0x10000``: none), so the code is ``base + (position >= jump)``: one gather. The buckets
+    With ``jump`` the position (``0 .. 0xFFFF``, counted from the bucket's smallest value) of
+    the bucket's first value with the next code (``0x10000``: none), the code is ``base +
+    (position >= jump)``; the entry is ``(base + 1) * 2**17 - jump``, so that the code is
+    ``(entry + position) >> 17`` (``position - jump`` is in ``[-2**16, 2**16)``): one gather,
+    whose result is used once (XLA then computes it inside its consumer's loop). The buckets
     of magnitudes under 2**-31 and over 1.0 are each one code with no jump (checked here, for
     both signs, infinities included), so a magnitude's bucket is clamped to ``[2**-31, 1.0]``:
     2 x 2945 entries (23 KB, cache-resident) instead of 65536."""
@@ -179,15 +181,15 @@ def _packed_lookup(kind: str, signed: bool) -> np.ndarray:
     keys = np.arange(65536, dtype=np.uint32)
     low = threshold.view(np.uint32) & 0xFFFF
     jump = np.where(np.isnan(threshold), 0x10000, np.where(keys >= 0x8000, 0xFFFF - low, low))
-    entry = (base.astype(np.uint32) << 17) | jump.astype(np.uint32)
+    entry = ((base.astype(np.int64) + 1) << 17) - jump
     halves = []
     for sign in (0, 0x8000):
         below = entry[sign:sign + _KEY_LO + 1]
         above = entry[sign + _KEY_HI:sign + 0x7F81]  # up to the infinity's bucket
-        assert np.all(below == below[-1]) and below[-1] & 0x1FFFF == 0x10000, "code below"
-        assert np.all(above == above[0]) and above[0] & 0x1FFFF == 0x10000, "code above"
+        assert np.all(below == below[-1]) and below[-1] % 2**17 == 2**16, "code below"
+        assert np.all(above == above[0]) and above[0] % 2**17 == 2**16, "code above"
         halves.append(entry[sign + _KEY_LO:sign + _KEY_HI + 1])
-    table = np.concatenate(halves)
+    table = np.concatenate(halves).astype(np.int32)
     table.setflags(write=False)
     return table
 
@@ -209,9 +211,8 @@ def _search(x: Array, kind: str, signed: bool) -> Array:
     negative = bits >> 31  # 0, or -1 (all ones) for a negative sign
     width = _KEY_HI - _KEY_LO + 1
     key = jnp.clip((bits >> 16) & 0x7FFF, _KEY_LO, _KEY_HI) - _KEY_LO + (negative & width)
-    entry = _take(table, key)
-    position = ((bits ^ negative) & 0xFFFF).astype(jnp.uint32)  # from the smallest value up
-    codes = (entry >> 17) + (position >= (entry & 0x1FFFF)).astype(jnp.uint32)
+    position = (bits ^ negative) & 0xFFFF  # from the bucket's smallest value up
+    codes = (_take(table, key) + position) >> 17
     return jnp.where(jnp.isnan(x), jnp.uint8(0), codes.astype(jnp.uint8))
 
 
