@@ -20,7 +20,9 @@ gcd(n_blocks, 256)``, and chunk ``k`` is the blocks ``[:, k, :]``: ``A`` contigu
 ``r`` blocks. A split of the block axis across ``D`` devices (what
 :func:`optx.sharding.zero_shardings` makes when ``D`` divides ``n_blocks``) is a split of the
 leading axis whenever ``D`` divides ``A``, so the loop runs over an axis that is never
-sharded and each device updates its own blocks.
+sharded and each device updates its own blocks. Where no such even split gives chunks near the
+size (a prime number of blocks), the chunks are runs of ``r`` blocks along the block axis and
+the blocks left over a last, smaller piece (:func:`chunk_layout`).
 """
 
 from __future__ import annotations
@@ -44,22 +46,28 @@ _LEADING = 256  # A divides this: device counts dividing it keep the sharding on
 
 
 def chunk_layout(n_blocks: int, block_size: int,
-                 chunk_elements: int = CHUNK_ELEMENTS) -> tuple[int, int, int]:
-    """``(A, K, r)``: the blocks viewed as ``A x K x r``, chunk ``k`` the blocks ``[:, k, :]``.
+                 chunk_elements: int = CHUNK_ELEMENTS) -> tuple[int, int, int, int]:
+    """``(A, K, r, t)``: the blocks viewed as ``A x K x r`` (chunk ``k`` the blocks ``[:, k,
+    :]``), then ``t`` more blocks.
 
-    ``K`` is the fewest chunks of at most ``chunk_elements`` elements; a tensor that can only
-    be cut into chunks under 1/16 of that (a prime number of blocks, say) is done in one
-    piece (``K = 1``), as are tensors of at most ``chunk_elements`` elements."""
+    A tensor of at most ``chunk_elements`` elements is one piece (``K = 1``). Otherwise ``K``
+    is the fewest chunks of at most ``chunk_elements`` elements that divide the blocks evenly;
+    where these would be under 1/16 of that size (a prime number of blocks, say), the chunks
+    are ``r = chunk_elements // block_size`` blocks in a row (``A = 1``) and the ``t < r``
+    blocks left over are a last, smaller piece."""
     a = math.gcd(n_blocks, _LEADING)
     q = n_blocks // a
+    if n_blocks * block_size <= chunk_elements:
+        return a, 1, q, 0
     for k in range(1, q + 1):
         if q % k == 0 and a * (q // k) * block_size <= chunk_elements:
             break
     else:  # even A blocks exceed chunk_elements: chunks of A blocks, the smallest there are
         k = q
-    if k > 1 and 16 * a * (q // k) * block_size < chunk_elements:
-        k = 1
-    return a, k, q // k
+    if 16 * a * (q // k) * block_size >= chunk_elements:
+        return a, k, q // k, 0
+    r = max(1, chunk_elements // block_size)
+    return 1, n_blocks // r, r, n_blocks % r
 
 
 Fn = Callable[[list[Array], list[Array], list[QuantizedArray], Callable[[], Array]],
@@ -95,36 +103,75 @@ def map_blocks(fn: Fn, read: Sequence[Array], write: Sequence[Array],
     n = math.prod(shape)
     if n >= 2**32:
         raise ValueError(f"map_blocks: {n} elements do not fit uint32 positions")
-    a, k, r = chunk_layout(n // bs, bs, CHUNK_ELEMENTS if chunk_elements is None
-                           else chunk_elements)
-    rows = a * r  # blocks per chunk
-
-    def chunk_slot(q: QuantizedArray, codes: Array, scale: Array) -> QuantizedArray:
-        codes = lax.bitcast_convert_type(codes, q.codes.dtype)  # fp8 travels as its bytes
-        return QuantizedArray(codes.reshape(rows, -1), scale.reshape(rows), q.kind, q.signed,
-                              (rows, bs), bs)
+    nb = n // bs
+    a, k, r, t = chunk_layout(nb, bs, CHUNK_ELEMENTS if chunk_elements is None
+                              else chunk_elements)
 
     def raw(codes: Array) -> Array:  # XLA:CPU slices float8 arrays through float16: slowly
         return lax.bitcast_convert_type(codes, jnp.uint8)
 
-    if k == 1:
-        new_w, new_s = fn([x.reshape(rows, bs) for x in read],
-                          [x.reshape(rows, bs) for x in write],
-                          [chunk_slot(q, q.codes, q.scale) for q in slots],
-                          lambda: lax.iota(jnp.uint32, n).reshape(rows, bs))
-        return ([y.reshape(shape) for y in new_w],
-                [QuantizedArray(q.codes.reshape(-1, q.codes.shape[-1]), q.scale, q.kind,
-                                q.signed, shape, bs) for q in new_s])
+    Parts = tuple[list[Array], list[Array], list[Array]]  # write arrays, raw codes, scales
+
+    def call(read_c: list[Array], parts: Parts, positions: Callable[[], Array], rows: int,
+             ) -> Parts:
+        """``fn`` on a chunk of ``rows`` blocks; its results as raw arrays."""
+        write_c, codes_c, scales_c = parts
+        chunk = [QuantizedArray(lax.bitcast_convert_type(c, q.codes.dtype).reshape(rows, -1),
+                                sc.reshape(rows), q.kind, q.signed, (rows, bs), bs)
+                 for q, c, sc in zip(slots, codes_c, scales_c)]
+        new_w, new_s = fn([x.reshape(rows, bs) for x in read_c],
+                          [x.reshape(rows, bs) for x in write_c], chunk, positions)
+        return new_w, [raw(q.codes) for q in new_s], [q.scale for q in new_s]
+
+    def finish(parts: Parts) -> tuple[list[Array], list[QuantizedArray]]:
+        new_w, codes, scales = parts
+        return ([x.reshape(shape) for x in new_w],
+                [QuantizedArray(lax.bitcast_convert_type(c.reshape(nb, -1), q.codes.dtype),
+                                sc.reshape(nb), q.kind, q.signed, shape, bs)
+                 for q, c, sc in zip(slots, codes, scales)])
+
+    if k == 1 and t == 0:  # one piece
+        return finish(call(list(read), (list(write), [raw(q.codes) for q in slots],
+                                        [q.scale for q in slots]),
+                           lambda: lax.iota(jnp.uint32, n).reshape(nb, bs), nb))
+
+    if t:  # chunks of r blocks in a row, then the t blocks left over
+        def take_rows(x: Array, start: Array | int, size: int) -> Array:
+            return lax.dynamic_slice_in_dim(x, start, size, axis=0)
+
+        def rows_positions(start: Array | int, size: int) -> Callable[[], Array]:
+            return lambda: (jnp.asarray(start, jnp.uint32) * jnp.uint32(bs)
+                            + lax.iota(jnp.uint32, size * bs)).reshape(size, bs)
+
+        read2 = [x.reshape(nb, bs) for x in read]
+
+        def put_rows(parts: Parts, new: Parts, start: Array | int, size: int) -> Parts:
+            w, c, sc = ([lax.dynamic_update_slice_in_dim(x, y.reshape((size,) + x.shape[1:]),
+                                                         start, axis=0)
+                         for x, y in zip(part, new_part)]
+                        for part, new_part in zip(parts, new))
+            return w, c, sc
+
+        def row_body(i: Array, carry: Parts) -> Parts:
+            start = i * r
+            w, c, sc = ([take_rows(x, start, r) for x in part] for part in carry)
+            out = call([take_rows(x, start, r) for x in read2], (w, c, sc),
+                       rows_positions(start, r), r)
+            return put_rows(carry, out, start, r)
+
+        carry: Parts = ([x.reshape(nb, bs) for x in write], [raw(q.codes) for q in slots],
+                        [q.scale for q in slots])
+        carry = lax.fori_loop(0, k, row_body, carry)
+        w, c, sc = ([x[k * r:] for x in part] for part in carry)
+        tail = call([x[k * r:] for x in read2], (w, c, sc), rows_positions(k * r, t), t)
+        return finish(put_rows(carry, tail, k * r, t))
 
     def dense(x: Array) -> Array:
         return x.reshape(a, k, r * bs)
 
     read3 = [dense(x) for x in read]
 
-    def body(i: Array, carry: tuple[list[Array], list[Array], list[Array]],
-             ) -> tuple[list[Array], list[Array], list[Array]]:
-        w3, codes, scales = carry
-
+    def body(i: Array, carry: Parts) -> Parts:
         def take(x: Array) -> Array:
             return lax.dynamic_index_in_dim(x, i, axis=1, keepdims=False)
 
@@ -135,24 +182,16 @@ def map_blocks(fn: Fn, read: Sequence[Array], write: Sequence[Array],
         def positions() -> Array:
             run = lax.broadcasted_iota(jnp.uint32, (a, r * bs), 0) * jnp.uint32(k * r * bs)
             within = lax.broadcasted_iota(jnp.uint32, (a, r * bs), 1)
-            return (run + i.astype(jnp.uint32) * jnp.uint32(r * bs) + within).reshape(rows, bs)
+            return (run + i.astype(jnp.uint32) * jnp.uint32(r * bs) + within).reshape(a * r, bs)
 
-        new_w, new_s = fn([take(x).reshape(rows, bs) for x in read3],
-                          [take(x).reshape(rows, bs) for x in w3],
-                          [chunk_slot(q, take(c), take(s))
-                           for q, c, s in zip(slots, codes, scales)], positions)
-        return ([put(x, y) for x, y in zip(w3, new_w)],
-                [put(c, raw(q.codes)) for c, q in zip(codes, new_s)],
-                [put(s, q.scale) for s, q in zip(scales, new_s)])
+        w, c, sc = ([take(x) for x in part] for part in carry)
+        out = call([take(x) for x in read3], (w, c, sc), positions, a * r)
+        w, c, sc = ([put(x, y) for x, y in zip(part, new)] for part, new in zip(carry, out))
+        return w, c, sc
 
-    init = ([dense(x) for x in write],
-            [raw(q.codes).reshape(a, k, r, -1) for q in slots],
-            [q.scale.reshape(a, k, r) for q in slots])
-    w3, codes, scales = lax.fori_loop(0, k, body, init)
-    return ([x.reshape(shape) for x in w3],
-            [QuantizedArray(lax.bitcast_convert_type(c.reshape(n // bs, -1), q.codes.dtype),
-                            s.reshape(n // bs), q.kind, q.signed, shape, bs)
-             for q, c, s in zip(slots, codes, scales)])
+    init: Parts = ([dense(x) for x in write], [raw(q.codes).reshape(a, k, r, -1) for q in slots],
+                   [q.scale.reshape(a, k, r) for q in slots])
+    return finish(lax.fori_loop(0, k, body, init))
 
 
 __all__ = ["CHUNK_ELEMENTS", "chunk_layout", "map_blocks"]

@@ -28,15 +28,15 @@ KWARGS = dict(lr=1e-2, weight_decay=0.05, amsgrad=True)
 SMALL, ONE_PIECE = 1024, 2**30
 
 
-def init_params(dtype=jnp.float32):
+def init_params(dtype=jnp.float32, shapes=SHAPES):
     rng = np.random.RandomState(0)
     return {k: jnp.asarray((rng.randn(*s) * 0.5).astype(np.float32), dtype)
-            for k, s in SHAPES.items()}
+            for k, s in shapes.items()}
 
 
-def grads_at(k, dtype=jnp.float32):
+def grads_at(k, dtype=jnp.float32, shapes=SHAPES):
     rng = np.random.RandomState(100 + k)
-    return {n: jnp.asarray(rng.randn(*s).astype(np.float32), dtype) for n, s in SHAPES.items()}
+    return {n: jnp.asarray(rng.randn(*s).astype(np.float32), dtype) for n, s in shapes.items()}
 
 
 def assert_bitwise(a, b):
@@ -48,9 +48,9 @@ def assert_bitwise(a, b):
         assert np.array_equal(x.view(np.uint8), y.view(np.uint8))
 
 
-def run(tx, monkeypatch, chunk, mesh=None, dtype=jnp.float32, steps=2):
+def run(tx, monkeypatch, chunk, mesh=None, dtype=jnp.float32, steps=2, shapes=SHAPES):
     monkeypatch.setattr(blockwise, "CHUNK_ELEMENTS", chunk)
-    params = init_params(dtype)
+    params = init_params(dtype, shapes)
     state = tx.init(params)
     out = None
     if mesh is not None:
@@ -63,10 +63,10 @@ def run(tx, monkeypatch, chunk, mesh=None, dtype=jnp.float32, steps=2):
         return optx.apply_updates(p, u), s
 
     step = jax.jit(step_fn, out_shardings=out, donate_argnums=(0, 1))
-    jaxpr = str(jax.make_jaxpr(step_fn)(params, state, grads_at(0, dtype)))
+    jaxpr = str(jax.make_jaxpr(step_fn)(params, state, grads_at(0, dtype, shapes)))
     loops = jaxpr.count("while[") + jaxpr.count("scan[")
     for k in range(steps):
-        params, state = step(params, state, grads_at(k, dtype))
+        params, state = step(params, state, grads_at(k, dtype, shapes))
     return params, state, loops
 
 
@@ -85,6 +85,22 @@ def test_chunked_equals_one_piece_on_1_2_4_devices(cls, monkeypatch):
             u = state.slots["exp_avg"]["u"]
             assert {s.data.shape[0] for s in u.codes.addressable_shards} == {
                 u.codes.shape[0] // n}
+
+
+@pytest.mark.parametrize("cls", list(CLASSES))
+def test_chunks_with_a_tail_equal_one_piece(cls, monkeypatch):
+    """67 blocks (a prime; 134 of 128 for 4 bits) in chunks of at most 8192 elements: no
+    even split comes close, so chunks of 32 blocks in a row (64 for 4 bits) and the 3 (6)
+    left over as a last piece; bitwise the one-piece update, unsharded and on 2 devices."""
+    shapes = {"t": (67, 256), "b": (16,)}
+    tx = CLASSES[cls](**KWARGS)
+    ref_params, ref_state, _ = run(tx, monkeypatch, ONE_PIECE, shapes=shapes)
+    for n in (None, 2):
+        mesh = None if n is None else Mesh(np.array(jax.devices()[:n]), ("data",))
+        params, state, loops = run(tx, monkeypatch, 8192, mesh, shapes=shapes)
+        assert loops == 1
+        assert_bitwise(params, ref_params)
+        assert_bitwise(state.slots, ref_state.slots)
 
 
 def test_chunked_stochastic_rounding_draws_the_one_piece_bits(monkeypatch):
@@ -107,12 +123,14 @@ def test_chunked_stochastic_rounding_draws_the_one_piece_bits(monkeypatch):
 
 
 def test_chunk_layout():
-    """(A, K, r): A = gcd(blocks, 256) leading runs, K chunks of at most the chunk size, one
-    piece when the chunks would be tiny (a prime number of blocks) or the tensor small."""
-    assert blockwise.chunk_layout(4096, 256, 2**18) == (256, 4, 4)
-    assert blockwise.chunk_layout(18, 256, 1024) == (2, 9, 1)
-    assert blockwise.chunk_layout(4099, 256, 2**18) == (1, 1, 4099)  # prime: one piece
-    assert blockwise.chunk_layout(16, 256, 2**18) == (16, 1, 1)
+    """(A, K, r, t): A = gcd(blocks, 256) leading runs, K chunks of at most the chunk size;
+    one piece for a small tensor; chunks in a row and a tail where no even split comes close
+    (a prime number of blocks)."""
+    assert blockwise.chunk_layout(4096, 256, 2**18) == (256, 4, 4, 0)
+    assert blockwise.chunk_layout(18, 256, 1024) == (2, 9, 1, 0)
+    assert blockwise.chunk_layout(4099, 256, 2**18) == (1, 4, 1024, 3)  # prime: a tail
+    assert blockwise.chunk_layout(16, 256, 2**18) == (16, 1, 1, 0)
+    assert blockwise.chunk_layout(150771, 256, 2**20) == (1, 87, 1733, 0)  # 50257 x 768
 
 
 def test_fp8_conversions_are_xlas():
