@@ -167,7 +167,7 @@ _KEY_LO, _KEY_HI = 0x3000, 0x3F80  # the buckets of 2**-31 and of 1.0: outside, 
 
 @functools.cache
 def _packed_lookup(kind: str, signed: bool) -> np.ndarray:
-    """:func:`_lookup` packed into one uint32 per bucket and cut to the buckets that matter.
+    """:func:`_lookup` packed into one int32 per bucket and cut to the buckets that matter.
 
     With ``jump`` the position (``0 .. 0xFFFF``, counted from the bucket's smallest value) of
     the bucket's first value with the next code (``0x10000``: none), the code is ``base +
