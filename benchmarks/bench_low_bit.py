@@ -6,11 +6,14 @@ Prints, for a 20 M-parameter model (20 matrices of 1024 x 1024, all quantized):
    <= 2.05 for 8-bit and fp8, <= 1.07 for 4-bit), counted from the state's arrays;
 2. the peak process memory (``ru_maxrss``) of a jitted, donating training step (loss, grads,
    update) for fp32 AdamW and AdamW8bit, each in its own subprocess, on a larger model
-   (``--peak-params``, default 100 M);
-3. the step time of AdamW8bit against optx.adamw at 20 M, measured interleaved (target <=
-   1.5x), and with ``--torchao`` torchao's AdamW8bit step (torch.compile on CPU) too.
+   (``--peak-params``, default 100 M), with XLA's own count of the step's temporary bytes
+   (``compiled.memory_analysis()``: deterministic, the buffers beyond arguments and outputs);
+3. the step time of AdamW8bit, AdamW4bit and AdamWFp8 against optx.adamw at 20 M, measured
+   interleaved (target for 8 bits: <= 1.5x), and with ``--torchao`` torchao's AdamW8bit step
+   (torch.compile on CPU) too.
 
-    python benchmarks/bench_low_bit.py [--peak-params 1e8] [--reps 10] [--torchao]
+    python benchmarks/bench_low_bit.py [--peak-params 1e8] [--peak-loss square|linear]
+                                       [--reps 10] [--torchao]
 """
 
 from __future__ import annotations
@@ -47,9 +50,22 @@ def state_bytes_per_param(tx: optx.GradientTransformation, params: dict[str, jax
     return total / n
 
 
-def _train_step(tx):
-    def loss(p):
-        return sum(jnp.sum(x * x) for x in jax.tree_util.tree_leaves(p))
+BATCH = 8  # rows of the input of the "linear" loss
+
+
+def _loss(kind: str):
+    """``"square"``: ``sum(w**2)`` over the weights, an elementwise gradient that XLA computes
+    inside fp32 AdamW's fused update (no gradient buffer at all, which no real network allows).
+    ``"linear"``: each weight a linear layer applied to a fixed batch, ``sum((x @ w)**2)``: the
+    gradient ``2 x.T (x w)`` is a matmul's output, held in memory as in any real network."""
+    if kind == "square":
+        return lambda p: sum(jnp.sum(x * x) for x in jax.tree_util.tree_leaves(p))
+    x = jnp.full((BATCH, SIDE), 0.01, jnp.float32)
+    return lambda p: sum(jnp.sum((x @ w) ** 2) for w in jax.tree_util.tree_leaves(p))
+
+
+def _train_step(tx, loss_kind: str = "square"):
+    loss = _loss(loss_kind)
 
     def step(p, s):
         g = jax.grad(loss)(p)
@@ -59,33 +75,36 @@ def _train_step(tx):
     return jax.jit(step, donate_argnums=(0, 1))
 
 
-def peak_worker(name: str, n_params: float) -> dict[str, float]:
+def peak_worker(name: str, n_params: float, loss_kind: str) -> dict[str, float]:
     """Runs in a subprocess: a few jitted training steps, then the peak RSS."""
     tx = optx.adamw() if name == "adamw" else LOW_BIT[name]()
     params = model(n_params)
     state = tx.init(params)
-    step = _train_step(tx)
+    step = _train_step(tx, loss_kind).lower(params, state).compile()
+    temp = step.memory_analysis().temp_size_in_bytes
     for _ in range(3):
         params, state = step(params, state)
     jax.block_until_ready(params)
     n = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(params))
     return {"params": n, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            * 1024}
+            * 1024, "xla_temp_bytes": temp}
 
 
-def peak_memory(name: str, n_params: float) -> dict[str, float]:
+def peak_memory(name: str, n_params: float, loss_kind: str) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, __file__, "--peak-worker", name, "--peak-params", str(n_params)],
+        [sys.executable, __file__, "--peak-worker", name, "--peak-params", str(n_params),
+         "--peak-loss", loss_kind],
         capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def step_times(reps: int) -> dict[str, float]:
-    """Median step time (s) of optx.adamw and AdamW8bit at 20 M, interleaved step by step."""
+    """Median step time (s) of optx.adamw and the low-bit AdamWs at 20 M, interleaved step by
+    step."""
     steps = {}
     states = {}
     params = {}
-    for name, tx in (("adamw", optx.adamw()), ("adamw_8bit", optx.adamw_8bit())):
+    for name, tx in [("adamw", optx.adamw())] + [(k, f()) for k, f in LOW_BIT.items()]:
         params[name] = model()
         states[name] = tx.init(params[name])
         steps[name] = jax.jit(lambda p, s, g, tx=tx: tx.update(g, s, p), donate_argnums=(1,))
@@ -123,10 +142,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--peak-params", type=float, default=1e8)
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--torchao", action="store_true")
+    ap.add_argument("--peak-loss", choices=("square", "linear"), action="append",
+                    help="the training step's loss (default: both; see _loss)")
     ap.add_argument("--peak-worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.peak_worker:
-        print(json.dumps(peak_worker(args.peak_worker, args.peak_params)))
+        print(json.dumps(peak_worker(args.peak_worker, args.peak_params, args.peak_loss[0])))
         return
 
     params = model()
@@ -140,21 +161,26 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {name:<12} {b:6.3f}  ({base / b:4.1f}x less; target <= {target}: "
               f"{'met' if b <= target else 'NOT met'})")
 
-    print(f"peak process memory of a jitted training step ({args.peak_params / 1e6:.0f} M "
-          "parameters, separate processes):")
-    peaks = {name: peak_memory(name, args.peak_params) for name in ("adamw", "adamw_8bit")}
-    for name, r in peaks.items():
-        print(f"  {name:<12} {r['peak_rss_bytes'] / 2**30:6.2f} GiB")
-    ratio = peaks["adamw_8bit"]["peak_rss_bytes"] / peaks["adamw"]["peak_rss_bytes"]
-    print(f"  adamw_8bit / adamw: {ratio:.2f}")
+    for loss_kind in args.peak_loss or ("square", "linear"):
+        print(f"peak process memory of a jitted training step ({args.peak_params / 1e6:.0f} M "
+              f"parameters, {loss_kind!r} loss, separate processes):")
+        peaks = {name: peak_memory(name, args.peak_params, loss_kind)
+                 for name in ("adamw", "adamw_8bit")}
+        for name, r in peaks.items():
+            print(f"  {name:<12} {r['peak_rss_bytes'] / 2**30:6.2f} GiB  (XLA temporaries "
+                  f"{r['xla_temp_bytes'] / 2**20:8.1f} MiB)")
+        ratio = peaks["adamw_8bit"]["peak_rss_bytes"] / peaks["adamw"]["peak_rss_bytes"]
+        print(f"  adamw_8bit / adamw: {ratio:.2f}")
 
     times = step_times(args.reps)
     print(f"step time at {n / 1e6:.1f} M parameters (median of {args.reps}, interleaved):")
     for name, t in times.items():
         print(f"  {name:<12} {t * 1e3:8.1f} ms")
-    slow = times["adamw_8bit"] / times["adamw"]
-    print(f"  adamw_8bit / adamw: {slow:.2f}x (target <= 1.5x: "
-          f"{'met' if slow <= 1.5 else 'NOT met'})")
+    for name in LOW_BIT:
+        slow = times[name] / times["adamw"]
+        print(f"  {name} / adamw: {slow:.2f}x" + (
+            f" (target <= 1.5x: {'met' if slow <= 1.5 else 'NOT met'})"
+            if name == "adamw_8bit" else ""))
     if args.torchao:
         t = torchao_step_time(args.reps)
         print(f"  torchao AdamW8bit (torch.compile, CPU): {t * 1e3:8.1f} ms "

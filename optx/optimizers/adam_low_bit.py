@@ -27,7 +27,15 @@ float32 tensor); ``lr`` is float32, ``1 - beta`` is rounded from double. With
 ``bf16_stochastic_round`` a bfloat16 parameter is rounded stochastically from the float32 result
 (torchao's ``_fp32_to_bf16_sr``); the random bits come from the PRNG key in the state's
 ``scalars["key"]``, folded with the parameter's step and index (the key itself never changes,
-so the update stays a pure function of its inputs).
+so the update stays a pure function of its inputs); element ``i`` gets
+``jax.random.bits(key, shape)[i]`` whichever chunk (below) it is updated in.
+
+A parameter with quantized moments is updated chunk by chunk (:func:`optx.blockwise.map_blocks`:
+a loop over chunks of whole blocks, its update written into the gradient's buffer), so the
+float32 temporaries are chunk-sized; bit for bit the update in one piece. The parameters are
+updated one after the other: each quantized parameter's gradient is read only once the previous
+one is done (an exact bitwise OR with a +0.0 computed from its results), so XLA holds one
+gradient at a time where it computes them just in time (an elementwise loss gradient).
 """
 
 from __future__ import annotations
@@ -37,9 +45,11 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.extend.random import threefry2x32_p
 
 from optx import hyperparams as hp_lib
 from optx import torch_ops, validation
+from optx.blockwise import map_blocks
 from optx.layout import TorchLayout, TorchTransformation
 from optx.quantized import QuantizedArray
 from optx.state import Hyperparams, OptimizerState, increment
@@ -115,18 +125,37 @@ def coefficients(hp: dict[str, Any], t: Array) -> dict[str, Any]:
     }
 
 
-def fp32_to_bf16_sr(x: Array, key: Array) -> Array:
+def random_bits16(key: Array, positions: Array) -> Array:
+    """16 random bits (in a uint32) for each flat index in ``positions``:
+    ``jax.random.bits(key, shape, uint32)[positions] >> 16`` for a threefry key (JAX's
+    partitionable threefry draws element ``i``'s bits from the counter ``i`` alone, so a chunk
+    draws its own without the rest), else bits drawn from ``key`` folded with the first
+    position."""
+    partitionable = getattr(jax.config, "jax_threefry_partitionable", False)
+    if str(jax.random.key_impl(key)) == "threefry2x32" and partitionable:
+        k1, k2 = jax.random.key_data(key)
+        b1, b2 = threefry2x32_p.bind(k1, k2, jnp.zeros_like(positions), positions)
+        return (b1 ^ b2) >> 16
+    return jax.random.bits(jax.random.fold_in(key, jnp.ravel(positions)[0]), positions.shape,
+                           jnp.uint32) >> 16
+
+
+def fp32_to_bf16_sr(x: Array, key: Array, positions: Array | None = None) -> Array:
     """torchao's ``_fp32_to_bf16_sr``: ``x`` (float32) to bfloat16, rounded away from zero with
     probability (low 16 bits of ``x``) / 2**16, else towards zero: unbiased.
 
     Args:
       x: float32 values.
       key: a PRNG key; 16 random bits per element are drawn from it.
+      positions: the elements' flat indices in the whole tensor (uint32, ``x``'s shape), when
+        ``x`` is a chunk of it (:func:`random_bits16`); ``None``: ``x`` is the whole tensor.
 
     Returns:
       The bfloat16 values."""
+    if positions is None:
+        positions = lax.iota(jnp.uint32, x.size).reshape(jnp.shape(x))
     bits = lax.bitcast_convert_type(x, jnp.uint32)
-    rand = jax.random.bits(key, jnp.shape(x), jnp.uint32) >> 16
+    rand = random_bits16(key, positions)
     truncated = bits & jnp.uint32(0xFFFF0000)
     rounded = jnp.where(rand < (bits & jnp.uint32(0xFFFF)), truncated + jnp.uint32(0x10000),
                         truncated)
@@ -134,9 +163,12 @@ def fp32_to_bf16_sr(x: Array, key: Array) -> Array:
 
 
 def single_param_adam(p: Array, g: Array, slots: dict[str, Any], c: dict[str, Any], *,
-                      is_adamw: bool, key: Array | None) -> tuple[Any, dict[str, Any]]:
-    """torchao's ``single_param_adam`` for one parameter: ``(new_p, new_slots)`` (see the
-    module docstring); ``key`` given: stochastic rounding to bfloat16."""
+                      is_adamw: bool, key: Array | None, positions: Array | None = None,
+                      ) -> tuple[Any, dict[str, Any]]:
+    """torchao's ``single_param_adam`` for one parameter, or a chunk of whole blocks of one:
+    ``(new_p, new_slots)`` (see the module docstring); ``key`` given: stochastic rounding to
+    bfloat16, with the random bits of the elements at ``positions`` (see
+    :func:`fp32_to_bf16_sr`)."""
     # XLA contracts ``a + b * c`` into an FMA where its fusion puts both in one kernel (so the
     # result would depend on fusion, which sharding changes); inductor never does. ``one`` is
     # a runtime 1.0 (a coefficient XLA cannot fold): ``a + (b * c) * one`` is exact whether
@@ -157,10 +189,52 @@ def single_param_adam(p: Array, g: Array, slots: dict[str, Any], c: dict[str, An
     denom = jnp.sqrt(v) / c["bias_correction2_sqrt"] + c["eps"]
     step = (c["lr"] * (m / c["bias_correction1"])) / denom
     if key is not None:
-        return fp32_to_bf16_sr(p32 - step, key), new
+        return fp32_to_bf16_sr(p32 - step, key, positions), new
     if p.dtype == jnp.float32 and not is_adamw:
         return torch_ops.Increment(-step), new  # p + (-step) is p - step bit for bit
     return (p32 - step).astype(p.dtype), new
+
+
+def _delta(new_p: Any, p: Array) -> Array:
+    # torchao copies the new value into p; optax wants a delta. new_p - p is exact when new_p
+    # is within a factor of two of p (Sterbenz), so p + delta is new_p.
+    if isinstance(new_p, torch_ops.Increment):
+        return new_p.value
+    return (new_p - p).astype(p.dtype)
+
+
+def _after(g: Array, zero: Array) -> Array:
+    """``g`` bit for bit, computed only once ``zero`` (+0.0 from the previous quantized
+    parameter's results) is: XLA then computes each gradient (where it is an elementwise
+    expression it can fuse, as ``2 * p``) just before its parameter's loop, and frees it (it
+    becomes that parameter's update) before the next gradient is made, instead of holding every
+    gradient at once."""
+    uint = {2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint64}[jnp.dtype(g.dtype).itemsize]
+    bits = lax.bitcast_convert_type(zero, jnp.uint32).astype(uint)
+    return lax.bitcast_convert_type(lax.bitcast_convert_type(g, uint) | bits, g.dtype)
+
+
+def leaf_update(p: Array, g: Array, slots: dict[str, Any], c: dict[str, Any], *,
+                is_adamw: bool, key: Array | None) -> tuple[Array, dict[str, Any]]:
+    """One parameter's ``(delta, new_slots)``. Quantized moments are updated chunk by chunk
+    (:func:`optx.blockwise.map_blocks`), the update written into the gradient's buffer, so
+    the float32 temporaries are chunk-sized; plain moments in one piece."""
+    names = [k for k, v in slots.items() if isinstance(v, QuantizedArray)]
+    if not names:
+        new_p, new = single_param_adam(p, g, slots, c, is_adamw=is_adamw, key=key)
+        return _delta(new_p, p), new
+    same = jnp.result_type(g) == jnp.result_type(p)
+    read, write = ([p], [g]) if same else ([p, g], [jnp.zeros_like(p)])
+
+    def chunk(read: list[Array], write: list[Array], qs: list[QuantizedArray],
+              positions: Callable[[], Array]) -> tuple[list[Array], list[QuantizedArray]]:
+        p_c, g_c = (read[0], write[0]) if same else (read[0], read[1])
+        new_p, new = single_param_adam(p_c, g_c, dict(zip(names, qs)), c, is_adamw=is_adamw,
+                                       key=key, positions=None if key is None else positions())
+        return [_delta(new_p, p_c)], [new[k] for k in names]
+
+    (delta,), new_qs = map_blocks(chunk, read, write, [slots[k] for k in names])
+    return delta, dict(zip(names, new_qs))
 
 
 def _check_dtypes(params: Any, who: str) -> None:
@@ -261,9 +335,9 @@ def low_bit_adam(
             t = count.astype(jnp.float32)
             c_all = _once_per_step(coefficients(state.hyperparams, t), t)
         key = state.scalars.get("key")
+        after: Array | None = None  # +0.0, computed from the previous quantized parameter
         deltas: list[Any] = []
         new_slots: dict[str, list[Any]] = {k: [] for k in state.slots}
-        after: Array | None = None  # a zero computed from the previous parameter's results
         for i, (g, p) in enumerate(zip(g_leaves, p_leaves)):
             slots = {k: v[i] for k, v in slot_leaves.items()}
             if g is None:
@@ -278,20 +352,17 @@ def low_bit_adam(
                 base = key if key.ndim == 0 else key[i]
                 step = count if steps is None else steps[i]
                 leaf_key = jax.random.fold_in(jax.random.fold_in(base, step), i)
-            if after is not None:
-                # One parameter after the other: ``one`` (used by every product of the
-                # update) plus an exact zero that XLA can only compute once the previous
-                # parameter is done, so its float32 temporaries are freed before this one's.
-                c = {**c, "one": c["one"] + after}
-            new_p, new = single_param_adam(p, g, slots, c, is_adamw=is_adamw, key=leaf_key)
-            # torchao copies the new value into p; optax wants a delta. new_p - p is exact when
-            # new_p is within a factor of two of p (Sterbenz), so p + delta is new_p.
-            deltas.append(new_p.value if isinstance(new_p, torch_ops.Increment)
-                          else (new_p - p).astype(p.dtype))
+            quantized = [v for v in slots.values() if isinstance(v, QuantizedArray)]
+            if quantized and after is not None:
+                g = _after(g, after)
+            delta, new = leaf_update(p, g, slots, c, is_adamw=is_adamw, key=leaf_key)
+            deltas.append(delta)
             for k in state.slots:
                 new_slots[k].append(new[k])
-            done = jnp.max(jnp.abs(deltas[-1])).astype(jnp.float32)
-            after = jnp.where(jnp.isfinite(done), done, jnp.float32(0)) * jnp.float32(0)
+            if quantized:
+                name0 = next(k for k in slots if slots[k] is quantized[0])
+                done = jnp.abs(jnp.max(new[name0].scale))
+                after = jnp.where(jnp.isfinite(done), done, jnp.float32(0)) * jnp.float32(0)
         new_state = OptimizerState(
             count=count,
             hyperparams=Hyperparams(hp_lib.advance(spec, state.hyperparams, count), {}, name),
