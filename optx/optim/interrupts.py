@@ -162,7 +162,8 @@ class signals_deferred:
             _restore(self._swapped)
         finally:
             commit.frame = None
-            _reraise(commit.received)
+            if commit.received:
+                _reraise(commit.received)
 
 
 def blocked() -> bool:

@@ -197,12 +197,13 @@ class Optimizer(HooksMixin):
                 for s, p, st in zip(slots, new_params, new_states):
                     s.params, s.state = p, st
             groups = self.param_groups
-            for i, g in (data or {}).items():
-                if i == len(groups):
-                    groups.append(Group(self, i, g))
-                else:
-                    dict.clear(groups[i])
-                    dict.update(groups[i], g)
+            if data:
+                for i, g in data.items():
+                    if i == len(groups):
+                        groups.append(Group(self, i, g))
+                    else:
+                        dict.clear(groups[i])
+                        dict.update(groups[i], g)
             ids: list[int] = []
             for g, s in zip(groups, slots):
                 leaves = jax.tree_util.tree_leaves(s.params)
