@@ -1,0 +1,153 @@
+"""Where optx's Adam step loses to optax's at many leaves: hand-written variants of the same
+update, timed interleaved with both.
+
+Run from the repository root::
+
+    python benchmarks/leaf_order.py            # 20 M params in 1000 leaves, 16 rounds
+    python benchmarks/leaf_order.py --leaves 10 --rounds 24
+
+Every variant is one jitted, donated step ``(params, state, grads) -> (params, state)``:
+
+* ``optax``, ``optx``: ``optax.adam(1e-3)`` and ``optx.adam(lr=1e-3)`` with ``apply_updates``;
+* ``hand``: optx's arithmetic (torch's lerp for the first moment, ``sqrt(v) / sqrt(bc2) + eps``,
+  ``(-lr / bc1) * m / denom``) written out, its hyperparameters runtime values in a state array
+  as optx keeps them; no conditional;
+* ``hand+cond``: the same with the step's coefficients passed through a ``lax.cond`` as
+  ``optx.torch_optimizer._once_per_step`` passes them on CPU (so each leaf's kernel gets them as
+  scalars instead of recomputing them);
+* ``hand+chain``: ``hand`` with each leaf's gradient tied (bitwise OR of a runtime +0.0) to the
+  previous leaf's new parameter, so that XLA must finish a leaf before it starts the next.
+
+Each round times 4 consecutive steps of every variant in a fresh random order; the table gives
+the median over rounds and the ratio to optax. On this 2-core machine the variant built first
+runs fastest, by 4-15 % at 1000 leaves (a second ``optax.adam`` built after five others measured
+1.06x the first; copying every array anew, leaf by leaf across the variants, did not remove it):
+compare a run with ``--reverse`` before reading a ratio under 1.1. What it showed is in
+benchmarks/README.md (issue 34).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def hand(cond: bool = False, chain: bool = False):
+    """``(init, step)`` of Adam written out as optx computes it."""
+
+    def init(params):
+        hp = jnp.array([0.9, 0.999, 1e-3, 1e-8], jnp.float32)  # betas, lr, eps
+        return (jnp.zeros([], jnp.int32), [jnp.zeros_like(p) for p in params],
+                [jnp.zeros_like(p) for p in params], hp)
+
+    def step(params, state, grads):
+        count, ms, vs, hp = state
+        count = count + 1
+        t = count.astype(jnp.float32)
+        b1, b2, lr, eps = hp[0], hp[1], hp[2], hp[3]
+        c = [1 - b1, b2, 1 - b2, -(lr / (1 - b1**t)), jnp.sqrt(1 - b2**t), eps]
+        if cond:
+            c = lax.cond(t > 0, lambda: c, lambda: [jnp.zeros_like(x) for x in c])
+        one_minus_b1, b2, one_minus_b2, neg_step, bc2_sqrt, eps = c
+        new_p, new_m, new_v, zero = [], [], [], None
+        for p, m, v, g in zip(params, ms, vs, grads):
+            if chain and zero is not None:
+                bits = lax.bitcast_convert_type(g, jnp.uint32) | lax.bitcast_convert_type(
+                    zero, jnp.uint32)
+                g = lax.bitcast_convert_type(bits, jnp.float32)
+            m = m + (g - m) * one_minus_b1
+            v = v * b2 + g * g * one_minus_b2
+            p = p + (neg_step * m) / (jnp.sqrt(v) / bc2_sqrt + eps)
+            new_p.append(p)
+            new_m.append(m)
+            new_v.append(v)
+            if chain:
+                x = jnp.abs(p[0])
+                zero = jnp.where(jnp.isfinite(x), x, 0.0) * 0.0
+        return new_p, (count, new_m, new_v, hp)
+
+    return init, step
+
+
+def library(name: str):
+    import optax
+
+    import optx
+
+    tx = optax.adam(1e-3) if name == "optax" else optx.adam(lr=1e-3)
+
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return tx.init, step
+
+
+VARIANTS = {
+    "optax": lambda: library("optax"),
+    "optx": lambda: library("optx"),
+    "hand": lambda: hand(),
+    "hand+cond": lambda: hand(cond=True),
+    "hand+chain": lambda: hand(chain=True),
+}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--leaves", type=int, default=1000)
+    ap.add_argument("--total", type=int, default=20_000_000)
+    ap.add_argument("--rounds", type=int, default=16)
+    ap.add_argument("--reverse", action="store_true",
+                    help="build the variants in the reverse order (see the module docstring)")
+    args = ap.parse_args(argv)
+    rng = np.random.default_rng(0)
+    size = args.total // args.leaves
+    host_p = [rng.standard_normal(size).astype(np.float32) for _ in range(args.leaves)]
+    host_g = [(rng.standard_normal(size) * 1e-2).astype(np.float32) for _ in range(args.leaves)]
+    fns, boxes = {}, {}
+    for name, make in (reversed(VARIANTS.items()) if args.reverse else VARIANTS.items()):
+        init, step = make()
+        fns[name] = jax.jit(step, donate_argnums=(0, 1))
+        params = [jnp.asarray(x) for x in host_p]
+        boxes[name] = [params, init(params), [jnp.asarray(x) for x in host_g]]
+    steps = {}
+    for name, fn in fns.items():
+        box = boxes[name]
+
+        def run(fn=fn, box=box):
+            box[0], box[1] = fn(box[0], box[1], box[2])
+            jax.block_until_ready(box[0])
+
+        run()
+        run()
+        steps[name] = run
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    names = list(steps)
+    for r in range(args.rounds):
+        random.Random(r).shuffle(names)
+        for k in names:
+            t0 = time.perf_counter()
+            for _ in range(4):
+                steps[k]()
+            times[k].append((time.perf_counter() - t0) / 4)
+    base = statistics.median(times["optax"])
+    print(f"{args.leaves} leaves, {args.total:,} params, median of {args.rounds} rounds")
+    print("| variant | step ms | / optax |\n|---|---|---|")
+    for k in VARIANTS:
+        med = statistics.median(times[k])
+        print(f"| {k} | {med * 1e3:.2f} | {med / base:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
