@@ -15,6 +15,8 @@ Every variant is one jitted, donated step ``(params, state, grads) -> (params, s
 * ``hand+cond``: the same with the step's coefficients passed through a ``lax.cond`` as
   ``optx.torch_optimizer._once_per_step`` passes them on CPU (so each leaf's kernel gets them as
   scalars instead of recomputing them);
+* ``hand+split``: only the step-dependent coefficients (the bias corrections) pass through the
+  conditional; the others are recomputed in each leaf's kernels;
 * ``hand+chain``: ``hand`` with each leaf's gradient tied (bitwise OR of a runtime +0.0) to the
   previous leaf's new parameter, so that XLA must finish a leaf before it starts the next.
 
@@ -43,7 +45,7 @@ from jax import lax
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def hand(cond: bool = False, chain: bool = False):
+def hand(cond: bool = False, split: bool = False, chain: bool = False):
     """``(init, step)`` of Adam written out as optx computes it."""
 
     def init(params):
@@ -59,6 +61,8 @@ def hand(cond: bool = False, chain: bool = False):
         c = [1 - b1, b2, 1 - b2, -(lr / (1 - b1**t)), jnp.sqrt(1 - b2**t), eps]
         if cond:
             c = lax.cond(t > 0, lambda: c, lambda: [jnp.zeros_like(x) for x in c])
+        if split:  # only the step-dependent coefficients (bias corrections) pass the conditional
+            c[3:5] = lax.cond(t > 0, lambda: c[3:5], lambda: [jnp.zeros_like(x) for x in c[3:5]])
         one_minus_b1, b2, one_minus_b2, neg_step, bc2_sqrt, eps = c
         new_p, new_m, new_v, zero = [], [], [], None
         for p, m, v, g in zip(params, ms, vs, grads):
@@ -99,6 +103,7 @@ VARIANTS = {
     "optx": lambda: library("optx"),
     "hand": lambda: hand(),
     "hand+cond": lambda: hand(cond=True),
+    "hand+split": lambda: hand(split=True),
     "hand+chain": lambda: hand(chain=True),
 }
 
@@ -115,15 +120,12 @@ def main(argv=None) -> None:
     size = args.total // args.leaves
     host_p = [rng.standard_normal(size).astype(np.float32) for _ in range(args.leaves)]
     host_g = [(rng.standard_normal(size) * 1e-2).astype(np.float32) for _ in range(args.leaves)]
-    fns, boxes = {}, {}
+    steps = {}
     for name, make in (reversed(VARIANTS.items()) if args.reverse else VARIANTS.items()):
         init, step = make()
-        fns[name] = jax.jit(step, donate_argnums=(0, 1))
+        fn = jax.jit(step, donate_argnums=(0, 1))
         params = [jnp.asarray(x) for x in host_p]
-        boxes[name] = [params, init(params), [jnp.asarray(x) for x in host_g]]
-    steps = {}
-    for name, fn in fns.items():
-        box = boxes[name]
+        box = [params, init(params), [jnp.asarray(x) for x in host_g]]
 
         def run(fn=fn, box=box):
             box[0], box[1] = fn(box[0], box[1], box[2])
