@@ -17,6 +17,9 @@ Every variant is one jitted, donated step ``(params, state, grads) -> (params, s
   scalars instead of recomputing them);
 * ``hand+split``: only the step-dependent coefficients (the bias corrections) pass through the
   conditional; the others are recomputed in each leaf's kernels;
+* ``hand+vec``: ``hand+cond`` with the moment kernels' coefficients in one vector output of
+  the conditional, as ``optx.torch_ops.Packed`` passes them since issue 34 (both kernels of a
+  leaf then wait for the same output and run back to back);
 * ``hand+chain``: ``hand`` with each leaf's gradient tied (bitwise OR of a runtime +0.0) to the
   previous leaf's new parameter, so that XLA must finish a leaf before it starts the next.
 
@@ -45,7 +48,7 @@ from jax import lax
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def hand(cond: bool = False, split: bool = False, chain: bool = False):
+def hand(cond: bool = False, split: bool = False, chain: bool = False, vec: bool = False):
     """``(init, step)`` of Adam written out as optx computes it."""
 
     def init(params):
@@ -59,8 +62,12 @@ def hand(cond: bool = False, split: bool = False, chain: bool = False):
         t = count.astype(jnp.float32)
         b1, b2, lr, eps = hp[0], hp[1], hp[2], hp[3]
         c = [1 - b1, b2, 1 - b2, -(lr / (1 - b1**t)), jnp.sqrt(1 - b2**t), eps]
-        if cond:
+        if vec:
+            c = [jnp.stack(c[:3])] + c[3:]
+        if cond or vec:
             c = lax.cond(t > 0, lambda: c, lambda: [jnp.zeros_like(x) for x in c])
+        if vec:
+            c = [c[0][0], c[0][1], c[0][2]] + c[1:]
         if split:  # only the step-dependent coefficients (bias corrections) pass the conditional
             c[3:5] = lax.cond(t > 0, lambda: c[3:5], lambda: [jnp.zeros_like(x) for x in c[3:5]])
         one_minus_b1, b2, one_minus_b2, neg_step, bc2_sqrt, eps = c
@@ -104,6 +111,7 @@ VARIANTS = {
     "hand": lambda: hand(),
     "hand+cond": lambda: hand(cond=True),
     "hand+split": lambda: hand(split=True),
+    "hand+vec": lambda: hand(vec=True),
     "hand+chain": lambda: hand(chain=True),
 }
 

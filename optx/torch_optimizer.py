@@ -113,19 +113,61 @@ def _once_per_step(coeffs: Coefficients, t: Array) -> Coefficients:
     results of a ``conditional`` cannot be fused into their users, so on CPU the coefficients
     pass through one whose predicate is always true (``t >= 1``; XLA cannot prove it) and each
     leaf's kernel receives them as plain scalar arguments. ``lax.optimization_barrier`` does
-    not do this: XLA:CPU removes it before fusion. On GPU and TPU a conditional would cost a
+    not do this: XLA:CPU removes it before fusion. The coefficients of each
+    :class:`optx.torch_ops.Packed` entry pass as one vector, which every kernel reading any of
+    them receives whole (why: its docstring). On GPU and TPU a conditional would cost a
     device-to-host sync per step, and their compile times are not the bottleneck, so the
     coefficients are passed through as they are.
     """
     leaves, treedef = jax.tree_util.tree_flatten(coeffs)
     if not leaves:
         return coeffs
+    bundles = _bundles(coeffs)
+    loose = sorted(set(range(len(leaves))).difference(*bundles))
 
     def cpu(*xs):
-        return jax.lax.cond(t > 0, lambda: list(xs), lambda: [jnp.zeros_like(x) for x in xs])
+        result = list(xs)
+        if not bundles:
+            return _through_cond(t, result)
+        *out, t_after = _through_cond(t, [xs[i] for i in loose] + [t])
+        # The vectors pass a second conditional that waits for the first, so every kernel
+        # reading one of them gets it after all its other coefficients (see Packed).
+        vectors = _through_cond(t_after, [jnp.stack([xs[i] for i in b]) for b in bundles])
+        for i, x in zip(loose, out):
+            result[i] = x
+        for b, vector in zip(bundles, vectors):
+            for k, i in enumerate(b):
+                result[i] = vector[k]
+        return result
 
     out = jax.lax.platform_dependent(*leaves, cpu=cpu, default=lambda *xs: list(xs))
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def _through_cond(t: Array, args: list[Array]) -> list[Array]:
+    """``args`` through a conditional on ``t > 0``: always true, which XLA cannot prove."""
+    return jax.lax.cond(t > 0, lambda: args, lambda: [jnp.zeros_like(x) for x in args])
+
+
+def _bundles(coeffs: Coefficients) -> list[list[int]]:
+    """Indices, among ``coeffs``' leaves, of each :class:`optx.torch_ops.Packed` entry's floating
+    leaves, grouped by dtype and shape (in practice each entry is one bundle)."""
+
+    def is_packed(x):
+        return isinstance(x, torch_ops.Packed)
+
+    bundles: list[list[int]] = []
+    start = 0
+    for node in jax.tree_util.tree_leaves(coeffs, is_leaf=is_packed):
+        leaves = jax.tree_util.tree_leaves(node)
+        if is_packed(node):
+            groups: dict[Any, list[int]] = {}
+            for k, x in enumerate(leaves):
+                if jnp.issubdtype(x.dtype, jnp.floating):
+                    groups.setdefault((x.dtype, x.shape), []).append(start + k)
+            bundles += [b for b in groups.values() if len(b) > 1]
+        start += len(leaves)
+    return bundles
 
 
 def _shard_like(slots: Slots, p: Any) -> Slots:

@@ -111,9 +111,7 @@ def _adam(name, layout, lr, betas, eps, weight_decay, amsgrad, maximize, decoupl
             "weight_decay": torch_ops.decay(
                 hp["weight_decay"], lr if decoupled_weight_decay else None
             ),
-            "one_minus_beta1": torch_ops.Lerp(1 - beta1),
-            "beta2": beta2,
-            "one_minus_beta2": 1 - beta2,
+            "moments": torch_ops.adam_moment_coefficients(beta1, beta2),
             "neg_step_size": -(lr / bias_correction1),
             "bias_correction2_sqrt": jnp.sqrt(bias_correction2),
             "eps": hp["eps"],
@@ -123,8 +121,7 @@ def _adam(name, layout, lr, betas, eps, weight_decay, amsgrad, maximize, decoupl
     def update_leaf(g, p, slots, c):
         g = torch_ops.maybe_negate(g, maximize)
         g, p = torch_ops.weight_decay(g, p, c["lr"], c["weight_decay"], decoupled_weight_decay)
-        m, v = torch_ops.adam_moments(slots["exp_avg"], slots["exp_avg_sq"], g,
-                                      c["one_minus_beta1"], c["beta2"], c["one_minus_beta2"])
+        m, v = torch_ops.adam_moments(slots["exp_avg"], slots["exp_avg_sq"], g, c["moments"])
         new = {"exp_avg": m, "exp_avg_sq": v}
         if amsgrad:
             v = jnp.maximum(slots["max_exp_avg_sq"], v)

@@ -109,9 +109,7 @@ def nadam(
         c = {
             "lr": lr,
             "weight_decay": hp["weight_decay"],
-            "one_minus_beta1": 1 - beta1,
-            "beta2": beta2,
-            "one_minus_beta2": 1 - beta2,
+            "moments": torch_ops.adam_moment_coefficients(beta1, beta2),
             "bias_correction2": 1 - beta2**t,
             "eps": hp["eps"],
             "grad_coef": -lr * (1.0 - mu) / (1.0 - mp),
@@ -122,8 +120,7 @@ def nadam(
     def update_leaf(g, p, slots, c):
         g = torch_ops.maybe_negate(g, maximize)
         g, p = torch_ops.weight_decay(g, p, c["lr"], c["weight_decay"], decoupled_weight_decay)
-        m, v = torch_ops.adam_moments(slots["exp_avg"], slots["exp_avg_sq"], g,
-                                      c["one_minus_beta1"], c["beta2"], c["one_minus_beta2"])
+        m, v = torch_ops.adam_moments(slots["exp_avg"], slots["exp_avg_sq"], g, c["moments"])
         denom = jnp.sqrt(v / c["bias_correction2"]) + c["eps"]
         p = p + (c["grad_coef"] * g) / denom
         p = p + (c["exp_avg_coef"] * m) / denom

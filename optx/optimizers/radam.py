@@ -101,9 +101,7 @@ def radam(
         return {
             "lr": lr,
             "weight_decay": hp["weight_decay"],
-            "one_minus_beta1": 1 - beta1,
-            "beta2": beta2,
-            "one_minus_beta2": 1 - beta2,
+            "moments": torch_ops.adam_moment_coefficients(beta1, beta2),
             "bias_correction1": bias_correction1,
             "bias_correction2_sqrt": jnp.sqrt(bias_correction2),
             "rectify": rho_t > 5.0,
@@ -114,8 +112,7 @@ def radam(
     def update_leaf(g, p, slots, c):
         g = torch_ops.maybe_negate(g, maximize)
         g, p = torch_ops.weight_decay(g, p, c["lr"], c["weight_decay"], decoupled_weight_decay)
-        m, v = torch_ops.adam_moments(slots["exp_avg"], slots["exp_avg_sq"], g,
-                                      c["one_minus_beta1"], c["beta2"], c["one_minus_beta2"])
+        m, v = torch_ops.adam_moments(slots["exp_avg"], slots["exp_avg_sq"], g, c["moments"])
         m_hat = m / c["bias_correction1"]
         adaptive_lr = c["bias_correction2_sqrt"] / (jnp.sqrt(v) + c["eps"])
         rectified = p + (-1.0) * (m_hat * c["lr"] * adaptive_lr * c["rect"])
