@@ -9,6 +9,9 @@ Run from the repository root::
 Every variant is one jitted, donated step ``(params, state, grads) -> (params, state)``:
 
 * ``optax``, ``optx``: ``optax.adam(1e-3)`` and ``optx.adam(lr=1e-3)`` with ``apply_updates``;
+* ``optx unpacked``: ``optx.adam`` with its moment coefficients each a separate output of the
+  once-per-step conditional instead of one ``optx.torch_ops.Packed`` vector, as before issue
+  34's third session;
 * ``hand``: optx's arithmetic (torch's lerp for the first moment, ``sqrt(v) / sqrt(bc2) + eps``,
   ``(-lr / bc1) * m / denom``) written out, its hyperparameters runtime values in a state array
   as optx keeps them; no conditional;
@@ -95,11 +98,22 @@ def library(name: str):
     import optax
 
     import optx
+    from optx import torch_ops
 
     tx = optax.adam(1e-3) if name == "optax" else optx.adam(lr=1e-3)
 
     def step(params, state, grads):
-        updates, state = tx.update(grads, state, params)
+        if name != "optx unpacked":
+            updates, state = tx.update(grads, state, params)
+            return optax.apply_updates(params, updates), state
+        # The moment coefficients as a plain dict, not a Packed: each its own output of the
+        # conditional, as before issue 34's third session (patched while the step is traced).
+        packed = torch_ops.adam_moment_coefficients
+        torch_ops.adam_moment_coefficients = lambda b1, b2: dict(packed(b1, b2))
+        try:
+            updates, state = tx.update(grads, state, params)
+        finally:
+            torch_ops.adam_moment_coefficients = packed
         return optax.apply_updates(params, updates), state
 
     return tx.init, step
@@ -108,6 +122,7 @@ def library(name: str):
 VARIANTS = {
     "optax": lambda: library("optax"),
     "optx": lambda: library("optx"),
+    "optx unpacked": lambda: library("optx unpacked"),
     "hand": lambda: hand(),
     "hand+cond": lambda: hand(cond=True),
     "hand+split": lambda: hand(split=True),

@@ -52,35 +52,66 @@ def test_per_leaf_instructions(name, column):
         assert count <= theirs, f"{name} {column}: optx {count} per leaf > {peer} {theirs}"
 
 
+def _moment_kernels_by_leaf(step, params, state) -> list[int]:
+    """The leaf of each moment kernel, in the compiled schedule's order (XLA:CPU runs the
+    kernels in that order). A leaf is told by its size (1000 + its index); a moment kernel
+    from a parameter kernel by reading no other kernel's output."""
+    import jax
+
+    text = jax.jit(step).lower(params, state, params).compile().as_text()
+    entry = text[text.index("\nENTRY"):]
+    return [
+        int(m.group(1)) - 1000
+        for m in re.finditer(r"= f32\[(\d+)\]\S* fusion\(([^)]*)\)", entry)
+        if int(m.group(1)) >= 1000 and "fusion" not in m.group(2)
+    ]
+
+
+def _adjacent(leaves: list[int]) -> int:
+    return sum(a == b for a, b in zip(leaves, leaves[1:]))
+
+
+N_LEAVES = 12
+
+
+def _leaves():
+    import jax.numpy as jnp
+
+    return [jnp.ones((1000 + i,), jnp.float32) for i in range(N_LEAVES)]
+
+
 @pytest.mark.parametrize("name", ["adam", "adamw", "nadam", "radam"])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_moment_kernels_of_a_leaf_run_back_to_back(name, weight_decay):
-    """XLA:CPU runs the kernels in the order of the compiled schedule. optax's two moment
-    kernels of a leaf are next to each other there, so the gradient they both read comes from
-    cache the second time; optx's are too (``optx.torch_ops.Packed``), or else every
-    first-moment kernel runs before every second-moment one (2-4 % of the step at 1000 leaves).
-    A leaf is told by its size; a parameter kernel by reading another kernel's output."""
-    import jax
-    import jax.numpy as jnp
-
+    """optax's two moment kernels of a leaf are next to each other in the schedule, so the
+    gradient they both read comes from cache the second time; optx's are too
+    (``optx.torch_ops.Packed``), or else every first-moment kernel runs before every
+    second-moment one (2-4 % of the step at 1000 leaves)."""
     import optx
 
-    n = 12
-    params = [jnp.ones((1000 + i,), jnp.float32) for i in range(n)]
+    params = _leaves()
     tx = getattr(optx, name)(lr=1e-3, weight_decay=weight_decay)
 
     def step(p, s, g):
         updates, s = tx.update(g, s, p)
         return optx.apply_updates(p, updates), s
 
-    text = jax.jit(step).lower(params, tx.init(params), params).compile().as_text()
-    entry = text[text.index("\nENTRY"):]
-    leaves = [
-        int(m.group(1)) - 1000
-        for m in re.finditer(r"= f32\[(\d+)\]\S* fusion\(([^)]*)\)", entry)
-        # a moment kernel: a leaf's size, and reads no other kernel's output
-        if int(m.group(1)) >= 1000 and "fusion" not in m.group(2)
-    ]
-    assert sorted(leaves) == sorted(2 * list(range(n))), leaves
-    together = sum(a == b for a, b in zip(leaves, leaves[1:]))
-    assert together >= n - 2, f"moment kernels by leaf, in schedule order: {leaves}"
+    leaves = _moment_kernels_by_leaf(step, params, tx.init(params))
+    assert sorted(leaves) == sorted(2 * list(range(N_LEAVES))), leaves
+    assert _adjacent(leaves) >= N_LEAVES - 2, f"moment kernels by leaf, in order: {leaves}"
+
+
+def test_moment_kernels_without_packed_run_grouped():
+    """The check above can fail: with the moment coefficients as separate outputs of the
+    conditional (``benchmarks/leaf_order.py``'s ``optx unpacked``, optx before the change)
+    all first moments run, then all second moments."""
+    spec = importlib.util.spec_from_file_location(
+        "leaf_order", Path(__file__).resolve().parent.parent / "benchmarks" / "leaf_order.py"
+    )
+    leaf_order = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(leaf_order)
+    params = _leaves()
+    init, step = leaf_order.library("optx unpacked")
+    leaves = _moment_kernels_by_leaf(step, params, init(params))
+    assert sorted(leaves) == sorted(2 * list(range(N_LEAVES))), leaves
+    assert _adjacent(leaves) <= 2, f"moment kernels by leaf, in order: {leaves}"
