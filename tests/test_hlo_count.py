@@ -86,7 +86,7 @@ def test_moment_kernels_of_a_leaf_run_back_to_back(name, weight_decay):
     """optax's two moment kernels of a leaf are next to each other in the schedule, so the
     gradient they both read comes from cache the second time; optx's are too
     (``optx.torch_ops.Packed``), or else every first-moment kernel runs before every
-    second-moment one (2-4 % of the step at 1000 leaves)."""
+    second-moment one (2-3 % of the step at 1000 leaves)."""
     import optx
 
     params = _leaves()
