@@ -9,6 +9,7 @@ here, and compared with optax's peer measured in the same test: ``optax.inject_h
 ``add_decayed_weights`` (``optax_inject_wd``).
 """
 
+import functools
 import importlib.util
 import re
 from pathlib import Path
@@ -98,7 +99,22 @@ def test_moment_kernels_of_a_leaf_run_back_to_back(name, weight_decay):
 
     leaves = _moment_kernels_by_leaf(step, params, tx.init(params))
     assert sorted(leaves) == sorted(2 * list(range(N_LEAVES))), leaves
-    assert _adjacent(leaves) >= N_LEAVES - 2, f"moment kernels by leaf, in order: {leaves}"
+    theirs = _optax_adjacent()  # 12 with this XLA: m0 v0 m1 v1 ...
+    assert _adjacent(leaves) >= theirs - 2, f"moment kernels by leaf, in order: {leaves}"
+
+
+@functools.cache
+def _optax_adjacent() -> int:
+    import optax
+
+    params = _leaves()
+    tx = optax.adam(1e-3)
+
+    def step(p, s, g):
+        updates, s = tx.update(g, s, p)
+        return optax.apply_updates(p, updates), s
+
+    return _adjacent(_moment_kernels_by_leaf(step, params, tx.init(params)))
 
 
 def test_moment_kernels_without_packed_run_grouped():
