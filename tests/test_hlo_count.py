@@ -16,11 +16,18 @@ from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "hlo_count", Path(__file__).resolve().parent.parent / "benchmarks" / "hlo_count.py"
-)
-hlo_count = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(hlo_count)
+
+def _benchmark(name: str):
+    """A script of ``benchmarks/``, imported as a module."""
+    spec = importlib.util.spec_from_file_location(
+        name, Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+hlo_count = _benchmark("hlo_count")
 
 # (optimizer, column) -> (pinned optx per-leaf count, optax peer it must not exceed or None)
 PINNED = {
@@ -53,19 +60,35 @@ def test_per_leaf_instructions(name, column):
         assert count <= theirs, f"{name} {column}: optx {count} per leaf > {peer} {theirs}"
 
 
-def _moment_kernels_by_leaf(step, params, state) -> list[int]:
-    """The leaf of each moment kernel, in the compiled schedule's order (XLA:CPU runs the
-    kernels in that order). A leaf is told by its size (1000 + its index); a moment kernel
-    from a parameter kernel by reading no other kernel's output."""
+def _moment_kernels_by_leaf(init, step) -> list[int]:
+    """The leaf of each moment kernel of ``step`` over ``N_LEAVES`` leaves, in the compiled
+    schedule's order (XLA:CPU runs the kernels in that order). A leaf is told by its size
+    (1000 + its index); a moment kernel from a parameter kernel by reading no other kernel's
+    output."""
     import jax
+    import jax.numpy as jnp
 
-    text = jax.jit(step).lower(params, state, params).compile().as_text()
+    params = [jnp.ones((1000 + i,), jnp.float32) for i in range(N_LEAVES)]
+    text = jax.jit(step).lower(params, init(params), params).compile().as_text()
     entry = text[text.index("\nENTRY"):]
-    return [
+    leaves = [
         int(m.group(1)) - 1000
         for m in re.finditer(r"= f32\[(\d+)\]\S* fusion\(([^)]*)\)", entry)
         if int(m.group(1)) >= 1000 and "fusion" not in m.group(2)
     ]
+    assert sorted(leaves) == sorted(2 * list(range(N_LEAVES))), leaves
+    return leaves
+
+
+def _with_apply(tx):
+    """``(init, step)``: ``tx``'s update followed by ``apply_updates``."""
+    import optax
+
+    def step(p, s, g):
+        updates, s = tx.update(g, s, p)
+        return optax.apply_updates(p, updates), s
+
+    return tx.init, step
 
 
 def _adjacent(leaves: list[int]) -> int:
@@ -73,12 +96,6 @@ def _adjacent(leaves: list[int]) -> int:
 
 
 N_LEAVES = 12
-
-
-def _leaves():
-    import jax.numpy as jnp
-
-    return [jnp.ones((1000 + i,), jnp.float32) for i in range(N_LEAVES)]
 
 
 @pytest.mark.parametrize("name", ["adam", "adamw", "nadam", "radam"])
@@ -90,15 +107,9 @@ def test_moment_kernels_of_a_leaf_run_back_to_back(name, weight_decay):
     second-moment one (2-3 % of the step at 1000 leaves)."""
     import optx
 
-    params = _leaves()
-    tx = getattr(optx, name)(lr=1e-3, weight_decay=weight_decay)
-
-    def step(p, s, g):
-        updates, s = tx.update(g, s, p)
-        return optx.apply_updates(p, updates), s
-
-    leaves = _moment_kernels_by_leaf(step, params, tx.init(params))
-    assert sorted(leaves) == sorted(2 * list(range(N_LEAVES))), leaves
+    leaves = _moment_kernels_by_leaf(
+        *_with_apply(getattr(optx, name)(lr=1e-3, weight_decay=weight_decay))
+    )
     theirs = _optax_adjacent()  # 12 with this XLA: m0 v0 m1 v1 ...
     assert _adjacent(leaves) >= theirs - 2, f"moment kernels by leaf, in order: {leaves}"
 
@@ -107,27 +118,12 @@ def test_moment_kernels_of_a_leaf_run_back_to_back(name, weight_decay):
 def _optax_adjacent() -> int:
     import optax
 
-    params = _leaves()
-    tx = optax.adam(1e-3)
-
-    def step(p, s, g):
-        updates, s = tx.update(g, s, p)
-        return optax.apply_updates(p, updates), s
-
-    return _adjacent(_moment_kernels_by_leaf(step, params, tx.init(params)))
+    return _adjacent(_moment_kernels_by_leaf(*_with_apply(optax.adam(1e-3))))
 
 
 def test_moment_kernels_without_packed_run_grouped():
     """The check above can fail: with the moment coefficients as separate outputs of the
     conditional (``benchmarks/leaf_order.py``'s ``optx unpacked``, optx before the change)
     all first moments run, then all second moments."""
-    spec = importlib.util.spec_from_file_location(
-        "leaf_order", Path(__file__).resolve().parent.parent / "benchmarks" / "leaf_order.py"
-    )
-    leaf_order = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(leaf_order)
-    params = _leaves()
-    init, step = leaf_order.library("optx unpacked")
-    leaves = _moment_kernels_by_leaf(step, params, init(params))
-    assert sorted(leaves) == sorted(2 * list(range(N_LEAVES))), leaves
+    leaves = _moment_kernels_by_leaf(*_benchmark("leaf_order").library("optx unpacked"))
     assert _adjacent(leaves) <= 2, f"moment kernels by leaf, in order: {leaves}"
