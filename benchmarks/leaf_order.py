@@ -5,6 +5,7 @@ Run from the repository root::
 
     python benchmarks/leaf_order.py            # 20 M params in 1000 leaves, 16 rounds
     python benchmarks/leaf_order.py --leaves 10 --rounds 24
+    python benchmarks/leaf_order.py --variants optax,optx,hand+vec,hand+late
 
 Every variant is one jitted, donated step ``(params, state, grads) -> (params, state)``:
 
@@ -23,6 +24,10 @@ Every variant is one jitted, donated step ``(params, state, grads) -> (params, s
 * ``hand+vec``: ``hand+cond`` with the moment kernels' coefficients in one vector output of
   the conditional, as ``optx.torch_ops.Packed`` passes them since issue 34 (both kernels of a
   leaf then wait for the same output and run back to back);
+* ``hand+late``: ``hand+vec`` with the parameter kernels' coefficients through a second
+  conditional that waits for the vector's: XLA then queues every parameter kernel after every
+  moment kernel, in the opposite order, so the last leaves' moments are still in cache when
+  their parameters are updated (optax's pattern, mirrored);
 * ``hand+chain``: ``hand`` with each leaf's gradient tied (bitwise OR of a runtime +0.0) to the
   previous leaf's new parameter, so that XLA must finish a leaf before it starts the next.
 
@@ -51,7 +56,8 @@ from jax import lax
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def hand(cond: bool = False, split: bool = False, chain: bool = False, vec: bool = False):
+def hand(cond: bool = False, split: bool = False, chain: bool = False, vec: bool = False,
+         late: bool = False):
     """``(init, step)`` of Adam written out as optx computes it."""
 
     def init(params):
@@ -65,14 +71,17 @@ def hand(cond: bool = False, split: bool = False, chain: bool = False, vec: bool
         t = count.astype(jnp.float32)
         b1, b2, lr, eps = hp[0], hp[1], hp[2], hp[3]
         c = [1 - b1, b2, 1 - b2, -(lr / (1 - b1**t)), jnp.sqrt(1 - b2**t), eps]
-        if vec:
+        if vec or late:
             c = [jnp.stack(c[:3])] + c[3:]
-        if cond or vec:
-            c = lax.cond(t > 0, lambda: c, lambda: [jnp.zeros_like(x) for x in c])
-        if vec:
+        if late:  # the vector first; the parameter kernels' coefficients after it
+            c[0], t_after = _through_cond(t, [c[0], t])
+            c[1:] = _through_cond(t_after + c[0][0], c[1:])
+        elif cond or vec:
+            c = _through_cond(t, c)
+        if vec or late:
             c = [c[0][0], c[0][1], c[0][2]] + c[1:]
         if split:  # only the step-dependent coefficients (bias corrections) pass the conditional
-            c[3:5] = lax.cond(t > 0, lambda: c[3:5], lambda: [jnp.zeros_like(x) for x in c[3:5]])
+            c[3:5] = _through_cond(t, c[3:5])
         one_minus_b1, b2, one_minus_b2, neg_step, bc2_sqrt, eps = c
         new_p, new_m, new_v, zero = [], [], [], None
         for p, m, v, g in zip(params, ms, vs, grads):
@@ -92,6 +101,11 @@ def hand(cond: bool = False, split: bool = False, chain: bool = False, vec: bool
         return new_p, (count, new_m, new_v, hp)
 
     return init, step
+
+
+def _through_cond(t, xs):
+    """``xs`` through a conditional on ``t > 0``, always true (as optx's on CPU)."""
+    return lax.cond(t > 0, lambda: list(xs), lambda: [jnp.zeros_like(x) for x in xs])
 
 
 def library(name: str):
@@ -128,6 +142,7 @@ VARIANTS = {
     "hand+split": lambda: hand(split=True),
     "hand+vec": lambda: hand(vec=True),
     "hand+chain": lambda: hand(chain=True),
+    "hand+late": lambda: hand(late=True),
 }
 
 
@@ -138,14 +153,20 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=16)
     ap.add_argument("--reverse", action="store_true",
                     help="build the variants in the reverse order (see the module docstring)")
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help="comma-separated names, in build order (optax is always timed)")
     args = ap.parse_args(argv)
+    chosen = args.variants.split(",")
+    chosen += [] if "optax" in chosen else ["optax"]  # the ratios' denominator
+    if set(chosen) - set(VARIANTS):
+        ap.error(f"unknown variants {sorted(set(chosen) - set(VARIANTS))}")
     rng = np.random.default_rng(0)
     size = args.total // args.leaves
     host_p = [rng.standard_normal(size).astype(np.float32) for _ in range(args.leaves)]
     host_g = [(rng.standard_normal(size) * 1e-2).astype(np.float32) for _ in range(args.leaves)]
     steps = {}
-    for name, make in (reversed(VARIANTS.items()) if args.reverse else VARIANTS.items()):
-        init, step = make()
+    for name in (reversed(chosen) if args.reverse else chosen):
+        init, step = VARIANTS[name]()
         fn = jax.jit(step, donate_argnums=(0, 1))
         params = [jnp.asarray(x) for x in host_p]
         box = [params, init(params), [jnp.asarray(x) for x in host_g]]
@@ -169,7 +190,7 @@ def main(argv=None) -> None:
     base = statistics.median(times["optax"])
     print(f"{args.leaves} leaves, {args.total:,} params, median of {args.rounds} rounds")
     print("| variant | step ms | / optax |\n|---|---|---|")
-    for k in VARIANTS:
+    for k in chosen:
         med = statistics.median(times[k])
         print(f"| {k} | {med * 1e3:.2f} | {med / base:.3f} |")
 

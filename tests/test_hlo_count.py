@@ -60,24 +60,29 @@ def test_per_leaf_instructions(name, column):
         assert count <= theirs, f"{name} {column}: optx {count} per leaf > {peer} {theirs}"
 
 
-def _moment_kernels_by_leaf(init, step) -> list[int]:
-    """The leaf of each moment kernel of ``step`` over ``N_LEAVES`` leaves, in the compiled
-    schedule's order (XLA:CPU runs the kernels in that order). A leaf is told by its size
-    (1000 + its index); a moment kernel from a parameter kernel by reading no other kernel's
-    output."""
+def _kernels_by_leaf(init, step) -> tuple[list[int], list[int]]:
+    """The leaf of each moment kernel and of each parameter kernel of ``step`` over
+    ``N_LEAVES`` leaves, in the compiled schedule's order (XLA:CPU runs the kernels in that
+    order). A leaf is told by its size (1000 + its index); a parameter kernel from a moment
+    kernel by reading another kernel's output."""
     import jax
     import jax.numpy as jnp
 
     params = [jnp.ones((1000 + i,), jnp.float32) for i in range(N_LEAVES)]
     text = jax.jit(step).lower(params, init(params), params).compile().as_text()
     entry = text[text.index("\nENTRY"):]
-    leaves = [
-        int(m.group(1)) - 1000
-        for m in re.finditer(r"= f32\[(\d+)\]\S* fusion\(([^)]*)\)", entry)
-        if int(m.group(1)) >= 1000 and "fusion" not in m.group(2)
-    ]
-    assert sorted(leaves) == sorted(2 * list(range(N_LEAVES))), leaves
-    return leaves
+    moments: list[int] = []
+    updates: list[int] = []
+    for m in re.finditer(r"= f32\[(\d+)\]\S* fusion\(([^)]*)\)", entry):
+        if int(m.group(1)) >= 1000:
+            (updates if "fusion" in m.group(2) else moments).append(int(m.group(1)) - 1000)
+    assert sorted(moments) == sorted(2 * list(range(N_LEAVES))), moments
+    assert sorted(updates) == list(range(N_LEAVES)), updates
+    return moments, updates
+
+
+def _moment_kernels_by_leaf(init, step) -> list[int]:
+    return _kernels_by_leaf(init, step)[0]
 
 
 def _with_apply(tx):
@@ -127,3 +132,21 @@ def test_moment_kernels_without_packed_run_grouped():
     all first moments run, then all second moments."""
     leaves = _moment_kernels_by_leaf(*_benchmark("leaf_order").library("optx unpacked"))
     assert _adjacent(leaves) <= 2, f"moment kernels by leaf, in order: {leaves}"
+
+
+def _by_last_moment(moments: list[int]) -> list[int]:
+    """The leaves in the order their second moment kernel ran."""
+    return sorted(range(N_LEAVES), key=lambda leaf: len(moments) - moments[::-1].index(leaf))
+
+
+def test_parameter_kernels_follow_the_moments_order():
+    """Why optx's parameter kernels run in the order the leaves' moments finished (each waits
+    last for its second moment), and how a third conditional reverses that order
+    (``benchmarks/leaf_order.py``'s ``hand+late``, optax's pattern mirrored): the experiment
+    behind benchmarks/README.md's fourth issue-34 session, which measured no gain from it."""
+    import optx
+
+    moments, updates = _kernels_by_leaf(*_with_apply(optx.adam(lr=1e-3)))
+    assert updates == _by_last_moment(moments), (moments, updates)
+    moments, updates = _kernels_by_leaf(*_benchmark("leaf_order").hand(late=True))
+    assert updates == _by_last_moment(moments)[::-1], (moments, updates)
