@@ -23,8 +23,9 @@ up, then timed *interleaved*, so that load on a shared machine lands on all of t
   implementation's code and data are evicted from the caches by the others'), and the one the
   targets are set for;
 * 20 M models: each round times ``--steps`` consecutive steps of each implementation in turn,
-  in two processes that build the implementations in opposite orders (the one built first runs
-  fastest; see :func:`run_model`); each time is the geometric mean of the two.
+  in one process per build order of the implementations (six: the one built first runs
+  fastest, see :func:`run_model`, so each takes each place twice); each time is the geometric
+  mean over the processes.
 
 A step's time is the median over rounds of the round's mean: wall time, and for the small models
 also the calling thread's CPU time (``time.thread_time``, in parentheses: immune to other
@@ -47,6 +48,7 @@ the small models and at most 1.0 at 20 M parameters in 1000 leaves. Results go t
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -242,7 +244,7 @@ def run_model(model: str, rounds: int | None = None) -> dict:
     """One model's per-step times ``{impl: seconds}``, measured in a fresh process (two for the
     20 M models, see below)."""
     small = model.startswith("mlp")
-    rounds = rounds or (41 if small else 15)
+    rounds = rounds or (41 if small else 8)
     steps = 100 if small else 4
     impls = (SGD_IMPLS if model.endswith("/sgd") else SMALL_IMPLS) if small else LARGE_IMPLS
     if small:
@@ -253,17 +255,18 @@ def run_model(model: str, rounds: int | None = None) -> dict:
     # leaves optx / optax measured 1.02 with optx built first and 1.10-1.13 with optax first
     # (and a second optax.adam built after others 1.06x the first one; copying every array
     # anew, leaf by leaf across the implementations, does not remove it). So each 20 M model
-    # runs in two processes, in opposite build orders, and each implementation's time is the
-    # geometric mean of its two medians.
+    # runs in one process per build order (with two orders the adapter, always in the middle,
+    # would take one place only), and each implementation's time is the geometric mean of its
+    # medians.
     runs = {}
-    for order in (impls, impls[::-1]):
+    for order in itertools.permutations(impls):
         cmd = [sys.executable, __file__, "--worker", model, ",".join(order), str(rounds),
                str(steps)]
-        runs[f"{order[0]} first"] = run_worker(cmd, timeout=1200)
-    if any("error" in r for r in runs.values()):
-        return next(r for r in runs.values() if "error" in r)
-    a, b = runs.values()
-    result: dict = {k: (a[k] * b[k]) ** 0.5 for k in impls}
+        runs[",".join(order)] = run_worker(cmd, timeout=1200)
+    errors = [r for r in runs.values() if "error" in r]
+    if errors:
+        return errors[0]
+    result: dict = {k: statistics.geometric_mean([r[k] for r in runs.values()]) for k in impls}
     result["orders"] = runs
     return result
 
