@@ -28,6 +28,10 @@ Every variant is one jitted, donated step ``(params, state, grads) -> (params, s
   conditional that waits for the vector's: XLA then queues every parameter kernel after every
   moment kernel, in the opposite order, so the last leaves' moments are still in cache when
   their parameters are updated (optax's pattern, mirrored);
+* ``hand+vec+lerp``: ``hand+vec`` with the first moment by torch's lerp, as optx computes it
+  (a select of the base on ``|1 - beta1| < 0.5``, which LLVM hoists out of the loop);
+* ``hand+vec+two``: ``hand+vec`` with the vector through a second conditional that waits for
+  the first, as optx passes it;
 * ``hand+chain``: ``hand`` with each leaf's gradient tied (bitwise OR of a runtime +0.0) to the
   previous leaf's new parameter, so that XLA must finish a leaf before it starts the next.
 
@@ -55,10 +59,14 @@ from jax import lax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from optx import torch_ops  # noqa: E402
+
 
 def hand(cond: bool = False, split: bool = False, chain: bool = False, vec: bool = False,
-         late: bool = False):
-    """``(init, step)`` of Adam written out as optx computes it."""
+         late: bool = False, lerp: bool = False, two: bool = False):
+    """``(init, step)`` of Adam written out as optx computes it (``lerp``: the first moment by
+    torch's lerp, as ``optx.torch_ops.lerp``; ``two``: with ``vec``, the vector through a second
+    conditional that waits for the first, as optx passes it)."""
 
     def init(params):
         hp = jnp.array([0.9, 0.999, 1e-3, 1e-8], jnp.float32)  # betas, lr, eps
@@ -70,26 +78,34 @@ def hand(cond: bool = False, split: bool = False, chain: bool = False, vec: bool
         count = count + 1
         t = count.astype(jnp.float32)
         b1, b2, lr, eps = hp[0], hp[1], hp[2], hp[3]
-        c = [1 - b1, b2, 1 - b2, -(lr / (1 - b1**t)), jnp.sqrt(1 - b2**t), eps]
+        w = torch_ops.prepare_lerp(1 - b1)
+        c = [w.coef if lerp else 1 - b1, b2, 1 - b2, -(lr / (1 - b1**t)), jnp.sqrt(1 - b2**t),
+             eps, w.small]
         if vec or late:
             c = [jnp.stack(c[:3])] + c[3:]
         if late:  # the vector first; the parameter kernels' coefficients after it
             c[0], t_after = _through_cond(t, [c[0], t])
             c[1:] = _through_cond(t_after + c[0][0], c[1:])
+        elif two:  # the rest first; the vector after it
+            *c[1:], t_after = _through_cond(t, [*c[1:], t])
+            c[0] = _through_cond(t_after, c[:1])[0]
         elif cond or vec:
             c = _through_cond(t, c)
         if vec or late:
             c = [c[0][0], c[0][1], c[0][2]] + c[1:]
         if split:  # only the step-dependent coefficients (bias corrections) pass the conditional
             c[3:5] = _through_cond(t, c[3:5])
-        one_minus_b1, b2, one_minus_b2, neg_step, bc2_sqrt, eps = c
+        one_minus_b1, b2, one_minus_b2, neg_step, bc2_sqrt, eps, small = c
         new_p, new_m, new_v, zero = [], [], [], None
         for p, m, v, g in zip(params, ms, vs, grads):
             if chain and zero is not None:
                 bits = lax.bitcast_convert_type(g, jnp.uint32) | lax.bitcast_convert_type(
                     zero, jnp.uint32)
                 g = lax.bitcast_convert_type(bits, jnp.float32)
-            m = m + (g - m) * one_minus_b1
+            if lerp:
+                m = torch_ops.lerp(m, g, torch_ops.PreparedLerp(small, one_minus_b1))
+            else:
+                m = m + (g - m) * one_minus_b1
             v = v * b2 + g * g * one_minus_b2
             p = p + (neg_step * m) / (jnp.sqrt(v) / bc2_sqrt + eps)
             new_p.append(p)
@@ -143,6 +159,8 @@ VARIANTS = {
     "hand+vec": lambda: hand(vec=True),
     "hand+chain": lambda: hand(chain=True),
     "hand+late": lambda: hand(late=True),
+    "hand+vec+lerp": lambda: hand(vec=True, lerp=True),
+    "hand+vec+two": lambda: hand(vec=True, two=True),
 }
 
 
@@ -154,7 +172,9 @@ def main(argv=None) -> None:
     ap.add_argument("--reverse", action="store_true",
                     help="build the variants in the reverse order (see the module docstring)")
     ap.add_argument("--variants", default=",".join(VARIANTS),
-                    help="comma-separated names, in build order (optax is always timed)")
+                    help="comma-separated names, in build order (optax is always timed); a "
+                         "name may repeat (ABBA: optx,optax,optax,optx), each copy built anew "
+                         "and its time the geometric mean of the copies' medians")
     args = ap.parse_args(argv)
     chosen = args.variants.split(",")
     chosen += [] if "optax" in chosen else ["optax"]  # the ratios' denominator
@@ -165,7 +185,7 @@ def main(argv=None) -> None:
     host_p = [rng.standard_normal(size).astype(np.float32) for _ in range(args.leaves)]
     host_g = [(rng.standard_normal(size) * 1e-2).astype(np.float32) for _ in range(args.leaves)]
     steps = {}
-    for name in (reversed(chosen) if args.reverse else chosen):
+    for i, name in enumerate(reversed(chosen) if args.reverse else chosen):
         init, step = VARIANTS[name]()
         fn = jax.jit(step, donate_argnums=(0, 1))
         params = [jnp.asarray(x) for x in host_p]
@@ -177,7 +197,7 @@ def main(argv=None) -> None:
 
         run()
         run()
-        steps[name] = run
+        steps[f"{name}#{i}"] = run
     times: dict[str, list[float]] = {k: [] for k in steps}
     names = list(steps)
     for r in range(args.rounds):
@@ -187,12 +207,13 @@ def main(argv=None) -> None:
             for _ in range(4):
                 steps[k]()
             times[k].append((time.perf_counter() - t0) / 4)
-    base = statistics.median(times["optax"])
+    med = {name: statistics.geometric_mean(
+        [statistics.median(v) for k, v in times.items() if k.split("#")[0] == name])
+        for name in dict.fromkeys(chosen)}
     print(f"{args.leaves} leaves, {args.total:,} params, median of {args.rounds} rounds")
     print("| variant | step ms | / optax |\n|---|---|---|")
-    for k in chosen:
-        med = statistics.median(times[k])
-        print(f"| {k} | {med * 1e3:.2f} | {med / base:.3f} |")
+    for k, m in med.items():
+        print(f"| {k} | {m * 1e3:.2f} | {m / med['optax']:.3f} |")
 
 
 if __name__ == "__main__":
