@@ -241,8 +241,8 @@ def table(results: dict) -> str:
 
 
 def run_model(model: str, rounds: int | None = None) -> dict:
-    """One model's per-step times ``{impl: seconds}``, measured in a fresh process (two for the
-    20 M models, see below)."""
+    """One model's per-step times ``{impl: seconds}``, measured in a fresh process (one per
+    build order for the 20 M models, see below)."""
     small = model.startswith("mlp")
     rounds = rounds or (41 if small else 8)
     steps = 100 if small else 4

@@ -81,10 +81,6 @@ def _kernels_by_leaf(init, step) -> tuple[list[int], list[int]]:
     return moments, updates
 
 
-def _moment_kernels_by_leaf(init, step) -> list[int]:
-    return _kernels_by_leaf(init, step)[0]
-
-
 def _with_apply(tx):
     """``(init, step)``: ``tx``'s update followed by ``apply_updates``."""
     import optax
@@ -112,7 +108,7 @@ def test_moment_kernels_of_a_leaf_run_back_to_back(name, weight_decay):
     second-moment one (2-3 % of the step at 1000 leaves)."""
     import optx
 
-    leaves = _moment_kernels_by_leaf(
+    leaves, _ = _kernels_by_leaf(
         *_with_apply(getattr(optx, name)(lr=1e-3, weight_decay=weight_decay))
     )
     theirs = _optax_adjacent()  # 12 with this XLA: m0 v0 m1 v1 ...
@@ -123,14 +119,14 @@ def test_moment_kernels_of_a_leaf_run_back_to_back(name, weight_decay):
 def _optax_adjacent() -> int:
     import optax
 
-    return _adjacent(_moment_kernels_by_leaf(*_with_apply(optax.adam(1e-3))))
+    return _adjacent(_kernels_by_leaf(*_with_apply(optax.adam(1e-3)))[0])
 
 
 def test_moment_kernels_without_packed_run_grouped():
     """The check above can fail: with the moment coefficients as separate outputs of the
     conditional (``benchmarks/leaf_order.py``'s ``optx unpacked``, optx before the change)
     all first moments run, then all second moments."""
-    leaves = _moment_kernels_by_leaf(*_benchmark("leaf_order").library("optx unpacked"))
+    leaves, _ = _kernels_by_leaf(*_benchmark("leaf_order").library("optx unpacked"))
     assert _adjacent(leaves) <= 2, f"moment kernels by leaf, in order: {leaves}"
 
 
